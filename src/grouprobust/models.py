@@ -1,0 +1,69 @@
+"""Small networks for embedded data, each split into a ``features`` part and a linear ``head``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from grouprobust.errors import GroupRobustError
+
+
+class Classifier(nn.Module):
+    """``head(features(x))``: ``features`` maps inputs to a ``feature_dim`` vector, ``head`` is linear."""
+
+    def __init__(self, features: nn.Module, feature_dim: int, n_classes: int):
+        super().__init__()
+        self.features = features
+        self.feature_dim = feature_dim
+        self.head = nn.Linear(feature_dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _linear(input_shape: tuple[int, ...], hidden: int) -> tuple[nn.Module, int]:
+    return nn.Flatten(), math.prod(input_shape)
+
+
+def _mlp(input_shape: tuple[int, ...], hidden: int) -> tuple[nn.Module, int]:
+    d = math.prod(input_shape)
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()), hidden
+
+
+def _cnn(input_shape: tuple[int, ...], hidden: int) -> tuple[nn.Module, int]:
+    """Three layers, about 5k parameters for 3-channel input (GSR's Appendix E tiny CNN)."""
+    if len(input_shape) != 3:
+        raise GroupRobustError(f"model 'cnn' needs image inputs (channels, height, width), got shape {input_shape}; "
+                               "use --set model=mlp")
+    c = input_shape[0]
+    body = nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(2), nn.Flatten(),
+    )
+    return body, 128
+
+
+MODELS = {"linear": _linear, "mlp": _mlp, "cnn": _cnn}
+
+
+def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, hidden: int = 64) -> Classifier:
+    """A fresh `Classifier` (initialised from torch's global RNG: seed it first)."""
+    if name not in MODELS:
+        raise GroupRobustError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)} (--set model=NAME)")
+    features, dim = MODELS[name](tuple(input_shape), hidden)
+    return Classifier(features, dim, n_classes)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``requested`` if given, else CUDA when available, else CPU."""
+    if requested:
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise GroupRobustError(f"unknown device {requested!r}; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise GroupRobustError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

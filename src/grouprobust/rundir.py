@@ -1,0 +1,154 @@
+"""Run directories: ``config.json``, ``history.jsonl``, ``result.json`` (or ``error.json``), ``model.pt``.
+
+A run is built in a hidden temporary sibling directory and renamed into place when it ends, so a
+directory at the final path is always complete: finished (``result.json``) or failed
+(``error.json``). A killed run leaves only a hidden temporary directory, cleaned up next time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grouprobust.errors import GroupRobustError
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """JSON text with numpy values converted."""
+    return json.dumps(obj, indent=indent, default=_default, allow_nan=False)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(dumps(obj))
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document at ``path``; a one-line error if it is missing or malformed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise GroupRobustError(f"{path} not found; is this a grouprobust run directory?") from None
+    except json.JSONDecodeError as err:
+        raise GroupRobustError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); the file is damaged") from None
+
+
+def run_status(path: Path) -> str:
+    """``finished``, ``failed``, ``absent`` (missing or empty) or ``foreign`` (not a run directory)."""
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return "absent"
+    if (path / "result.json").is_file():
+        return "finished"
+    if (path / "error.json").is_file():
+        return "failed"
+    return "foreign"
+
+
+class RunDirectory:
+    """Writes one run atomically at ``path``; see the module docstring for the layout."""
+
+    def __init__(self, path: Path, config: dict[str, Any]):
+        self.path = Path(path)
+        self.config = config
+        self.run_id = config["run_id"]
+        self.tmp: Path | None = None
+
+    def existing_status(self) -> str:
+        """Status of what is at the path now; raises if it holds something other than this run."""
+        status = run_status(self.path)
+        if status == "absent":
+            return status
+        if status == "foreign":
+            raise GroupRobustError(f"{self.path} exists and is not a grouprobust run directory; choose another --out")
+        other = read_json(self.path / "config.json").get("run_id")
+        if other != self.run_id:
+            raise GroupRobustError(f"{self.path} already holds a different run (id {other}, this one is {self.run_id}); "
+                                   "choose another --out or delete that directory")
+        return status
+
+    def open(self) -> None:
+        """Create the temporary directory and write ``config.json``."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            if not _pid_alive(stale.name.rsplit(".tmp-", 1)[-1].split("-")[0]):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        self.tmp.mkdir()
+        write_json_atomic(self.tmp / "config.json", self.config)
+        self._history = open(self.tmp / "history.jsonl", "a")
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """Append one line to ``history.jsonl``."""
+        self._history.write(dumps(entry, indent=None) + "\n")
+        self._history.flush()
+
+    def file(self, name: str) -> Path:
+        """Path of an extra file inside the run being written (e.g. ``model.pt``)."""
+        assert self.tmp is not None
+        return self.tmp / name
+
+    def _publish(self) -> Path:
+        self._history.close()
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+        self.tmp = None
+        return self.path
+
+    def finish(self, result: dict[str, Any]) -> Path:
+        """Write ``result.json`` and move the run into place; returns the final path."""
+        write_json_atomic(self.file("result.json"), result)
+        return self._publish()
+
+    def fail(self, reason: str, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``error.json`` with ``reason`` and move the failed run into place."""
+        write_json_atomic(self.file("error.json"), {"status": "failed", "reason": reason, **(extra or {})})
+        return self._publish()
+
+    def abort(self) -> None:
+        """Remove the temporary directory (interrupted run): nothing appears at the final path."""
+        if self.tmp is not None:
+            self._history.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        pid = int(text)
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
