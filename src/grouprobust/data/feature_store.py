@@ -1,0 +1,69 @@
+"""On-disk feature sets: train/val/test splits whose ``x`` are feature vectors.
+
+Layout of a feature directory: ``train.npz``, ``val.npz``, ``test.npz`` (arrays ``x``, ``y`` and,
+when present, ``a``, ``g``, ``eval_groups``) and ``meta.json`` (dataset name, class/attribute counts,
+group names, where the features came from). Written atomically; readable by `load_feature_splits`
+and usable directly by the last-layer methods and by `train` with ``--set model=linear``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grouprobust.data.dataset import DatasetSplits, GroupDataset
+from grouprobust.errors import GroupRobustError
+from grouprobust.rundir import write_json_atomic
+
+SPLITS = ("train", "val", "test")
+
+
+def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str, Any] | None = None) -> Path:
+    """Write ``splits`` (whose ``x`` are features) to ``directory``; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for ds in splits:
+        arrays = {"x": ds.x, "y": ds.y}
+        for key in ("a", "g", "eval_groups"):
+            if getattr(ds, key) is not None:
+                arrays[key] = getattr(ds, key)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{ds.split}.", suffix=".npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, directory / f"{ds.split}.npz")
+    train = splits.train
+    write_json_atomic(directory / "meta.json", {
+        "dataset": splits.name, "n_classes": train.n_classes, "n_attrs": train.n_attrs,
+        "group_names": train.group_names, "eval_group_names": train.eval_group_names,
+        "feature_dim": int(np.prod(train.x.shape[1:])), "source": source or {},
+    })
+    return directory
+
+
+def load_feature_splits(directory: Path) -> DatasetSplits:
+    """Read a feature directory written by `save_feature_splits`."""
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise GroupRobustError(f"{meta_path} not found; point to a directory written by `grouprobust features` "
+                               "or save_feature_splits")
+    meta = json.loads(meta_path.read_text())
+    parts = []
+    for split in SPLITS:
+        path = directory / f"{split}.npz"
+        if not path.is_file():
+            raise GroupRobustError(f"{path} not found; the feature directory is incomplete, extract the features again")
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        parts.append(GroupDataset(arrays["x"], arrays["y"], arrays.get("a"), meta["n_classes"], meta["n_attrs"], split,
+                                  meta.get("dataset", "features"), g=arrays.get("g"), group_names=meta.get("group_names"),
+                                  eval_groups=arrays.get("eval_groups"), eval_group_names=meta.get("eval_group_names")))
+    return DatasetSplits(*parts, name=meta.get("dataset", "features"), meta={"source": meta.get("source", {})})
+
+
+__all__ = ["SPLITS", "load_feature_splits", "save_feature_splits"]
