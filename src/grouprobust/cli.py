@@ -115,9 +115,23 @@ def methods() -> None:
     console.print(table)
 
 
+# Modules that add commands to `app` when imported (each: `from grouprobust.cli import app` + `@app.command()`
+# or `app.add_typer(...)`). One line per module keeps feature commands out of this file.
+COMMAND_MODULES: list[str] = [
+]
+
+
+def _load_command_modules() -> None:
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors print one line and exit 2, never a traceback."""
     try:
+        _load_command_modules()
         app(args=argv, standalone_mode=True)
     except GroupRobustError as err:
         err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
