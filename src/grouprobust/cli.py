@@ -86,7 +86,8 @@ def datasets() -> None:
     from grouprobust.data import list_datasets, load_dataset
 
     table = Table(title="datasets")
-    for col in ("name", "description", "train", "val", "test", "groups (empty in train)"):
+    table.add_column("name", no_wrap=True)
+    for col in ("description", "train", "val", "test", "groups (empty in train)"):
         table.add_column(col, overflow="fold")
     for entry in list_datasets():
         if entry.embedded:
@@ -106,7 +107,7 @@ def methods() -> None:
     from grouprobust.methods import list_methods
 
     table = Table(title="methods")
-    table.add_column("name")
+    table.add_column("name", no_wrap=True)
     table.add_column("group labels needed")
     table.add_column("what it does", overflow="fold")
     needs_text = {"none": "none", "val": "validation only", "full": "train + validation"}
