@@ -174,6 +174,7 @@ class Trainer:
             "metrics": chosen["metrics"],
             "final": {"epoch": entries[-1]["epoch"], "metrics": entries[-1].get("metrics")},
             "train_group_counts": self.full_train.group_counts().tolist() if self.full_train.has_groups else None,
+            "train_empty_groups": self.full_train.empty_groups(),
             "method_info": method.run_info(),
             "hparams": self.hparams,
             "time_s": time.perf_counter() - start,
