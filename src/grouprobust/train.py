@@ -172,7 +172,8 @@ class Trainer:
             "regime": self.config.regime,
             "selected": {"rule": self.rule.name, "epoch": chosen["epoch"], "oracle": self.rule.oracle},
             "metrics": chosen["metrics"],
-            "final": {"epoch": entries[-1]["epoch"], "metrics": entries[-1].get("metrics")},
+            # Test numbers are reported for the selected epoch only; the last epoch gets its validation figures.
+            "final": {"epoch": entries[-1]["epoch"], "val": (entries[-1].get("metrics") or {}).get("val")},
             "train_group_counts": self.full_train.group_counts().tolist() if self.full_train.has_groups else None,
             "train_empty_groups": self.full_train.empty_groups(),
             "method_info": method.run_info(),
