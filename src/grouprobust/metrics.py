@@ -82,52 +82,65 @@ def group_accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.nd
 
 # -- probability-based figures -------------------------------------------------------------------------
 
-def binary_auroc(positive: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve of ``score`` for the boolean ``positive`` (both classes must be present).
+def binary_ranking_scores(positive: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """(AUROC, average precision) of ``score`` for the boolean ``positive``; both classes must be present.
 
-    The Mann-Whitney form: the probability that a random positive scores above a random negative,
-    ties counting one half. Equal to scikit-learn's ``roc_auc_score`` (tested), whose input checks
-    cost ~40x more per call: too much for the per-attribute, per-class AUROCs of every evaluation.
+    One descending sort; tied scores form one threshold. AUROC is the trapezoidal area under the ROC
+    points (ties count one half), average precision is ``sum_k (R_k - R_{k-1}) P_k`` over the
+    thresholds: the definitions of scikit-learn's ``roc_auc_score`` and ``average_precision_score``
+    (tested equal), whose input checks cost 10-40x more per call, too much for the per-class and
+    per-attribute figures of every evaluation in the training loop.
     """
-    positive = np.asarray(positive, dtype=bool)
-    _, where, counts = np.unique(score, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2)[where.reshape(-1)]  # 1-based ranks, ties get their average
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    order = np.argsort(-np.asarray(score), kind="stable")
+    ranked, hits = np.asarray(score)[order], np.asarray(positive, dtype=bool)[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # last index of each tie block
+    tp = np.cumsum(hits)[last].astype(float)
+    fp = last + 1 - tp
+    tpr, fpr = np.r_[0.0, tp / tp[-1]], np.r_[0.0, fp / fp[-1]]
+    auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    average_precision = float(np.sum(np.diff(tpr) * tp / (tp + fp)))
+    return auroc, average_precision
 
 
-def _binary_score(fn, positive: np.ndarray, score: np.ndarray) -> tuple[float | None, str | None]:
-    """``fn(positive, score)`` (a ranking metric), or (None, reason) unless both classes are present."""
+def _binary_scores(positive: np.ndarray, score: np.ndarray) -> tuple[tuple[float, float] | None, str | None]:
+    """`binary_ranking_scores`, or (None, reason) unless both classes are present."""
     n_pos = int(positive.sum())
     if len(positive) == 0:
         return None, "no samples"
     if n_pos == 0 or n_pos == len(positive):
         return None, f"only {'negatives' if n_pos == 0 else 'positives'} present ({len(positive)} samples)"
-    return float(fn(positive, score)), None
+    return binary_ranking_scores(positive, score), None
 
 
-def ranking_score(y_true: np.ndarray, probs: np.ndarray, kind: str = "auroc") -> tuple[float | None, str | None]:
-    """AUROC (``kind="auroc"``) or average precision (``kind="auprc"``) of class probabilities.
+def _class_ranking_scores(y_true: np.ndarray, probs: np.ndarray) -> dict[int, tuple[tuple[float, float] | None, str | None]]:
+    """One-vs-rest (AUROC, AP) of every class c: ``y == c`` scored by ``probs[:, c]``."""
+    return {c: _binary_scores(y_true == c, probs[:, c]) for c in range(probs.shape[1])}
 
-    Binary (two columns): the score of class 1. Multiclass: one-vs-rest, the unweighted mean over
-    the classes present in ``y_true`` (equal to scikit-learn's ``multi_class="ovr"`` macro AUROC and to
-    macro ``average_precision_score`` when every class is present). Returns ``(value, None)``, or
-    ``(None, reason)`` when fewer than two classes are present.
-    """
-    from sklearn.metrics import average_precision_score
 
-    fn = binary_auroc if kind == "auroc" else average_precision_score
-    y_true = np.asarray(y_true)
-    if probs.shape[1] == 2:
-        return _binary_score(fn, y_true == 1, probs[:, 1])
+def _combine(per_class: dict, y_true: np.ndarray, n_classes: int) -> tuple[tuple[float, float] | None, str | None]:
+    """Overall (AUROC, AP): class 1's for binary, else the mean over the classes present (one-vs-rest macro)."""
+    if n_classes == 2:
+        return per_class[1]
     present = np.unique(y_true)
     if len(present) < 2:
         return None, (f"only one class present ({len(y_true)} samples)" if len(y_true) else "no samples")
-    if kind == "auprc":
-        onehot = y_true[:, None] == present[None, :]
-        return float(average_precision_score(onehot, probs[:, present], average="macro")), None
-    return float(np.mean([binary_auroc(y_true == c, probs[:, c]) for c in present])), None
+    pairs = [per_class[int(c)][0] for c in present]
+    return (float(np.mean([p[0] for p in pairs])), float(np.mean([p[1] for p in pairs]))), None
+
+
+def ranking_score(y_true: np.ndarray, probs: np.ndarray, kind: str = "auroc") -> tuple[float | None, str | None]:
+    """AUROC (``kind="auroc"``) or average precision (``kind="auprc"``) of class probabilities (n, K).
+
+    Binary (K = 2): the score of class 1. Multiclass: one-vs-rest, the unweighted mean over the
+    classes present in ``y_true`` (equal to scikit-learn's ``roc_auc_score(multi_class="ovr")`` and
+    macro ``average_precision_score`` when every class is present). Returns ``(value, None)``, or
+    ``(None, reason)`` when fewer than two classes are present.
+    """
+    y_true = np.asarray(y_true)
+    classes = range(probs.shape[1]) if probs.shape[1] > 2 else [1]
+    per_class = {c: _binary_scores(y_true == c, probs[:, c]) for c in classes}
+    pair, reason = _combine(per_class, y_true, probs.shape[1])
+    return (None, reason) if pair is None else (pair[0 if kind == "auroc" else 1], None)
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float | None:
@@ -148,49 +161,96 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: in
     return float(np.abs(acc_sum - conf_sum).sum() / len(y_true))
 
 
+def cell_precision_f1(y_true: np.ndarray, y_pred: np.ndarray, attrs: np.ndarray, n_classes: int, n_attrs: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and F1 of each class within each attribute value, from one confusion count.
+
+    Returns ``(precision, f1, n_true, n_predicted)``, arrays of shape (n_attrs, n_classes). Cell
+    (a, y) has precision P(Y = y | prediction y, A = a) and recall P(prediction y | Y = y, A = a) (the
+    accuracy of group (y, a)); a class never predicted, or never present, in a cell gets 0, as
+    scikit-learn's ``precision_recall_fscore_support(zero_division=0)`` (tested equal; it costs ~10 ms
+    a call, too much for every evaluation). With ``n_attrs=1`` and ``attrs`` all 0: the class figures.
+    """
+    conf = np.bincount((attrs * n_classes + y_true) * n_classes + y_pred,
+                       minlength=n_attrs * n_classes * n_classes).reshape(n_attrs, n_classes, n_classes)
+    tp = np.diagonal(conf, axis1=1, axis2=2).astype(float)
+    n_predicted, n_true = conf.sum(axis=1), conf.sum(axis=2)
+    precision = tp / np.maximum(n_predicted, 1)
+    recall = tp / np.maximum(n_true, 1)
+    with np.errstate(invalid="ignore"):
+        f1 = np.where(tp > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return precision, f1, n_true, n_predicted
+
+
 def _class_precision_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_class: dict) -> dict[str, Any]:
-    """SubpopBench's class-level precision and F1 (its ``classification_report`` figures).
+    """SubpopBench's class-level precision and F1 (its ``classification_report(zero_division=0)`` figures).
 
     Macro = mean over the classes present in ``y_true`` or ``y_pred``; worst = min over the classes
-    present in ``y_true``; a class predicted but never seen gets precision 0 (``zero_division=0``).
+    present in ``y_true``; a class predicted but never present gets precision 0.
     """
-    from sklearn.metrics import precision_recall_fscore_support
-
-    labels = np.union1d(np.unique(y_true), np.unique(y_pred))
-    for entry in per_class.values():
-        entry.update(precision=None, f1=None)
-    prec, _, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    for c, p, f in zip(labels, prec, f1):
-        per_class[str(int(c))].update(precision=float(p), f1=float(f))
-    seen = [v for v in per_class.values() if v["n"] > 0]
+    precision, f1, n_true, n_predicted = (v[0] for v in cell_precision_f1(
+        y_true, y_pred, np.zeros_like(y_true), n_classes, 1))
+    labels = np.flatnonzero((n_true > 0) | (n_predicted > 0))
+    for c, entry in per_class.items():
+        shown = n_true[int(c)] > 0 or n_predicted[int(c)] > 0
+        entry.update(precision=float(precision[int(c)]) if shown else None, f1=float(f1[int(c)]) if shown else None)
+    seen = n_true > 0
     return {
-        "macro_precision": float(np.mean(prec)) if len(labels) else None,
-        "macro_f1": float(np.mean(f1)) if len(labels) else None,
-        "worst_class_precision": min(v["precision"] for v in seen) if seen else None,
-        "worst_class_f1": min(v["f1"] for v in seen) if seen else None,
+        "macro_precision": float(precision[labels].mean()) if len(labels) else None,
+        "macro_f1": float(f1[labels].mean()) if len(labels) else None,
+        "worst_class_precision": float(precision[seen].min()) if seen.any() else None,
+        "worst_class_f1": float(f1[seen].min()) if seen.any() else None,
     }
 
 
-def _group_precision_f1(y_true: np.ndarray, y_pred: np.ndarray, attrs: np.ndarray, n_classes: int,
-                        n_attrs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Precision and F1 of each (class y, attribute a) cell, arrays of shape (n_classes * n_attrs,).
+def blockwise_auroc(positive: np.ndarray, score: np.ndarray, block: np.ndarray, n_blocks: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AUROC of ``score`` for ``positive`` within each block (e.g. attribute value), in one pass.
 
-    Cell (y, a) = group ``y * n_attrs + a``. Its precision is P(Y = y | prediction y, A = a): class
-    y's precision among the samples with attribute a. Its recall is the group's accuracy. Cells with no
-    sample get NaN (the caller reports None); a cell never predicted gets precision 0 (as ``zero_division=0``).
+    Returns ``(auroc, n_pos, n_neg)``, arrays of shape (n_blocks,); auroc is NaN where a block lacks
+    positives or negatives. The Mann-Whitney form (ties count one half), which equals scikit-learn's
+    ``roc_auc_score`` on each block (tested): one sort instead of one call per block.
     """
-    conf = np.zeros((n_attrs, n_classes, n_classes))
-    np.add.at(conf, (attrs, y_true, y_pred), 1)
-    tp = np.diagonal(conf, axis1=1, axis2=2)  # (a, y)
-    predicted = conf.sum(axis=1)  # (a, predicted class)
-    actual = conf.sum(axis=2)  # (a, true class)
+    positive = np.asarray(positive, dtype=bool)
+    order = np.lexsort((score, block))  # by block, then score ascending
+    b, s, hit = block[order], score[order], positive[order]
+    n = len(b)
+    starts_run = np.r_[True, (np.diff(b) != 0) | (np.diff(s) != 0)]  # runs of tied scores inside a block
+    run_start = np.flatnonzero(starts_run)
+    run_len = np.diff(np.r_[run_start, n])
+    n_tot = np.bincount(b, minlength=n_blocks)
+    block_start = np.r_[0, np.cumsum(n_tot)[:-1]]
+    rank = (run_start - block_start[b[run_start]] + (run_len + 1) / 2)[np.cumsum(starts_run) - 1]
+    n_pos = np.bincount(b, weights=hit, minlength=n_blocks)
+    rank_sum = np.bincount(b, weights=rank * hit, minlength=n_blocks)
+    n_neg = n_tot - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
-        recall = tp / np.maximum(actual, 1)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    precision = np.where(actual > 0, precision, np.nan)
-    f1 = np.where(actual > 0, f1, np.nan)
-    return precision.T.reshape(-1), f1.T.reshape(-1)  # index y * n_attrs + a
+        auroc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auroc, np.nan), n_pos, n_neg
+
+
+def _attribute_table(y: np.ndarray, probs: np.ndarray, correct: np.ndarray, attrs: np.ndarray,
+                     n_attrs: int) -> dict[str, dict[str, Any]]:
+    """Accuracy and AUROC within each attribute value (SubpopBench's ``per_attribute``).
+
+    AUROC: binary, of class 1; multiclass, the one-vs-rest mean over the classes present in the subset.
+    """
+    table = _accuracy_table(correct, attrs[:, None] == np.arange(n_attrs)[None, :], [f"a={a}" for a in range(n_attrs)])
+    classes = [1] if probs.shape[1] == 2 else range(probs.shape[1])
+    aucs, present = [], []
+    for c in classes:
+        auc, n_pos, _ = blockwise_auroc(y == c, probs[:, c], attrs, n_attrs)
+        aucs.append(auc)
+        present.append(n_pos > 0)
+    aucs, present = np.array(aucs), np.array(present)
+    for a, entry in enumerate(table.values()):
+        n_present = len(np.unique(y[attrs == a])) if entry["n"] else 0
+        if n_present < 2:
+            entry["auroc"] = None
+            entry["auroc_undefined"] = f"only one class present ({entry['n']} samples)" if entry["n"] else "no samples"
+        else:
+            entry["auroc"] = float(aucs[present[:, a], a].mean()) if probs.shape[1] > 2 else float(aucs[0, a])
+    return table
 
 
 def _add_auroc(table: dict[str, dict[str, Any]], y: np.ndarray, probs: np.ndarray,
@@ -245,8 +305,10 @@ def group_metrics(y_true: np.ndarray, probs: np.ndarray, groups: np.ndarray | No
                                "pass softmax(logits) for every sample")
     if not np.all(np.isfinite(probs)):
         raise GroupRobustError("probabilities contain NaN or inf; the model diverged or the inputs are not finite")
+    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-4) or probs.min(initial=0.0) < 0:
+        raise GroupRobustError("probabilities must be non-negative and sum to 1 per sample; pass softmax(logits), "
+                               "not logits")
     n_classes = probs.shape[1]
-    probs = probs / probs.sum(axis=1, keepdims=True)
     pred = probs.argmax(axis=1)
     if groups is not None and n_groups is None:
         raise GroupRobustError("n_groups is required with groups; pass the dataset's n_groups")
@@ -274,20 +336,21 @@ def group_metrics(y_true: np.ndarray, probs: np.ndarray, groups: np.ndarray | No
     out.update(_class_precision_f1(y, pred, n_classes, out["per_class"]))
     class_accs = [v["acc"] for v in out["per_class"].values() if v["acc"] is not None]
     out["class_acc_diff"] = float(sum(abs(a - b) for i, a in enumerate(class_accs) for b in class_accs[i + 1:]))
+    class_scores = _class_ranking_scores(y, probs)
     for c, entry in out["per_class"].items():
-        entry["auroc"], reason = _binary_score(binary_auroc, y == int(c), probs[:, int(c)])
+        pair, reason = class_scores[int(c)]
+        entry["auroc"] = None if pair is None else pair[0]
         if reason:
             entry["auroc_undefined"] = reason
-    put("auroc", *ranking_score(y, probs, "auroc"))
-    put("auprc", *ranking_score(y, probs, "auprc"))
+    pair, reason = _combine(class_scores, y, n_classes)
+    put("auroc", None if pair is None else pair[0], reason)
+    put("auprc", None if pair is None else pair[1], reason)
     out["ece"] = expected_calibration_error(y, probs, ece_bins)
     out["ece_bins"] = ece_bins
 
     if attrs is not None and n_attrs:
         attrs = np.asarray(attrs).astype(np.int64)
-        membership = attrs[:, None] == np.arange(n_attrs)[None, :]
-        table = _accuracy_table(correct, membership, [f"a={a}" for a in range(n_attrs)])
-        out["per_attr"] = _add_auroc(table, y, probs, membership)
+        out["per_attr"] = _attribute_table(y, probs, correct, attrs, n_attrs)
         put("worst_attr_auroc", *_worst(out["per_attr"], "auroc", "attribute value"))
     else:
         out["per_attr"] = None
@@ -296,10 +359,11 @@ def group_metrics(y_true: np.ndarray, probs: np.ndarray, groups: np.ndarray | No
     cells_are_groups = (groups is not None and attrs is not None and n_attrs and n_groups == n_classes * n_attrs
                         and np.array_equal(np.asarray(groups), y * n_attrs + attrs))
     if cells_are_groups:
-        precision, f1 = _group_precision_f1(y, pred, attrs, n_classes, n_attrs)
+        # group g = (y, a) is cell [a, y]; groups with no sample get None and stay out of the worst figures
+        precision, f1, n_true, _ = (v.T.reshape(-1) for v in cell_precision_f1(y, pred, attrs, n_classes, n_attrs))
         for g, entry in out["per_group"].items():
-            p, f = precision[int(g)], f1[int(g)]
-            entry["precision"], entry["f1"] = (None, None) if np.isnan(p) else (float(p), float(f))
+            has = n_true[int(g)] > 0
+            entry["precision"], entry["f1"] = (float(precision[int(g)]), float(f1[int(g)])) if has else (None, None)
         put("worst_group_precision", *_worst(out["per_group"], "precision", "group"))
         put("worst_group_f1", *_worst(out["per_group"], "f1", "group"))
     else:
