@@ -81,9 +81,19 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run di
 
 
 @app.command()
-def datasets() -> None:
-    """List datasets with their description, split sizes and group counts."""
+def datasets(
+    check: Optional[str] = typer.Option(None, "--check", help="validate your copy of benchmark NAME (needs --root)"),
+    root: Optional[Path] = typer.Option(None, "--root", help="folder of the benchmark to check (docs/datasets.md)"),
+    data: List[str] = DataOpt,
+) -> None:
+    """List datasets with their description, split sizes and group counts; --check validates a downloaded copy."""
     from grouprobust.data import list_datasets, load_dataset
+
+    if check is not None:
+        from grouprobust.data.readers.report import check_benchmark
+
+        check_benchmark(check, root, data, console)
+        return
 
     table = Table(title="datasets")
     for col in ("name", "description", "train", "val", "test", "groups (empty in train)"):
