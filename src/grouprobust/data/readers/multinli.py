@@ -69,7 +69,7 @@ def read_multinli(root: Path, *, split_type: str = "random", allow_empty_groups:
         find_file(root, [f"glue_data/MNLI/{CACHED[0]}"], "MultiNLI text: the multinli_1.0_*.jsonl files next to the "
                   "metadata, or group DRO's cached BERT inputs")
     out = BenchmarkTable("multinli", table, 3, 2, LABELS, ["no negation", "negation"], path, input_kind="text",
-                         meta={"has_text": texts is not None})
+                         meta={"has_text": texts is not None, "root": str(root)})
     check_nonempty_groups(out, path, allow_empty_groups)
     return out
 
