@@ -14,10 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from grouprobust.data.readers.table import BenchmarkTable
-from grouprobust.data.readers.validate import (
-    check_files_exist, check_nonempty_groups, find_file, map_values, read_csv, require_columns,
-)
-from grouprobust.data.readers.waterbirds import split_names
+from grouprobust.data.readers.validate import find_file, image_table, read_csv, require_columns, split_names
 from grouprobust.errors import GroupRobustError
 
 SIGNS = {-1: 0, 1: 1, 0: 0}
@@ -61,16 +58,10 @@ def read_celeba(root: Path, *, target: str = "Blond_Hair", attribute: str = "Mal
     if missing.any():
         raise GroupRobustError(f"{part_path}: no partition for image {merged['image_id'][missing].iloc[0]!r}; "
                                f"expected one row per image of {attr_path.name}")
+    split_names(merged["partition"], part_path, "partition")  # so a bad code names the partition file
     images = find_file(root, ["img_align_celeba"], "CelebA images folder") if check_files else root / "img_align_celeba"
-    table = pd.DataFrame({
-        "path": [str(images / f) for f in merged["image_id"]],
-        "y": map_values(merged[target], SIGNS, attr_path, target),
-        "a": map_values(merged[attribute], SIGNS, attr_path, attribute),
-        "split": split_names(merged["partition"], part_path, "partition"),
-    })
-    if check_files:
-        check_files_exist(table["path"], attr_path, "image_id")
-    out = BenchmarkTable("celeba", table, 2, 2, [f"not {target}", target], [f"not {attribute}", attribute], attr_path,
-                         meta={"target": target, "attribute": attribute})
-    check_nonempty_groups(out, attr_path, allow_empty_groups)
-    return out
+    return image_table("celeba", merged, [str(images / f) for f in merged["image_id"]], attr_path, y=target,
+                       a=attribute, split="partition", file_column="image_id",
+                       class_names=[f"not {target}", target], attr_names=[f"not {attribute}", attribute],
+                       values=SIGNS, check_files=check_files, allow_empty_groups=allow_empty_groups,
+                       meta={"target": target, "attribute": attribute})

@@ -17,10 +17,7 @@ import numpy as np
 import pandas as pd
 
 from grouprobust.data.readers.table import BenchmarkTable
-from grouprobust.data.readers.validate import (
-    check_files_exist, check_nonempty_groups, find_file, map_values, read_csv,
-)
-from grouprobust.data.readers.waterbirds import split_names
+from grouprobust.data.readers.validate import find_file, image_table, read_csv
 from grouprobust.errors import GroupRobustError
 
 IMAGES = "MetaShift-Cat-Dog-indoor-outdoor"
@@ -65,14 +62,7 @@ def read_metashift(root: Path, *, check_files: bool = True, allow_empty_groups: 
         source = csv
     else:
         df, source = _from_folders(root), root / IMAGES
-    table = pd.DataFrame({
-        "path": [_reroot(f, root) for f in df["filename"]],
-        "y": map_values(df["y"], {0: 0, 1: 1}, source, "y"),
-        "a": map_values(df["a"], {0: 0, 1: 1}, source, "a"),
-        "split": split_names(df["split"], source),
-    })
-    if check_files:
-        check_files_exist(table["path"], source, "filename")
-    out = BenchmarkTable("metashift", table, 2, 2, ["dog", "cat"], ["outdoor", "indoor"], source)
-    check_nonempty_groups(out, source, allow_empty_groups)
-    return out
+    return image_table("metashift", df, [_reroot(f, root) for f in df["filename"]], source, y="y", a="a",
+                       split="split", file_column="filename", class_names=["dog", "cat"],
+                       attr_names=["outdoor", "indoor"], values={0: 0, 1: 1}, check_files=check_files,
+                       allow_empty_groups=allow_empty_groups)

@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 
 from grouprobust.data.readers.table import BenchmarkTable
-from grouprobust.data.readers.validate import check_nonempty_groups, find_file, map_values, read_csv
-from grouprobust.data.readers.waterbirds import split_names
+from grouprobust.data.readers.validate import check_nonempty_groups, find_file, map_values, read_csv, split_names
 from grouprobust.errors import GroupRobustError
 
 JSONL = ("multinli_1.0_train.jsonl", "multinli_1.0_dev_matched.jsonl", "multinli_1.0_dev_mismatched.jsonl")

@@ -108,3 +108,33 @@ def check_nonempty_groups(table: "BenchmarkTable", where: Path | str, allow_empt
             raise GroupRobustError(f"{where}: split {split!r} has no sample in group {empty[0]!r}; expected every "
                                    "group in every split (check the split and label columns, or pass "
                                    "allow_empty_groups=true to read it anyway)")
+
+
+SPLIT_CODES = {0: "train", 1: "val", 2: "test"}
+
+
+def split_names(codes: pd.Series, path: Path | str, column: str = "split") -> list[str]:
+    """Group DRO's split codes 0/1/2 as train/val/test names; raises on any other value."""
+    return [SPLIT_CODES[c] for c in map_values(codes, {k: k for k in SPLIT_CODES}, path, column)]
+
+
+def image_table(name: str, df: pd.DataFrame, paths: list[str], source: Path, *, y: str, a: str, split: str,
+                file_column: str, class_names: list[str], attr_names: list[str], values: Mapping[Any, int],
+                check_files: bool, allow_empty_groups: bool, meta: dict | None = None) -> "BenchmarkTable":  # noqa: F821
+    """A validated binary image `BenchmarkTable` from metadata columns ``y``, ``a``, ``split`` (codes 0/1/2).
+
+    ``values`` maps the file's label values to 0/1 (e.g. CelebA's -1/1); ``paths`` are the image files.
+    """
+    from grouprobust.data.readers.table import BenchmarkTable
+
+    table = pd.DataFrame({
+        "path": paths,
+        "y": map_values(df[y], values, source, y),
+        "a": map_values(df[a], values, source, a),
+        "split": split_names(df[split], source, split),
+    })
+    if check_files:
+        check_files_exist(table["path"], source, file_column)
+    out = BenchmarkTable(name, table, 2, 2, class_names, attr_names, source, meta=meta or {})
+    check_nonempty_groups(out, source, allow_empty_groups)
+    return out
