@@ -122,3 +122,31 @@ def write_dfa(root: Path, kind: str = "cmnist", pct: str = "1pct") -> Path:
         put(val, y, a, i := i + 1, kind == "cifar10c")
         put(root / "test", y, a, i := i + 1, kind != "bffhq")
     return root
+
+
+def write_cached_bert_inputs(root: Path, ids: list[int], labels: list[int]) -> Path:
+    """Group DRO's cached MultiNLI inputs: pickled ``utils_glue.InputFeatures``, split over its three files.
+
+    Row ``i`` has ``input_ids == [101, ids[i], 102]`` and ``label_id == labels[i]``.
+    """
+    import sys
+    import types
+
+    import torch
+
+    from grouprobust.data.readers.multinli import CACHED
+
+    class InputFeatures:  # what pytorch-transformers' utils_glue pickled
+        def __init__(self, token: int, label: int):
+            self.input_ids, self.input_mask, self.segment_ids, self.label_id = [101, token, 102], [1, 1, 1], [0, 0, 0], label
+
+    InputFeatures.__module__, InputFeatures.__qualname__ = "utils_glue", "InputFeatures"
+    glue = root / "glue_data" / "MNLI"
+    glue.mkdir(parents=True, exist_ok=True)
+    sys.modules["utils_glue"] = types.SimpleNamespace(InputFeatures=InputFeatures)
+    try:
+        for part, name in zip(np.array_split(np.arange(len(ids)), 3), CACHED):
+            torch.save([InputFeatures(int(ids[r]), int(labels[r])) for r in part], glue / name)
+    finally:
+        del sys.modules["utils_glue"]
+    return glue

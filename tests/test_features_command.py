@@ -16,7 +16,7 @@ from grouprobust.data.feature_store import load_feature_splits
 from grouprobust.data.readers import read_benchmark
 from grouprobust.errors import GroupRobustError
 
-from readers_fixtures import write_civilcomments, write_waterbirds
+from readers_fixtures import write_cached_bert_inputs, write_civilcomments, write_multinli, write_waterbirds
 
 
 def importable(module: str) -> bool:
@@ -110,3 +110,24 @@ def test_minilm_text_features_end_to_end(tmp_path, capsys):
     # sentence embeddings are unit-length and distinct comments get distinct vectors
     np.testing.assert_allclose(np.linalg.norm(splits.train.x, axis=1), 1.0, atol=1e-4)
     assert len(np.unique(splits.train.x.round(4), axis=0)) == len(splits.train.x)
+
+
+def test_multinli_cached_token_inputs_feed_the_encoder_in_row_order(tmp_path):
+    """Without the jsonl texts, group DRO's cached BERT inputs are the encoder's inputs, row by row."""
+    import pandas as pd
+
+    from grouprobust.data.encoders import Encoder
+
+    root = write_multinli(tmp_path, text=False)
+    meta = pd.read_csv(root / "data" / "metadata_random.csv", index_col=0)
+    labels = meta["gold_label"].to_numpy()
+    write_cached_bert_inputs(root, list(range(len(meta))), list(labels))
+    table = read_benchmark("multinli", root)
+    assert "text" not in table.table.columns
+    row_id = Encoder("row-id", "text", lambda items: np.array([[float(t["input_ids"][1])] for t in items]))
+    feats = extract_features(table, row_id, batch_size=5)
+    np.testing.assert_array_equal(feats[:, 0], np.arange(len(meta)))
+    # labels that disagree with the metadata are refused, as group DRO asserts
+    meta.assign(gold_label=(labels + 1) % 3).to_csv(root / "data" / "metadata_random.csv")
+    with pytest.raises(GroupRobustError, match="cached BERT inputs do not line up with the metadata"):
+        extract_features(read_benchmark("multinli", root), row_id)

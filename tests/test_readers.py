@@ -13,7 +13,8 @@ from grouprobust.data.readers.table import EVAL_PREFIX
 from grouprobust.errors import GroupRobustError
 
 from readers_fixtures import (
-    write_celeba, write_civilcomments, write_dfa, write_image, write_metashift, write_multinli, write_waterbirds,
+    write_cached_bert_inputs, write_celeba, write_civilcomments, write_dfa, write_image, write_metashift,
+    write_multinli, write_waterbirds,
 )
 
 
@@ -122,28 +123,13 @@ def test_multinli_errors(tmp_path):
 
 def test_multinli_cached_bert_inputs_are_read(tmp_path):
     """Group DRO's cache pickles objects of its own InputFeatures class; they load without that class."""
-    import torch
-
     from grouprobust.data.readers.multinli import CACHED, load_cached_bert_inputs
 
-    class InputFeatures:  # what pytorch-transformers' utils_glue pickled
-        def __init__(self, i):
-            self.input_ids, self.input_mask, self.segment_ids, self.label_id = [101, i, 102], [1, 1, 1], [0, 0, 0], i % 3
-
-    InputFeatures.__module__, InputFeatures.__qualname__ = "utils_glue", "InputFeatures"
-    glue = tmp_path / "glue_data" / "MNLI"
-    glue.mkdir(parents=True)
-    import sys
-    import types
-    sys.modules["utils_glue"] = types.SimpleNamespace(InputFeatures=InputFeatures)
-    try:
-        for k, name in enumerate(CACHED):
-            torch.save([InputFeatures(10 * k + j) for j in range(2)], glue / name)
-    finally:
-        del sys.modules["utils_glue"]
+    glue = write_cached_bert_inputs(tmp_path, [0, 1, 10, 11, 20, 21], [0, 1, 1, 2, 2, 0])
     arrays = load_cached_bert_inputs(tmp_path)
     np.testing.assert_array_equal(arrays["input_ids"][:, 1], [0, 1, 10, 11, 20, 21])
     np.testing.assert_array_equal(arrays["labels"], [0, 1, 1, 2, 2, 0])
+    assert arrays["attention_mask"].shape == (6, 3)
     (glue / CACHED[1]).write_bytes(b"not a pickle")
     with pytest.raises(GroupRobustError, match="cannot be read as group DRO's cached InputFeatures"):
         load_cached_bert_inputs(tmp_path)
