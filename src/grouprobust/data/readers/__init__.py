@@ -82,7 +82,7 @@ def _feature_builder(name: str) -> Callable[..., DatasetSplits]:
 
 for _name, (_fn, _description) in READERS.items():
     register_dataset(_name, _description + " (train on extracted features: --data features=DIR)",
-                     train_defaults={"model": "linear", "epochs": 20, "lr": 1e-3, "optimizer": "adam",
+                     train_defaults={"model": "linear", "epochs": 30, "lr": 1e-2, "optimizer": "adam",
                                      "batch_size": 256},
                      embedded=False)(_feature_builder(_name))
 
