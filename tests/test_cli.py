@@ -76,6 +76,6 @@ def test_listings(capsys):
 
 
 def test_console_script_entry_point(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "grouprobust.cli", "train", "--dataset", "nope", "--out",
+    proc = subprocess.run([sys.executable, "-m", "grouprobust", "train", "--dataset", "nope", "--out",
                            str(tmp_path / "x")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown dataset")

@@ -85,9 +85,19 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run di
 
 
 @app.command()
-def datasets() -> None:
-    """List datasets with their description, split sizes and group counts."""
+def datasets(
+    check: Optional[str] = typer.Option(None, "--check", help="validate your copy of benchmark NAME (needs --root)"),
+    root: Optional[Path] = typer.Option(None, "--root", help="folder of the benchmark to check (docs/datasets.md)"),
+    data: List[str] = DataOpt,
+) -> None:
+    """List datasets with their description, split sizes and group counts; --check validates a downloaded copy."""
     from grouprobust.data import list_datasets, load_dataset
+
+    if check is not None:
+        from grouprobust.data.readers.report import check_benchmark
+
+        check_benchmark(check, root, data, console)
+        return
 
     table = Table(title="datasets")
     table.add_column("name", no_wrap=True)
@@ -124,6 +134,7 @@ def methods() -> None:
 # or `app.add_typer(...)`). One line per module keeps feature commands out of this file.
 COMMAND_MODULES: list[str] = [
     "grouprobust.selection_cli",
+    "grouprobust.feature_command",
 ]
 
 
@@ -148,4 +159,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the imported module so command modules register on the same `app`.
+    from grouprobust.cli import main as _main
+
+    _main()

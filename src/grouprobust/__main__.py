@@ -1,0 +1,5 @@
+"""``python -m grouprobust``: the same command as the ``grouprobust`` script."""
+
+from grouprobust.cli import main
+
+main()
