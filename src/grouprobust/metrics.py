@@ -137,9 +137,7 @@ def ranking_score(y_true: np.ndarray, probs: np.ndarray, kind: str = "auroc") ->
     ``(None, reason)`` when fewer than two classes are present.
     """
     y_true = np.asarray(y_true)
-    classes = range(probs.shape[1]) if probs.shape[1] > 2 else [1]
-    per_class = {c: _binary_scores(y_true == c, probs[:, c]) for c in classes}
-    pair, reason = _combine(per_class, y_true, probs.shape[1])
+    pair, reason = _combine(_class_ranking_scores(y_true, probs), y_true, probs.shape[1])
     return (None, reason) if pair is None else (pair[0 if kind == "auroc" else 1], None)
 
 
@@ -155,7 +153,6 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: in
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(y_true)
     bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
-    n = np.bincount(bins, minlength=n_bins)
     acc_sum = np.bincount(bins, weights=correct.astype(float), minlength=n_bins)
     conf_sum = np.bincount(bins, weights=confidence, minlength=n_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / len(y_true))
@@ -236,20 +233,16 @@ def _attribute_table(y: np.ndarray, probs: np.ndarray, correct: np.ndarray, attr
     AUROC: binary, of class 1; multiclass, the one-vs-rest mean over the classes present in the subset.
     """
     table = _accuracy_table(correct, attrs[:, None] == np.arange(n_attrs)[None, :], [f"a={a}" for a in range(n_attrs)])
-    classes = [1] if probs.shape[1] == 2 else range(probs.shape[1])
-    aucs, present = [], []
-    for c in classes:
-        auc, n_pos, _ = blockwise_auroc(y == c, probs[:, c], attrs, n_attrs)
-        aucs.append(auc)
-        present.append(n_pos > 0)
-    aucs, present = np.array(aucs), np.array(present)
+    k = probs.shape[1]
+    counts = np.bincount(attrs * k + y, minlength=n_attrs * k).reshape(n_attrs, k)
+    classes = [1] if k == 2 else range(k)
+    aucs = np.array([blockwise_auroc(y == c, probs[:, c], attrs, n_attrs)[0] for c in classes])  # NaN: class absent
     for a, entry in enumerate(table.values()):
-        n_present = len(np.unique(y[attrs == a])) if entry["n"] else 0
-        if n_present < 2:
+        if (counts[a] > 0).sum() < 2:
             entry["auroc"] = None
             entry["auroc_undefined"] = f"only one class present ({entry['n']} samples)" if entry["n"] else "no samples"
         else:
-            entry["auroc"] = float(aucs[present[:, a], a].mean()) if probs.shape[1] > 2 else float(aucs[0, a])
+            entry["auroc"] = float(np.nanmean(aucs[:, a]))
     return table
 
 
