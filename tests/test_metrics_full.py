@@ -9,7 +9,7 @@ from sklearn.metrics import (average_precision_score, balanced_accuracy_score, p
                              roc_auc_score)
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.metrics import binary_ranking_scores, blockwise_auroc, cell_precision_f1, expected_calibration_error, group_accuracy_metrics, group_metrics
+from grouprobust.metrics import binary_ranking_scores, cell_precision_f1, ranking_scores_by_block, expected_calibration_error, group_accuracy_metrics, group_metrics
 
 # A binary case small enough to check by hand (the numbers in the comments are worked out in full).
 Y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
@@ -147,10 +147,13 @@ def test_per_attribute_auroc_equals_sklearn_on_each_subset():
         mask = a == j
         expected = roc_auc_score(y[mask], probs[mask], multi_class="ovr", average="macro")
         assert table[str(j)]["auroc"] == pytest.approx(expected, abs=1e-12)
-    auc, n_pos, n_neg = blockwise_auroc(y == 0, probs[:, 0], a, m + 1)  # block m is empty
+    auc, ap, n_pos, n_neg = ranking_scores_by_block(y[:, None] == np.arange(k), probs, a, m + 1)  # block m empty
     for j in range(m):
-        assert auc[j] == pytest.approx(roc_auc_score(y[a == j] == 0, probs[a == j, 0]), abs=1e-12)
-    assert np.isnan(auc[m]) and n_pos[m] == n_neg[m] == 0
+        for c in range(k):
+            mask = a == j
+            assert auc[j, c] == pytest.approx(roc_auc_score(y[mask] == c, probs[mask, c]), abs=1e-12)
+            assert ap[j, c] == pytest.approx(average_precision_score(y[mask] == c, probs[mask, c]), abs=1e-12)
+    assert np.isnan(auc[m]).all() and np.isnan(ap[m]).all() and (n_pos[m] == 0).all() and (n_neg[m] == 0).all()
 
 
 def test_ece_hand_computed():
