@@ -4,7 +4,8 @@ Trains one method on one dataset for several seeds (each history holds the valid
 metrics of every epoch), then, per rule, takes the epoch the rule selects and prints the test
 worst-group and average accuracy there (mean ± std over seeds). Oracle rules are marked.
 
-Run: python examples/compare_selection_rules.py [dataset] [method] [seeds]
+Run: python examples/compare_selection_rules.py [dataset] [method] [seeds] [key=value ...]
+(trailing key=value pairs are dataset options, as `--data` of `grouprobust train`)
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
+from grouprobust.options import parse_assignments
 from grouprobust.selection import SELECTION_RULES, select_best
 from grouprobust.train import Trainer
 
 
-def histories(dataset: str, method: str, seeds: int) -> list[list[dict]]:
+def histories(dataset: str, method: str, seeds: int, data: dict[str, str]) -> list[list[dict]]:
     """One list of evaluated history entries per seed."""
     out = []
     for seed in range(seeds):
-        config = resolve_config(dataset, method, seed)
+        config = resolve_config(dataset, method, seed, data)
         entries: list[dict] = []
         Trainer(config, load_dataset(dataset, seed, **config.data), log=entries.append).fit()
         out.append([e for e in entries if "metrics" in e])
@@ -36,9 +38,11 @@ def main() -> None:
     dataset = sys.argv[1] if len(sys.argv) > 1 else "spurious-gaussian"
     method = sys.argv[2] if len(sys.argv) > 2 else "erm"
     seeds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    runs = histories(dataset, method, seeds)
-    print(f"{method} on {dataset}, {seeds} seeds, {len(runs[0])} evaluated epochs each")
-    print(f"| rule | epochs chosen | test worst-group acc % | test avg acc % | test train-weighted avg acc % |")
+    data = parse_assignments(sys.argv[4:], "dataset option")
+    runs = histories(dataset, method, seeds, data)
+    options = " ".join(sys.argv[4:])
+    print(f"{method} on {dataset} {options}, {seeds} seeds, {len(runs[0])} evaluated epochs each")
+    print("| rule | epochs chosen | test worst-group acc % | test avg acc % | test train-weighted avg acc % |")
     print("| --- | --- | ---: | ---: | ---: |")
     for rule in SELECTION_RULES.values():
         try:
