@@ -9,7 +9,8 @@ from sklearn.metrics import (average_precision_score, balanced_accuracy_score, p
                              roc_auc_score)
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.metrics import binary_ranking_scores, cell_precision_f1, ranking_scores_by_block, expected_calibration_error, group_accuracy_metrics, group_metrics
+from grouprobust.metrics import (binary_ranking_scores, cell_precision_f1, expected_calibration_error,
+                                 group_accuracy_metrics, group_metrics, ranking_scores_by_block)
 
 # A binary case small enough to check by hand (the numbers in the comments are worked out in full).
 Y = np.array([0, 0, 0, 1, 1, 1, 0, 1])

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from grouprobust.data.dataset import GroupDataset
 
 ECE_BINS = 15  # Guo et al. (2017) use 15 equal-width bins of top-label confidence
+Scored = tuple[tuple[float, float] | None, str | None]  # ((AUROC, AP), None) or (None, why undefined)
 
 
 def _accuracy_table(correct: np.ndarray, membership: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -147,14 +148,14 @@ def binary_ranking_scores(positive: np.ndarray, score: np.ndarray) -> tuple[floa
     return float(auroc[0, 0]), float(ap[0, 0])
 
 
-def _class_ranking_scores(y_true: np.ndarray, probs: np.ndarray) -> dict[int, tuple[tuple[float, float] | None, str | None]]:
+def _class_ranking_scores(y_true: np.ndarray, probs: np.ndarray) -> dict[int, Scored]:
     """One-vs-rest ((AUROC, AP), None) of every class c (``y == c`` scored by ``probs[:, c]``), or
     (None, reason) for a class that is absent or the only one present."""
     k = probs.shape[1]
     if len(y_true) == 0:
         return {c: (None, "no samples") for c in range(k)}
     auroc, ap, n_pos, n_neg = ranking_scores_by_block(y_true[:, None] == np.arange(k)[None, :], probs)
-    out: dict[int, tuple[tuple[float, float] | None, str | None]] = {}
+    out: dict[int, Scored] = {}
     for c in range(k):
         if n_pos[0, c] == 0 or n_neg[0, c] == 0:
             out[c] = (None, f"only {'negatives' if n_pos[0, c] == 0 else 'positives'} present ({len(y_true)} samples)")
@@ -163,7 +164,7 @@ def _class_ranking_scores(y_true: np.ndarray, probs: np.ndarray) -> dict[int, tu
     return out
 
 
-def _combine(per_class: dict, y_true: np.ndarray, n_classes: int) -> tuple[tuple[float, float] | None, str | None]:
+def _combine(per_class: dict[int, Scored], y_true: np.ndarray, n_classes: int) -> Scored:
     """Overall (AUROC, AP): class 1's for binary, else the mean over the classes present (one-vs-rest macro)."""
     if n_classes == 2:
         return per_class[1]
