@@ -228,6 +228,13 @@ def test_wilds_worst_group_over_overlapping_groups():
     assert cells == {"m,y=0": (0.5, 2), "f,y=0": (0.5, 2), "m,y=1": (1.0, 1), "f,y=1": (0.5, 2)}
     assert m["eval_groups"]["wilds_worst_group_acc"] == 0.5
     assert m["eval_groups"]["worst_group_acc"] == pytest.approx(0.5)  # f: samples 1,3,4,5 -> 2/4
+    # subgroup AUROC: m holds scores .1 .9 (y=0) and .9 (y=1) -> 0.75; f: .9 .1 (y=0) vs .9 .1 (y=1) -> 0.5
+    assert m["eval_groups"]["per_group"]["0"]["auroc"] == pytest.approx(0.75)
+    assert m["eval_groups"]["worst_group_auroc"] == pytest.approx(0.5)
+    crossed = group_metrics(y, probs, eval_groups=np.concatenate([eg & (y == 0)[:, None], eg & (y == 1)[:, None]], 1))
+    assert crossed["eval_groups"]["worst_group_auroc"] is None  # label-crossed groups hold one class each
+    assert "one class only" in crossed["eval_groups"]["undefined"]["worst_group_auroc"]
+    assert crossed["eval_groups"]["wilds_worst_group_acc"] == m["eval_groups"]["wilds_worst_group_acc"]
     # a cell that is empty is left out rather than counted as 0
     m = group_metrics(y[:3], probs[:3], eval_groups=eg[:3], eval_group_names=["m", "f"])
     assert m["eval_groups"]["per_group_class"]["3"]["n"] == 0

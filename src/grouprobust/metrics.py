@@ -409,10 +409,12 @@ def _eval_group_figures(per_group: dict[str, dict[str, Any]], y: np.ndarray, pro
     cells = np.concatenate([eval_groups & (y == c)[:, None] for c in range(n_classes)], axis=1)
     cell_table = _accuracy_table(correct, cells, [f"{name},y={c}" for c in range(n_classes) for name in names])
     _add_auroc(per_group, y, probs, eval_groups)
+    worst_auroc, reason = _worst(per_group, "auroc", "evaluation group (each holds one class only)")
     return {
         "wilds_worst_group_acc": _summaries(cell_table)[0],
         "per_group_class": cell_table,
-        "worst_group_auroc": _summaries(per_group, "auroc")[0],
+        "worst_group_auroc": worst_auroc,
+        "undefined": {"worst_group_auroc": reason} if reason else {},
     }
 
 
