@@ -9,7 +9,8 @@ from sklearn.metrics import (average_precision_score, balanced_accuracy_score, p
                              roc_auc_score)
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.metrics import binary_ranking_scores, blockwise_auroc, cell_precision_f1, expected_calibration_error, group_accuracy_metrics, group_metrics
+from grouprobust.metrics import (binary_ranking_scores, cell_precision_f1, expected_calibration_error,
+                                 group_accuracy_metrics, group_metrics, ranking_scores_by_block)
 
 # A binary case small enough to check by hand (the numbers in the comments are worked out in full).
 Y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
@@ -147,10 +148,13 @@ def test_per_attribute_auroc_equals_sklearn_on_each_subset():
         mask = a == j
         expected = roc_auc_score(y[mask], probs[mask], multi_class="ovr", average="macro")
         assert table[str(j)]["auroc"] == pytest.approx(expected, abs=1e-12)
-    auc, n_pos, n_neg = blockwise_auroc(y == 0, probs[:, 0], a, m + 1)  # block m is empty
+    auc, ap, n_pos, n_neg = ranking_scores_by_block(y[:, None] == np.arange(k), probs, a, m + 1)  # block m empty
     for j in range(m):
-        assert auc[j] == pytest.approx(roc_auc_score(y[a == j] == 0, probs[a == j, 0]), abs=1e-12)
-    assert np.isnan(auc[m]) and n_pos[m] == n_neg[m] == 0
+        for c in range(k):
+            mask = a == j
+            assert auc[j, c] == pytest.approx(roc_auc_score(y[mask] == c, probs[mask, c]), abs=1e-12)
+            assert ap[j, c] == pytest.approx(average_precision_score(y[mask] == c, probs[mask, c]), abs=1e-12)
+    assert np.isnan(auc[m]).all() and np.isnan(ap[m]).all() and (n_pos[m] == 0).all() and (n_neg[m] == 0).all()
 
 
 def test_ece_hand_computed():
@@ -224,6 +228,13 @@ def test_wilds_worst_group_over_overlapping_groups():
     assert cells == {"m,y=0": (0.5, 2), "f,y=0": (0.5, 2), "m,y=1": (1.0, 1), "f,y=1": (0.5, 2)}
     assert m["eval_groups"]["wilds_worst_group_acc"] == 0.5
     assert m["eval_groups"]["worst_group_acc"] == pytest.approx(0.5)  # f: samples 1,3,4,5 -> 2/4
+    # subgroup AUROC: m holds scores .1 .9 (y=0) and .9 (y=1) -> 0.75; f: .9 .1 (y=0) vs .9 .1 (y=1) -> 0.5
+    assert m["eval_groups"]["per_group"]["0"]["auroc"] == pytest.approx(0.75)
+    assert m["eval_groups"]["worst_group_auroc"] == pytest.approx(0.5)
+    crossed = group_metrics(y, probs, eval_groups=np.concatenate([eg & (y == 0)[:, None], eg & (y == 1)[:, None]], 1))
+    assert crossed["eval_groups"]["worst_group_auroc"] is None  # label-crossed groups hold one class each
+    assert "one class only" in crossed["eval_groups"]["undefined"]["worst_group_auroc"]
+    assert crossed["eval_groups"]["wilds_worst_group_acc"] == m["eval_groups"]["wilds_worst_group_acc"]
     # a cell that is empty is left out rather than counted as 0
     m = group_metrics(y[:3], probs[:3], eval_groups=eg[:3], eval_group_names=["m", "f"])
     assert m["eval_groups"]["per_group_class"]["3"]["n"] == 0

@@ -64,7 +64,8 @@ def train(
     sets: List[str] = SetOpt,
     data: List[str] = DataOpt,
     regime: str = typer.Option("full", "--regime", help="which splits carry group labels: full, val or none"),
-    select: Optional[str] = typer.Option(None, "--select", help="model-selection rule (default: val_worst_group_acc)"),
+    select: Optional[str] = typer.Option(None, "--select", help="model-selection rule (default: val_worst_group_acc; "
+                                         "list: `grouprobust selection-rules`)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: CUDA when present)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
