@@ -16,7 +16,7 @@ from grouprobust.data.registry import load_dataset
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
-from grouprobust.methods.registry import get_method
+from grouprobust.methods.registry import get_method, get_pipeline
 from grouprobust.metrics import group_accuracy_metrics
 from grouprobust.models import Classifier, build_model, pick_device
 from grouprobust.rundir import RunDirectory
@@ -191,6 +191,9 @@ def run(config: RunConfig, out: Path | None = None, splits: DatasetSplits | None
     one leaves nothing at ``out``.
     """
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    pipeline = get_pipeline(config.method)
+    if pipeline is not None:  # e.g. last-layer retraining: runs its own stages (stage 1 through this function)
+        return pipeline.run(config, out, device=device, on_epoch=on_epoch, splits=splits)
     writer = None
     if out is not None:
         writer = RunDirectory(Path(out), config.to_dict())
