@@ -28,8 +28,9 @@ def _gsr_params() -> dict[str, Param]:
         "n_steps": (None, "outer reweighting steps"),
         "step_size": (("log_uniform", 1e-2, 10.0), "outer learning rate of the sample weights"),
         "tau": (("log_uniform", 0.1, 10.0), "temperature of the adaptive group aggregation"),
-        "clip": (None, "gradient clipping of the outer step (see GSR)"),
-        "step_decay": (None, "outer step-size decay (see GSR)"),
+        "clip": (None, "clip the outer gradient to this root-mean-square"),
+        "step_decay": (None, "outer step size multiplied by this every decay_every steps"),
+        "decay_every": (None, "outer steps between step-size decays"),
     })}
 
 
@@ -41,20 +42,21 @@ class _GSRBase(LastLayerPipeline):
                    log: Callable[[dict[str, Any]], None]) -> tuple[Any, dict[str, Any]]:
         from grouprobust.lastlayer import GSR
 
-        est = GSR(hessian=cls.hessian, **{k: hp[k] for k in ("l2", "n_steps", "step_size", "tau", "clip", "step_decay")})
-        est.fit(data.x(data.heldout), data.heldout.y,
-                X_target=data.x(data.target), y_target=data.target.y, groups_target=data.target.g,
-                X_val=data.x(data.validation), y_val=data.validation.y, groups_val=data.validation.g)
-        trajectory = np.asarray(est.weight_trajectory_)
-        for step, entry in enumerate(est.history_):
-            line = dict(entry) if isinstance(entry, dict) else {"value": entry}
-            line.setdefault("step", step)
-            if data.heldout_groups is not None and step < len(trajectory):
-                # reporting only: weight mass on each true group of the held-out set (GSR never sees these)
-                line["weight_mass_per_group"] = np.bincount(data.heldout_groups, weights=trajectory[step]).tolist()
+        names = ("l2", "n_steps", "step_size", "tau", "clip", "step_decay", "decay_every", "standardize")
+        est = GSR(hessian=cls.hessian, random_state=seed, **{k: hp[k] for k in names})
+        est.fit(data.heldout.x, data.heldout.y,
+                X_target=data.target.x, y_target=data.target.y, groups_target=data.target.g,
+                X_val=data.validation.x, y_val=data.validation.y, groups_val=data.validation.g)
+        snapshot = {int(s): i for i, s in enumerate(est.trajectory_steps_)}
+        for entry in est.history_:
+            line = dict(entry)
+            i = snapshot.get(int(entry["step"]))
+            if i is not None and data.heldout_groups is not None:
+                # reporting only: weight mass on each true held-out group (GSR never saw these labels)
+                line["weight_mass_per_group"] = np.bincount(data.heldout_groups, weights=est.weight_trajectory_[i]).tolist()
             log(line)
         return est, {"selected": {"epoch": int(est.best_step_), "step": int(est.best_step_)}, "hessian": cls.hessian,
-                     "n_steps_run": len(est.history_)}
+                     "n_steps_run": len(est.history_) - 1}
 
 
 @register_pipeline
@@ -95,10 +97,10 @@ class DFRPipeline(LastLayerPipeline):
                    log: Callable[[dict[str, Any]], None]) -> tuple[Any, dict[str, Any]]:
         from grouprobust.lastlayer import DFR
 
-        est = DFR(penalty=hp["penalty"], Cs=hp["Cs"], n_subsamples=int(hp["n_subsamples"]), random_state=seed)
-        est.fit(data.x(data.target), data.target.y, data.target.g,
-                X_val=data.x(data.validation), y_val=data.validation.y, groups_val=data.validation.g)
-        for entry in getattr(est, "history_", None) or getattr(est, "cv_results_", None) or []:
-            log(dict(entry) if isinstance(entry, dict) else {"value": entry})
-        chosen = getattr(est, "C_", None)
-        return est, {"selected": {"epoch": None, "C": None if chosen is None else float(np.ravel(chosen)[0])}}
+        est = DFR(penalty=hp["penalty"], Cs=tuple(hp["Cs"]), n_subsamples=int(hp["n_subsamples"]),
+                  standardize=bool(hp["standardize"]), random_state=seed)
+        est.fit(data.target.x, data.target.y, data.target.g,
+                X_val=data.validation.x, y_val=data.validation.y, groups_val=data.validation.g)
+        for C, score in est.cv_scores_.items():
+            log({"C": float(C), "val_worst_group_acc": float(score)})
+        return est, {"selected": {"epoch": None, "C": float(est.C_)}, "cv_scores": {str(c): float(v) for c, v in est.cv_scores_.items()}}

@@ -153,25 +153,21 @@ def stage1_heldout(stage1_dir: Path, n_train: int, fraction: float, split_seed: 
 # -- stage 2 ---------------------------------------------------------------------------------------------
 
 class Stage2Data:
-    """Frozen features of the held-out set (labels only), the two validation halves and the test split."""
+    """Frozen features of the held-out set (labels only), the two validation halves and the test split.
 
-    def __init__(self, heldout: GroupDataset, target: GroupDataset, validation: GroupDataset, test: GroupDataset,
-                 standardize: bool):
-        self.heldout_groups = heldout.g  # for reporting only; never passed to an estimator
+    The held-out set's true groups are kept apart in ``heldout_groups`` for reporting (weight mass per
+    group, the largest/smallest-weighted samples); they are never passed to an estimator.
+    """
+
+    def __init__(self, heldout: GroupDataset, target: GroupDataset, validation: GroupDataset, test: GroupDataset):
+        self.heldout_groups = heldout.g
         self.heldout = heldout.without_groups()
         self.target, self.validation, self.test = target, validation, test
-        mean, std = self.heldout.x.mean(0), self.heldout.x.std(0)
-        self._mean = mean if standardize else np.zeros_like(mean)
-        self._std = np.where(std > 1e-8, std, 1.0) if standardize else np.ones_like(std)
-
-    def x(self, ds: GroupDataset) -> np.ndarray:
-        """``ds.x`` standardised with the held-out set's mean and std (float64)."""
-        return (ds.x.astype(np.float64) - self._mean) / self._std
 
 
-def metrics_of(estimator: Any, data: Stage2Data, ds: GroupDataset) -> dict[str, Any]:
+def metrics_of(estimator: Any, ds: GroupDataset) -> dict[str, Any]:
     """Accuracy metrics ``M`` of a fitted head on one split."""
-    pred = np.asarray(estimator.predict(data.x(ds)))
+    pred = np.asarray(estimator.predict(ds.x))
     return group_accuracy_metrics(ds.y, pred, ds.g, ds.n_groups, ds.n_classes, ds.group_names,
                                   ds.eval_groups, ds.eval_group_names)
 
@@ -180,7 +176,7 @@ COMMON_PARAMS: dict[str, Param] = {
     "holdout_frac": Param(0.1, None, "fraction of train held out of stage 1 (the samples GSR reweights)"),
     "split_seed": Param(1, None, "seed of the held-out split (the GSR paper fixes numpy seed 1)"),
     "stage1": Param("", None, "stage-1 run directory to reuse (set by --from); empty: train stage 1"),
-    "standardize": Param(True, None, "standardise features with the held-out set's mean and std"),
+    "standardize": Param(True, None, "standardise features with the stage-2 training set's mean and std"),
 }
 
 
@@ -235,14 +231,14 @@ class LastLayerPipeline:
                                                int(config.hparams["split_seed"]))
             halves = ValHalves(feats.val, config.seed)
             data = Stage2Data(feats.train.subset(heldout_idx, split="heldout"), halves.take("target"),
-                              halves.take("validation"), feats.test, bool(config.hparams["standardize"]))
+                              halves.take("validation"), feats.test)
             estimator, info = cls.fit_stage2(config.hparams, data, config.seed, writer.log)
             result = {
                 "dataset": config.dataset, "method": config.method, "seed": config.seed, "regime": config.regime,
                 "selected": {"rule": "val_worst_group_acc", "oracle": False, **info.pop("selected")},
-                "metrics": {"val": metrics_of(estimator, data, data.validation),
-                            "test": metrics_of(estimator, data, data.test),
-                            "target": metrics_of(estimator, data, data.target)},
+                "metrics": {"val": metrics_of(estimator, data.validation),
+                            "test": metrics_of(estimator, data.test),
+                            "target": metrics_of(estimator, data.target)},
                 "train_group_counts": (np.bincount(data.heldout_groups, minlength=feats.train.n_groups).tolist()
                                        if data.heldout_groups is not None else None),
                 "stage1": {"run_dir": str(from_dir) if from_dir else "stage1", "heldout_seen_by_stage1": seen,
@@ -277,14 +273,17 @@ def check_same_data(stage1_dir: Path, config: RunConfig) -> None:
 
 
 def weight_report(estimator: Any, data: Stage2Data, heldout_idx: np.ndarray, path: Path, top: int = 10) -> dict[str, Any]:
-    """Save the weight trajectory to ``path`` and list the largest/smallest-weighted held-out samples.
+    """Save the weights to ``path`` and list the largest/smallest-weighted held-out samples.
+
+    ``path`` (npz) holds ``trajectory`` (snapshots x n), ``steps`` (their outer steps), ``final`` (the
+    selected step's weights), ``heldout_index`` (index in the training split), ``y`` and ``g``.
 
     Samples are given by their index in the training split, class label, group (for reporting only;
     GSR never saw it) and final weight (the weights sum to 1).
     """
     w = np.asarray(estimator.weights_, dtype=np.float64)
-    trajectory = np.asarray(getattr(estimator, "weight_trajectory_", w[None, :]), dtype=np.float64)
-    np.savez(path, trajectory=trajectory, heldout_index=heldout_idx, y=data.heldout.y,
+    np.savez(path, trajectory=np.asarray(estimator.weight_trajectory_, dtype=np.float64),
+             steps=np.asarray(estimator.trajectory_steps_), final=w, heldout_index=heldout_idx, y=data.heldout.y,
              g=data.heldout_groups if data.heldout_groups is not None else np.full(len(w), -1))
     order = np.argsort(-w, kind="stable")
 
