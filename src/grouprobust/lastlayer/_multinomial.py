@@ -76,6 +76,7 @@ class MultinomialProblem:
         self.Y = np.zeros((self.n, self.k))
         self.Y[np.arange(self.n), self.y] = 1.0
         self._gram: np.ndarray | None = None
+        self._X_aug: np.ndarray | None = None
 
     # -- coordinates ----------------------------------------------------------------------------
     def zeros(self) -> np.ndarray:
@@ -150,7 +151,7 @@ class MultinomialProblem:
 
     def _parameter_factor(self, C: np.ndarray) -> Factor:
         km, D, d = self.k - 1, self.D, self.d
-        Xt = self.X if not self.fit_intercept else np.hstack([self.X, np.ones((self.n, 1))])
+        Xt = self.augmented()
         CtC = np.einsum("nab,nac->nbc", C, C)  # w_i B_i
         H = np.empty((km, D, km, D))
         for a in range(km):
@@ -176,6 +177,14 @@ class MultinomialProblem:
 
         return Factor(solve, "parameter")
 
+    def augmented(self) -> np.ndarray:
+        """``X`` with a column of ones appended when fitting an intercept (cached)."""
+        if not self.fit_intercept:
+            return self.X
+        if self._X_aug is None:
+            self._X_aug = np.hstack([self.X, np.ones((self.n, 1))])
+        return self._X_aug
+
     def gram(self) -> np.ndarray:
         """The feature Gram matrix ``X X^T`` (computed once, reused by every kernel-form solve)."""
         if self._gram is None:
@@ -198,13 +207,15 @@ class MultinomialProblem:
 
         def z_u(V: np.ndarray) -> np.ndarray:
             """``Z_u v`` for ``V`` of shape (m, k-1, d): result (N, m)."""
-            XV = np.einsum("nj,mbj->nmb", X, V)  # x_i . v_b
-            return np.einsum("nab,nmb->nam", C, XV).reshape(N, -1)
+            m = V.shape[0]
+            XV = (X @ V.reshape(m * km, d).T).reshape(n, m, km)  # x_i . v_b
+            return np.matmul(C, XV.transpose(0, 2, 1)).reshape(N, m)
 
         def z_u_t(T: np.ndarray) -> np.ndarray:
             """``Z_u^T t`` for ``T`` of shape (N, m): result (m, k-1, d)."""
-            S = np.einsum("nab,nam->nmb", C, T.reshape(n, km, -1))
-            return np.einsum("nmb,nj->mbj", S, X)
+            m = T.shape[1]
+            S = np.matmul(C.transpose(0, 2, 1), T.reshape(n, km, m))  # (n, k-1, m)
+            return (S.reshape(n, km * m).T @ X).reshape(km, m, d).transpose(1, 0, 2)
 
         if self.fit_intercept:
             KiD = linalg.cho_solve(cho, Dm, check_finite=False)

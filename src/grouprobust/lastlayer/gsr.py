@@ -71,7 +71,7 @@ class GSR(LinearHead):
     ``(s, n)`` weights at steps ``trajectory_steps_`` (at most about 21 snapshots).
     """
 
-    def __init__(self, l2: float = 1e-2, hessian: str = "exact", n_steps: int = 100, step_size: float = 0.2,
+    def __init__(self, l2: float = 0.1, hessian: str = "exact", n_steps: int = 100, step_size: float = 1.0,
                  tau: float = 1.0, clip: float = 1.0, step_decay: float = 0.1, decay_every: int = 30,
                  fit_intercept: bool = True, standardize: bool = True, tol: float = 1e-9,
                  hessian_form: str = "auto", random_state: Any = None):
