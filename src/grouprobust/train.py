@@ -205,17 +205,10 @@ def run(config: RunConfig, out: Path | None = None, splits: DatasetSplits | None
     trainer = Trainer(config, splits, device, log=writer.log if writer else None, on_epoch=on_epoch)
     if writer is None:
         return trainer.fit()
-    writer.open()
-    try:
+    with writer.writing():
         result = trainer.fit()
         result["run_id"] = config.run_id
         if save_model and trainer.selected_state is not None:
             torch.save(trainer.selected_state, writer.file("model.pt"))
         writer.finish(result)
-        return result
-    except DivergedError as err:
-        writer.fail(str(err))
-        raise
-    except BaseException:
-        writer.abort()
-        raise
+    return result

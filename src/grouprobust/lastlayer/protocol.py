@@ -32,7 +32,7 @@ import torch
 
 from grouprobust.config import RunConfig
 from grouprobust.data.dataset import GroupDataset
-from grouprobust.errors import DivergedError, GroupRobustError
+from grouprobust.errors import GroupRobustError
 from grouprobust.hparams import Param
 from grouprobust.metrics import group_accuracy_metrics
 from grouprobust.rundir import RunDirectory, read_json, write_json_atomic
@@ -218,8 +218,7 @@ class LastLayerPipeline:
         if writer.existing_status() == "finished":
             return {**read_json(out / "result.json"), "reused": True}
         start = time.perf_counter()
-        writer.open()
-        try:
+        with writer.writing():
             if from_dir is None:
                 stage1_dir = writer.file("stage1")
                 stage1_result = train_stage1(config, stage1_dir, device, on_epoch)
@@ -255,13 +254,7 @@ class LastLayerPipeline:
                 result["weights"] = weight_report(estimator, data, heldout_idx, writer.file(WEIGHTS_FILE))
             result["time_s"] = time.perf_counter() - start
             writer.finish(result)
-            return result
-        except DivergedError as err:
-            writer.fail(str(err))
-            raise
-        except BaseException:
-            writer.abort()
-            raise
+        return result
 
 
 def check_same_data(stage1_dir: Path, config: RunConfig) -> None:
