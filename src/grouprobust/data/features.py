@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,10 @@ from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.feature_store import SPLITS, load_feature_splits, save_feature_splits
 from grouprobust.data.registry import load_dataset, register_dataset
 from grouprobust.errors import GroupRobustError
+
+if TYPE_CHECKING:
+    from grouprobust.config import RunConfig
+    from grouprobust.models import Classifier
 
 
 # -- extraction from a run directory ------------------------------------------------------------------
@@ -56,7 +60,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_run_model(run_dir: Path, device: torch.device | str | None = None):
+def load_run_model(run_dir: Path, device: torch.device | str | None = None
+                   ) -> tuple["Classifier", "RunConfig", DatasetSplits]:
     """``(model, config, splits)``: a run directory's `Classifier` with its saved weights (eval mode, on
     ``device``), its `RunConfig` and its dataset's input splits.
 
@@ -85,7 +90,7 @@ def load_run_model(run_dir: Path, device: torch.device | str | None = None):
     return model.to(device).eval(), config, splits
 
 
-def feature_cache_key(model_sha256: str, config: Any) -> str:
+def feature_cache_key(model_sha256: str, config: "RunConfig") -> str:
     """16 hex characters identifying (model weights, dataset config, architecture)."""
     text = json.dumps({"model": model_sha256, "dataset": config.dataset, "seed": config.seed, "data": config.data,
                        "arch": [config.hparams.get("model"), config.hparams.get("hidden")]}, sort_keys=True, default=str)
