@@ -142,6 +142,7 @@ def test_dfr_round_trip_beats_stage1_erm(gsr_run, tmp_path):
     (["--from", "{tmp}"], "no model.pt"),
     (["--set", "bogus=1"], "unknown hyper-parameter 'bogus'"),
     (["--regime", "none"], "needs group labels on validation only"),
+    (["--select", "val_avg_acc"], "selects by val_worst_group_acc"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path, capsys):
     out = tmp_path / "out"

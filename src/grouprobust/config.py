@@ -76,7 +76,8 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
     data_options = resolve_dataset_options(dataset, data)
     resolved = resolve_hparams(method_cls, hparams, entry.train_defaults)
     get_loss(resolved["loss"])
-    default_rule = entry.train_defaults.get("select", DEFAULT_RULE)
+    # a method may fix its rule (e.g. GSR selects its outer step by validation worst-group accuracy)
+    default_rule = getattr(method_cls, "select", None) or entry.train_defaults.get("select", DEFAULT_RULE)
     rule = get_rule(select or (default_rule if regime != "none" else DEFAULT_RULE_NO_GROUPS))
     check_rule_for_regime(rule, regime)
     if int(resolved["epochs"]) < 1 or int(resolved["batch_size"]) < 1 or float(resolved["lr"]) <= 0:

@@ -187,6 +187,8 @@ class LastLayerPipeline:
     needs: ClassVar[str] = "val"
     summary: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
+    #: the estimators select by worst-group accuracy on the validation half; other rules are refused
+    select: ClassVar[str] = "val_worst_group_acc"
 
     @classmethod
     def fit_stage2(cls, hp: dict[str, Any], data: Stage2Data, seed: int,
@@ -200,6 +202,9 @@ class LastLayerPipeline:
         """Run both stages and write the run directory at ``out``; returns the result dict."""
         if splits is not None:
             raise GroupRobustError(f"method {cls.name!r} builds its data from the dataset config; call it without splits")
+        if config.select != cls.select:
+            raise GroupRobustError(f"method {cls.name!r} selects by {cls.select} (on the validation half); "
+                                   f"--select {config.select} is not supported, drop --select")
         stage1_from = str(config.hparams.get("stage1") or "")
         from_dir = resolve_stage1_dir(stage1_from) if stage1_from else None
         if from_dir is not None:
@@ -234,7 +239,7 @@ class LastLayerPipeline:
             estimator, info = cls.fit_stage2(config.hparams, data, config.seed, writer.log)
             result = {
                 "dataset": config.dataset, "method": config.method, "seed": config.seed, "regime": config.regime,
-                "selected": {"rule": "val_worst_group_acc", "oracle": False, **info.pop("selected")},
+                "selected": {"rule": cls.select, "oracle": False, **info.pop("selected")},
                 "metrics": {"val": metrics_of(estimator, data.validation),
                             "test": metrics_of(estimator, data.test),
                             "target": metrics_of(estimator, data.target)},
