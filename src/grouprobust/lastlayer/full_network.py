@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, hessian, jvp, linearize, vmap
+from torch.func import functional_call, grad, hessian, jvp, linearize
 
 from grouprobust.errors import GroupRobustError
 
@@ -80,13 +80,11 @@ class _FlatModel:
         with _quiet():
             return linearize(grad(lambda t: self.objective(t, x, y, w)), self.theta)[1]
 
-    def per_sample_hvp_fn(self, x: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``v -> (n, p)`` matrix whose row ``i`` is ``Hessian(CE_i) v`` (no L2 term), for minibatch LiSSA."""
-        def one(t, xi, yi):
-            return self.losses(t, xi[None], yi[None])[0]
-
-        with _quiet():
-            return linearize(lambda t: vmap(grad(one), in_dims=(None, 0, 0))(t, x, y), self.theta)[1]
+    def batch_hvp(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        """``H_B v`` for the objective with the data term on ``(x, y, w)`` multiplied by ``scale`` (one
+        forward-over-reverse product; used for LiSSA's minibatches, whose cost must not grow with n)."""
+        g = grad(lambda t: scale * (w * self.losses(t, x, y)).sum())
+        return jvp(g, (self.theta,), (v,))[1] + self.l2 * self.penalty_mask * v
 
 
 @contextlib.contextmanager
@@ -164,7 +162,6 @@ def _lissa(fm: _FlatModel, x, y, w, v, full_hvp, depth: int, repeat: int, batch_
     gen = torch.Generator().manual_seed(seed)
     n = len(x)
     sampled = batch_size is not None and batch_size < n
-    per_sample = fm.per_sample_hvp_fn(x, y) if sampled else None
     estimates = []
     for _ in range(repeat):
         h = v.clone()
@@ -172,7 +169,7 @@ def _lissa(fm: _FlatModel, x, y, w, v, full_hvp, depth: int, repeat: int, batch_
             if sampled:
                 idx = torch.randint(n, (batch_size,), generator=gen).to(fm.device)
                 # unbiased minibatch estimate of H v: the data term rescaled by n / batch_size
-                hv = (n / batch_size) * (w[idx] @ per_sample(h)[idx]) + fm.l2 * fm.penalty_mask * h
+                hv = fm.batch_hvp(x[idx], y[idx], w[idx], h, n / batch_size)
             else:
                 hv = full_hvp(h)
             h = v + h - hv / scale
