@@ -97,6 +97,7 @@ def test_user_feature_files_load(kind, tmp_path):
         for k, v in arrays.items():
             np.save(path / f"{k}.npy", v)
     else:
+        pytest.importorskip("pyarrow")
         path = tmp_path / "f.parquet"
         frames = []
         for split in ("train", "val", "test"):
@@ -152,6 +153,7 @@ def test_bad_user_files_are_one_line_errors(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(GroupRobustError, match="not a dict"):
         load_user_features(tmp_path / "list.pt")
+    pytest.importorskip("pyarrow")
     frame = pd.DataFrame({"split": ["train", "val", "test"], "f0": [1.0, 2.0, 3.0]})
     frame.to_parquet(tmp_path / "noy.parquet")
     with pytest.raises(GroupRobustError, match="missing column 'y'"):

@@ -191,6 +191,8 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
 
     try:
         frame = pd.read_parquet(path)
+    except ImportError:
+        raise GroupRobustError("reading parquet needs pyarrow: pip install 'grouprobust[parquet]'") from None
     except Exception as err:  # noqa: BLE001 - pyarrow raises many types for bad files
         raise GroupRobustError(f"{path} could not be read as parquet ({type(err).__name__}); check the file") from None
     for col in ("split", "y"):
