@@ -24,7 +24,7 @@ DataOpt = typer.Option([], "--data", help="dataset option key=value (repeatable)
 
 def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data: list[str], out: Path,
                      regime: str, select: Optional[str], device: Optional[str], epochs: Optional[int],
-                     quiet: bool = False) -> dict:
+                     quiet: bool = False, from_dir: Optional[Path] = None) -> dict:
     """Resolve the config, train with a progress bar, print the tables; returns the result."""
     from grouprobust.config import resolve_config
     from grouprobust.display import print_result
@@ -34,6 +34,10 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     hparams = parse_assignments(sets, "--set")
     if epochs is not None:
         hparams["epochs"] = str(epochs)
+    if from_dir is not None:
+        from grouprobust.lastlayer.protocol import stage1_option
+
+        hparams["stage1"] = stage1_option(method, from_dir)
     config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select)
     total = int(config.hparams["epochs"])
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -68,9 +72,10 @@ def train(
                                          "list: `grouprobust selection-rules`)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: CUDA when present)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    from_dir: Optional[Path] = typer.Option(None, "--from", help="gsr/gsr-hf/dfr: reuse this run's model as stage 1"),
 ) -> None:
     """Train one method on one dataset and write a run directory."""
-    train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet)
+    train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir)
 
 
 @app.command()

@@ -63,20 +63,21 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
     from grouprobust.hparams import resolve_hparams
     from grouprobust.losses import get_loss
     from grouprobust.methods.base import REGIMES
-    from grouprobust.methods.registry import get_method
+    from grouprobust.methods.registry import get_method, get_pipeline
     from grouprobust.selection import DEFAULT_RULE, DEFAULT_RULE_NO_GROUPS, check_rule_for_regime, get_rule
 
     if regime not in REGIMES:
         raise GroupRobustError(f"unknown label regime {regime!r}; use one of: {', '.join(REGIMES)}")
     entry = get_dataset_entry(dataset)
-    method_cls = get_method(method)
+    method_cls = get_pipeline(method) or get_method(method)
     if REGIMES.index(method_cls.needs) > REGIMES.index(regime):
         raise GroupRobustError(f"method {method!r} needs group labels on {_needs_text(method_cls.needs)} but the regime "
                                f"{regime!r} gives {_needs_text(regime)}; use --regime {method_cls.needs} or another method")
     data_options = resolve_dataset_options(dataset, data)
     resolved = resolve_hparams(method_cls, hparams, entry.train_defaults)
     get_loss(resolved["loss"])
-    default_rule = entry.train_defaults.get("select", DEFAULT_RULE)
+    # a method may fix its rule (e.g. GSR selects its outer step by validation worst-group accuracy)
+    default_rule = getattr(method_cls, "select", None) or entry.train_defaults.get("select", DEFAULT_RULE)
     rule = get_rule(select or (default_rule if regime != "none" else DEFAULT_RULE_NO_GROUPS))
     check_rule_for_regime(rule, regime)
     if int(resolved["epochs"]) < 1 or int(resolved["batch_size"]) < 1 or float(resolved["lr"]) <= 0:

@@ -12,12 +12,13 @@ import os
 import secrets
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from grouprobust.errors import GroupRobustError
+from grouprobust.errors import DivergedError, GroupRobustError
 
 
 def _default(obj: Any) -> Any:
@@ -103,6 +104,20 @@ class RunDirectory:
         self.tmp.mkdir()
         write_json_atomic(self.tmp / "config.json", self.config)
         self._history = open(self.tmp / "history.jsonl", "a")
+
+    @contextmanager
+    def writing(self) -> Iterator["RunDirectory"]:
+        """`open`, then run the block, which ends with `finish`; a `DivergedError` marks the run failed
+        (`fail`), any other exception or interrupt removes it (`abort`) and is re-raised."""
+        self.open()
+        try:
+            yield self
+        except DivergedError as err:
+            self.fail(str(err))
+            raise
+        except BaseException:
+            self.abort()
+            raise
 
     def log(self, entry: dict[str, Any]) -> None:
         """Append one line to ``history.jsonl``."""

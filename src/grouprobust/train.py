@@ -16,7 +16,7 @@ from grouprobust.data.registry import load_dataset
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
-from grouprobust.methods.registry import get_method
+from grouprobust.methods.registry import get_method, get_pipeline
 from grouprobust.metrics import dataset_metrics
 from grouprobust.models import Classifier, build_model, pick_device
 from grouprobust.rundir import RunDirectory
@@ -199,6 +199,9 @@ def run(config: RunConfig, out: Path | None = None, splits: DatasetSplits | None
     one leaves nothing at ``out``.
     """
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    pipeline = get_pipeline(config.method)
+    if pipeline is not None:  # e.g. last-layer retraining: runs its own stages (stage 1 through this function)
+        return pipeline.run(config, out, device=device, on_epoch=on_epoch, splits=splits)
     writer = None
     if out is not None:
         writer = RunDirectory(Path(out), config.to_dict())
@@ -210,17 +213,10 @@ def run(config: RunConfig, out: Path | None = None, splits: DatasetSplits | None
     trainer = Trainer(config, splits, device, log=writer.log if writer else None, on_epoch=on_epoch)
     if writer is None:
         return trainer.fit()
-    writer.open()
-    try:
+    with writer.writing():
         result = trainer.fit()
         result["run_id"] = config.run_id
         if save_model and trainer.selected_state is not None:
             torch.save(trainer.selected_state, writer.file("model.pt"))
         writer.finish(result)
-        return result
-    except DivergedError as err:
-        writer.fail(str(err))
-        raise
-    except BaseException:
-        writer.abort()
-        raise
+    return result

@@ -87,4 +87,4 @@ def load_dataset(name: str, seed: int = 0, **options: Any) -> DatasetSplits:
 
 def _ensure_loaded() -> None:
     # Importing the modules registers their datasets; done lazily to keep `import grouprobust` cheap.
-    from grouprobust.data import embedded, readers  # noqa: F401
+    from grouprobust.data import embedded, features, readers  # noqa: F401

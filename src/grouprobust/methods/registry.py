@@ -11,6 +11,9 @@ _EXTRA_ENTRIES: dict[str, dict] = {}
 
 # Modules whose import registers methods; new method modules are added here.
 _METHOD_MODULES = ["grouprobust.methods.erm"]
+# Modules whose import registers pipelines (methods that are not one run of the loop, e.g. last-layer retraining).
+_PIPELINE_MODULES = ["grouprobust.lastlayer.pipelines"]
+_PIPELINES: dict[str, type] = {}
 
 
 def register_method(cls: type) -> type:
@@ -24,10 +27,27 @@ def register_entry(name: str, needs: str, summary: str) -> None:
     _EXTRA_ENTRIES[name] = {"name": name, "needs": needs, "summary": summary}
 
 
+def register_pipeline(cls: type) -> type:
+    """Class decorator registering a pipeline under ``cls.name`` (and listing it like `register_entry`).
+
+    A pipeline class declares ``name``, ``needs``, ``summary`` and ``params`` like a `Method`, and a
+    classmethod ``run(config, out, device, on_epoch) -> result`` that `grouprobust.train.run` calls.
+    """
+    _PIPELINES[cls.name] = cls
+    register_entry(cls.name, cls.needs, cls.summary)
+    return cls
+
+
+def get_pipeline(name: str) -> type | None:
+    """The pipeline class called ``name``, or None when ``name`` is not a pipeline."""
+    _ensure_loaded()
+    return _PIPELINES.get(name)
+
+
 def _ensure_loaded() -> None:
     import importlib
 
-    for module in _METHOD_MODULES:
+    for module in _METHOD_MODULES + _PIPELINE_MODULES:
         importlib.import_module(module)
 
 

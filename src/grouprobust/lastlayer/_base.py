@@ -1,0 +1,75 @@
+"""Shared pieces of the last-layer estimators: label encoding, feature scaling, linear prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from grouprobust.errors import GroupRobustError
+from grouprobust.lastlayer._validation import check_features, check_vector
+
+
+class LinearHead(ClassifierMixin, BaseEstimator):
+    """A multinomial linear classifier on features: ``coef_`` ``(k, d)``, ``intercept_`` ``(k,)``, ``classes_``.
+
+    Subclasses fit these attributes; this class gives ``decision_function`` (logits ``(n, k)``),
+    ``predict_proba`` (softmax) and ``predict`` (a class of ``classes_``).
+    """
+
+    def _encode(self, y, n: int, name: str = "y") -> np.ndarray:
+        """Store ``classes_`` from ``y`` and return ``y`` as indices ``0..k-1``."""
+        y = check_vector(y, n, name)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise GroupRobustError(f"{name} has a single class ({self.classes_[0]!r}); the head needs at least two")
+        return codes.astype(np.intp)
+
+    def _encode_more(self, y, n: int, name: str) -> np.ndarray:
+        """Map labels of another split to the fitted class indices."""
+        y = check_vector(y, n, name)
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        if len(y) and np.any(self.classes_[idx] != y):
+            unknown = sorted(set(np.asarray(y).tolist()) - set(self.classes_.tolist()))[:3]
+            raise GroupRobustError(f"{name} has classes {unknown} not seen in y; use the same label set for every split")
+        return idx.astype(np.intp)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Logits ``(n, k)`` (one column per entry of ``classes_``)."""
+        check_is_fitted(self, "coef_")
+        X = check_features(X, "X", n_features=self.coef_.shape[1])
+        return X @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities ``(n, k)``, columns ordered as ``classes_``."""
+        z = self.decision_function(X)
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels (entries of ``classes_``)."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+
+def worst_group_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> float:
+    """Minimum over the groups present in ``groups`` of the accuracy (a fraction in [0, 1])."""
+    return float(min(np.mean(pred[groups == g] == y[groups == g]) for g in np.unique(groups)))
+
+
+class Standardizer:
+    """Per-feature centring and scaling fitted on one set; constant features keep scale 1."""
+
+    def __init__(self, X: np.ndarray, enabled: bool):
+        self.mean = X.mean(axis=0) if enabled else np.zeros(X.shape[1])
+        scale = X.std(axis=0) if enabled else np.ones(X.shape[1])
+        self.scale = np.where(scale > 1e-12, scale, 1.0)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) / self.scale
+
+    def unscale(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients on standardised features -> the same model on raw features."""
+        raw = coef / self.scale
+        return raw, intercept - raw @ self.mean

@@ -1,0 +1,188 @@
+"""`GSR`: group-robust sample reweighting of held-out samples through a retrained last layer.
+
+Specification: Qiao et al., "Group-robust sample reweighting" (Algorithm 1). Stage 2 only: the
+features come from a frozen stage-1 model.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from scipy.special import log_softmax, softmax
+
+from grouprobust.errors import GroupRobustError
+from grouprobust.lastlayer._base import LinearHead, Standardizer
+from grouprobust.lastlayer._multinomial import MultinomialProblem
+from grouprobust.lastlayer._validation import check_features, check_groups, check_weights
+from grouprobust.lastlayer.influence import exact_influence, influence_scores, set_gradients
+
+HESSIANS = ("exact", "free")
+
+
+class _Split:
+    """Features, class indices and groups of a target or validation set, with per-group evaluation."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, g: np.ndarray):
+        self.X, self.y = X, y
+        self.ids = np.unique(g)
+        self.members = [np.flatnonzero(g == gid) for gid in self.ids]
+
+    def evaluate(self, problem: MultinomialProblem, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(probabilities (n, k), per-group mean cross-entropy (m,), per-group accuracy (m,))``."""
+        logp = log_softmax(problem.logits(phi, self.X), axis=1)
+        ce = -logp[np.arange(len(self.y)), self.y]
+        hit = np.argmax(logp, axis=1) == self.y
+        losses = np.array([ce[idx].mean() for idx in self.members])
+        accs = np.array([hit[idx].mean() for idx in self.members])
+        return np.exp(logp), losses, accs
+
+
+class GSR(LinearHead):
+    """Group-robust sample reweighting (GSR; ``hessian="free"`` gives GSR-HF).
+
+    Learns non-negative weights (summing to one) over held-out samples ``(X, y)`` so that the
+    last layer retrained on them, ``argmin sum_i w_i CE_i + (l2/2) ||W||^2`` (intercept not
+    penalised), does well on every group of a group-labelled *target* set. Each outer step:
+
+    1. retrain the head at the current weights (Newton, warm-started; exact to ``tol``);
+    2. ``gamma_g <- gamma_g exp(R_g / tau)``, normalised (``R_g``: target group ``g``'s mean loss);
+    3. ``xi = sum_g gamma_g dR_g/dw`` with the exact influence ``-grad R_g^T H^{-1} grad l_i``
+       (``hessian="exact"``) or the first-order ``-grad R_g^T grad l_i`` (``"free"``);
+    4. clip ``xi`` to root-mean-square ``clip``; ``w <- max(w - (lr / n) xi, 0)``, renormalised, where
+       ``lr = step_size * step_decay ** (t // decay_every)``. ``step_size`` is thus in units of the
+       mean weight ``1/n``, so the same value suits any held-out size.
+
+    The returned head is the step with the best validation worst-group accuracy (ties: lower
+    validation worst-group loss); without validation data it is the last step. Step 0 is the
+    head trained on the initial (uniform) weights.
+
+    With ``standardize=True`` features are centred and scaled by the held-out set's statistics
+    before everything (``coef_`` and ``intercept_`` still act on raw features). ``random_state`` is
+    accepted for interface symmetry; the algorithm is deterministic.
+
+    Fitted attributes: ``weights_`` ``(n,)``; ``coef_`` ``(k, d)``; ``intercept_`` ``(k,)``;
+    ``classes_``; ``best_step_``; ``history_`` (one dict per step: ``step``,
+    ``target_worst_group_acc``, ``target_worst_group_loss``, ``val_worst_group_acc``,
+    ``val_worst_group_loss``, ``gamma``, ``lr``, ``grad_rms``, ``effective_n`` (``1 / sum w^2``),
+    ``n_hessians``, ``time_s`` (seconds since fit started) and, if ``groups`` were given,
+    ``group_weight`` (weight mass per held-out group, diagnostic only)); ``weight_trajectory_``
+    ``(s, n)`` weights at steps ``trajectory_steps_`` (at most about 21 snapshots).
+    """
+
+    def __init__(self, l2: float = 0.1, hessian: str = "exact", n_steps: int = 100, step_size: float = 1.0,
+                 tau: float = 1.0, clip: float = 1.0, step_decay: float = 0.1, decay_every: int = 30,
+                 fit_intercept: bool = True, standardize: bool = True, tol: float = 1e-9,
+                 hessian_form: str = "auto", random_state: Any = None):
+        self.l2 = l2
+        self.hessian = hessian
+        self.n_steps = n_steps
+        self.step_size = step_size
+        self.tau = tau
+        self.clip = clip
+        self.step_decay = step_decay
+        self.decay_every = decay_every
+        self.fit_intercept = fit_intercept
+        self.standardize = standardize
+        self.tol = tol
+        self.hessian_form = hessian_form
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        if self.hessian not in HESSIANS:
+            raise GroupRobustError(f"GSR: unknown hessian {self.hessian!r}; use 'exact' (GSR) or 'free' (GSR-HF)")
+        checks = {"l2": self.l2 > 0, "tau": self.tau > 0, "step_size": self.step_size >= 0,
+                  "n_steps": int(self.n_steps) == self.n_steps and self.n_steps >= 0,
+                  "clip": self.clip is None or self.clip > 0, "step_decay": 0 < self.step_decay <= 1,
+                  "decay_every": int(self.decay_every) >= 1, "tol": self.tol > 0}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise GroupRobustError(f"GSR: invalid {', '.join(bad)} (l2, tau, tol > 0; step_size >= 0; n_steps >= 0; "
+                                   "clip > 0 or None; 0 < step_decay <= 1; decay_every >= 1); fix the parameters")
+
+    def _split(self, X, y, g, name: str, scaler: Standardizer, d: int) -> _Split:
+        X = check_features(X, f"X_{name}", n_features=d)
+        return _Split(scaler(X), self._encode_more(y, len(X), f"y_{name}"), check_groups(g, len(X), f"groups_{name}"))
+
+    def fit(self, X, y, groups=None, sample_weight=None, *, X_target=None, y_target=None, groups_target=None,
+            X_val=None, y_val=None, groups_val=None) -> "GSR":
+        """Learn weights over ``(X, y)`` for the group-labelled target set; returns ``self``.
+
+        ``groups`` (held-out group ids) are optional and only logged; ``sample_weight`` sets the
+        starting weights (default uniform). ``X_target, y_target, groups_target`` are required;
+        the validation triple is optional and used for step selection only.
+        """
+        self._check_params()
+        start = time.perf_counter()
+        X = check_features(X, "X")
+        n, d = X.shape
+        codes = self._encode(y, n)
+        if X_target is None or y_target is None or groups_target is None:
+            raise GroupRobustError("GSR.fit needs X_target, y_target and groups_target (the group-labelled target set); "
+                                   "pass them as keyword arguments")
+        val_given = [v is not None for v in (X_val, y_val, groups_val)]
+        if any(val_given) and not all(val_given):
+            raise GroupRobustError("GSR.fit: pass all of X_val, y_val and groups_val, or none of them")
+        scaler = Standardizer(X, bool(self.standardize))
+        target = self._split(X_target, y_target, groups_target, "target", scaler, d)
+        val = self._split(X_val, y_val, groups_val, "val", scaler, d) if all(val_given) else None
+        held_groups = check_groups(groups, n, "groups") if groups is not None else None
+        w = check_weights(sample_weight, n)
+        w = w / w.sum()
+
+        problem = MultinomialProblem(scaler(X), codes, len(self.classes_), float(self.l2), self.fit_intercept)
+        log_gamma = np.zeros(len(target.ids))
+        every = max(1, int(self.n_steps) // 20)
+        phi, factor = None, None
+        history, snapshots, snapshot_steps = [], [], []
+        best_key, best = None, None
+        for t in range(int(self.n_steps) + 1):
+            phi, factor, P, n_h = problem.fit(w, phi, factor, tol=float(self.tol), form=self.hessian_form)
+            P_tar, tar_loss, tar_acc = target.evaluate(problem, phi)
+            entry: dict[str, Any] = {"step": t, "target_worst_group_acc": float(tar_acc.min()),
+                                     "target_worst_group_loss": float(tar_loss.max()),
+                                     "val_worst_group_acc": None, "val_worst_group_loss": None,
+                                     "effective_n": float(1.0 / np.sum(w ** 2)), "n_hessians": n_h}
+            if val is not None:
+                _, val_loss, val_acc = val.evaluate(problem, phi)
+                entry["val_worst_group_acc"] = float(val_acc.min())
+                entry["val_worst_group_loss"] = float(val_loss.max())
+                key = (entry["val_worst_group_acc"], -entry["val_worst_group_loss"])
+            else:
+                key = (t,)
+            if held_groups is not None:
+                entry["group_weight"] = {str(gid): float(w[held_groups == gid].sum()) for gid in np.unique(held_groups)}
+            if best_key is None or key > best_key:
+                best_key, best = key, (t, w.copy(), phi.copy())
+            if t % every == 0 or t == self.n_steps:
+                snapshots.append(w.copy())
+                snapshot_steps.append(t)
+            if t < self.n_steps:
+                log_gamma += tar_loss / float(self.tau)
+                gamma = softmax(log_gamma)
+                G = set_gradients(problem, phi, target.X, target.y, target.members, P_tar)
+                if self.hessian == "exact":
+                    scores = exact_influence(problem, P, factor, G)
+                else:
+                    scores = influence_scores(problem, P, G)
+                xi = scores @ gamma
+                rms = float(np.sqrt(np.mean(xi ** 2)))
+                if self.clip is not None and rms > self.clip:
+                    xi *= self.clip / rms
+                lr = float(self.step_size) * float(self.step_decay) ** (t // int(self.decay_every))
+                w_new = np.maximum(w - (lr / n) * xi, 0.0)
+                if w_new.sum() <= 0:
+                    raise GroupRobustError("GSR: a step removed all weight; lower step_size or clip")
+                w = w_new / w_new.sum()
+                entry.update(gamma=gamma.tolist(), lr=lr, grad_rms=rms)
+            entry["time_s"] = time.perf_counter() - start
+            history.append(entry)
+
+        self.best_step_, self.weights_, phi_best = best
+        self.coef_, self.intercept_ = scaler.unscale(*problem.to_full(phi_best))
+        self.history_ = history
+        self.weight_trajectory_ = np.array(snapshots)
+        self.trajectory_steps_ = np.array(snapshot_steps)
+        self.n_features_in_ = d
+        return self
