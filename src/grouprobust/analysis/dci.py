@@ -92,7 +92,7 @@ def dci(codes: np.ndarray, factors: np.ndarray, factor_names: list[str] | None =
     if len(names) != f.shape[1]:
         raise GroupRobustError(f"{len(names)} factor names for {f.shape[1]} factors")
     base = predictor if predictor is not None else RandomForestClassifier(
-        n_estimators=50, max_depth=6, random_state=seed, n_jobs=1)
+        n_estimators=50, max_depth=6, max_features=None, random_state=seed, n_jobs=1)
     importance = np.zeros((z.shape[1], f.shape[1]))
     info: dict[str, float] = {}
     for j, name in enumerate(names):

@@ -38,9 +38,10 @@ class AnalysisDirectory:
         tmp.replace(target)
         return target
 
-    def table(self, df: pd.DataFrame, name: str, title: str) -> Path:
-        """Write ``<name>.csv`` and add ``df`` to the markdown report under ``title``."""
-        self.sections.append(f"## {title}\n\n{markdown_table(df)}")
+    def table(self, df: pd.DataFrame, name: str, title: str, in_report: bool = True) -> Path:
+        """Write ``<name>.csv``; add ``df`` to the markdown report under ``title`` (or just point to the CSV)."""
+        body = markdown_table(df) if in_report else f"{len(df)} rows in `{name}.csv`.\n"
+        self.sections.append(f"## {title}\n\n{body}")
         return self._replace(f"{name}.csv", df.to_csv(index=False))
 
     def figure(self, fig: Any, name: str) -> Path:
@@ -61,12 +62,36 @@ class AnalysisDirectory:
         return self._replace("report.md", f"# {title}\n\n{notes.strip()}\n\n" + "\n".join(self.sections))
 
 
-def new_figure(n_panels: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, Any]:
+def new_figure(n_panels: int, width: float = 4.2, height: float = 3.4, sharey: bool = False) -> tuple[Any, Any]:
     """A row of ``n_panels`` matplotlib axes on the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False)
+    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False, sharey=sharey)
     return fig, axes[0]
+
+
+def summarize(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    """Mean and standard deviation (over seeds) of ``columns`` per ``by`` group, plus ``n_seeds``.
+
+    Columns come out as ``<col>_mean`` and ``<col>_std`` (std is 0 for a single seed).
+    """
+    columns = [c for c in columns if c in df.columns]
+    grouped = df.groupby(by, sort=False)
+    out = grouped[columns].agg(["mean", "std"])
+    out.columns = [f"{c}_{stat}" for c, stat in out.columns]
+    out = out.fillna({c: 0.0 for c in out.columns if c.endswith("_std")})
+    out["n_seeds"] = grouped.size()
+    return out.reset_index()
+
+
+def mean_std_table(summary: pd.DataFrame, by: list[str], columns: list[str], digits: int = 3) -> pd.DataFrame:
+    """``summary`` (from `summarize`) with each column shown as ``mean ± std`` text."""
+    table = summary[by].copy()
+    for c in columns:
+        if f"{c}_mean" in summary:
+            table[c] = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(summary[f"{c}_mean"], summary[f"{c}_std"])]
+    table["n_seeds"] = summary["n_seeds"]
+    return table
