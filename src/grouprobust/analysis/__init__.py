@@ -1,8 +1,24 @@
-"""Mechanism analyses: head alignment and strong convexity, DCI completeness, the implicit bias of reweighting."""
+"""Mechanism analyses: head alignment and strong convexity, DCI completeness, the implicit bias of reweighting.
 
-from grouprobust.analysis.dci import DCIResult, completeness_per_factor, dci, disentanglement
-from grouprobust.analysis.geometry import centered_weights, cosine
-from grouprobust.analysis.implicit_bias import ImplicitBiasSetting, run_implicit_bias, six_digits
+Names are imported lazily, so that loading the ``grouprobust analyze`` commands stays cheap.
+"""
 
-__all__ = ["DCIResult", "ImplicitBiasSetting", "centered_weights", "completeness_per_factor", "cosine", "dci",
-           "disentanglement", "run_implicit_bias", "six_digits"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DCIResult": "dci", "completeness_per_factor": "dci", "dci": "dci", "disentanglement": "dci",
+    "centered_weights": "geometry", "cosine": "geometry",
+    "ImplicitBiasSetting": "implicit_bias", "run_implicit_bias": "implicit_bias", "six_digits": "implicit_bias",
+    "alignment_sweep": "alignment", "alignment_bound": "convexity", "completeness_runs": "completeness",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'grouprobust.analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"grouprobust.analysis.{_EXPORTS[name]}"), name)

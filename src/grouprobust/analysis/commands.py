@@ -6,8 +6,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, List, Optional
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 
@@ -60,6 +58,8 @@ def alignment(
     data: List[str] = typer.Option([], "--data", help="dataset option key=value (repeatable)"),
 ) -> None:
     """Head-only fine-tuning: cosine with spurious/oracle heads, strong convexity and the gap bound over L2."""
+    import pandas as pd
+
     from grouprobust.analysis.alignment import HEAD_DEFAULTS, alignment_sweep
     from grouprobust.analysis.plots import plot_alignment
     from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
@@ -134,6 +134,8 @@ def completeness(
     data: List[str] = typer.Option([], "--data", help="dataset option key=value (repeatable)"),
 ) -> None:
     """DCI disentanglement, completeness and informativeness of end-to-end representations."""
+    import pandas as pd
+
     from grouprobust.analysis.completeness import completeness_runs
     from grouprobust.analysis.plots import plot_completeness
     from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
@@ -192,6 +194,8 @@ def implicit_bias(
     seeds: str = typer.Option("0", "--seeds", help="comma-separated seeds (each draws other digit images)"),
 ) -> None:
     """The GRW paper's 6-image experiment: distance of IW and GroupDRO weights from ERM's over training."""
+    import pandas as pd
+
     from grouprobust.analysis.implicit_bias import ImplicitBiasSetting, run_implicit_bias
     from grouprobust.analysis.plots import plot_implicit_bias
     from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
