@@ -9,7 +9,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DCIResult": "dci", "completeness_per_factor": "dci", "dci": "dci", "disentanglement": "dci",
+    "DCIResult": "dci_metrics", "completeness_per_factor": "dci_metrics", "dci": "dci_metrics",
+    "disentanglement": "dci_metrics",
     "centered_weights": "geometry", "cosine": "geometry",
     "ImplicitBiasSetting": "implicit_bias", "run_implicit_bias": "implicit_bias", "six_digits": "implicit_bias",
     "alignment_sweep": "alignment", "alignment_bound": "convexity", "completeness_runs": "completeness",

@@ -80,9 +80,10 @@ def alignment_sweep(splits: DatasetSplits, methods: Iterable[str], l2_values: It
     nats); for each method other than ERM also ``wga_gain`` (its test worst-group accuracy minus
     ERM's), and from `alignment_bound`: ``loss_gap``, ``bound``, ``mu``, ``grad_norm``, ``dist``, ``cos_heads``.
     """
-    methods = list(methods)
+    methods = list(dict.fromkeys(methods))
     if "erm" not in methods:
         raise GroupRobustError("the alignment analysis compares methods with ERM; include erm in --methods")
+    methods = ["erm"] + [m for m in methods if m != "erm"]  # every other head is compared with ERM's
     hp = {**HEAD_DEFAULTS, **(hparams or {})}
     refs = reference_heads(splits, seed, hp, ref_l2)
     train = splits.train
@@ -102,7 +103,7 @@ def alignment_sweep(splits: DatasetSplits, methods: Iterable[str], l2_values: It
                    "train_worst_group_loss": float(np.nanmax(group_objectives(
                        thetas[method], x, train.y, train.g, train.n_groups, float(l2))))}
             if method != "erm":
-                row["wga_gain"] = accs[method] - accs["erm"] if "erm" in accs else np.nan
+                row["wga_gain"] = accs[method] - accs["erm"]
                 row.update(alignment_bound(thetas["erm"], thetas[method], x, train.y, train.g, train.n_groups,
                                            float(l2)))
             rows.append(row)

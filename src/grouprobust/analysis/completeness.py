@@ -3,7 +3,7 @@
 Each method is trained end to end through the project's loop; its representation is
 ``model.features`` on the test split (where the attribute is independent of the label in the
 embedded datasets, so the two factors are not confounded). DCI is computed for the factors
-``label`` and ``attribute`` with scikit-learn random forests (`grouprobust.analysis.dci`).
+``label`` and ``attribute`` with scikit-learn random forests (`grouprobust.analysis.dci_metrics`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from grouprobust.analysis.dci import dci
+from grouprobust.analysis.dci_metrics import dci
 from grouprobust.analysis.training import embed, train_model
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.errors import GroupRobustError

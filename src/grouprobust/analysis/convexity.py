@@ -75,7 +75,7 @@ def min_curvature(theta: np.ndarray, x: np.ndarray, l2: float) -> float:
     pc = p @ c  # n × (k−1)
     # C^T (diag p − p p^T) C for each row, then the Kronecker product with x x^T, averaged.
     sc = np.einsum("kl,ik,km->ilm", c, p, c) - np.einsum("il,im->ilm", pc, pc)
-    h = np.einsum("ilm,ia,ib->lamb", sc, xa, xa) / len(xa)
+    h = np.einsum("ilm,ia,ib->lamb", sc, xa, xa, optimize=True) / len(xa)
     m = sc.shape[1] * xa.shape[1]
     return float(np.linalg.eigvalsh(h.reshape(m, m))[0]) + l2
 

@@ -14,7 +14,7 @@ from grouprobust.hparams import resolve_hparams
 from grouprobust.losses import get_loss
 from grouprobust.methods.registry import get_method
 from grouprobust.models import Classifier
-from grouprobust.train import Trainer, predict_logits
+from grouprobust.train import Trainer
 
 
 def train_model(splits: DatasetSplits, method: str, seed: int, hparams: dict[str, Any] | None = None,
@@ -57,8 +57,3 @@ def embed_splits(model: Classifier, splits: DatasetSplits, device: torch.device 
     parts = [replace(ds, x=embed(model, ds.x, device)) for ds in splits]
     return DatasetSplits(*parts, name=splits.name, description=splits.description, meta=dict(splits.meta))
 
-
-def predictions(model: Classifier, x: np.ndarray, device: torch.device | None = None) -> np.ndarray:
-    """Predicted class of every row of ``x``."""
-    device = device or next(model.parameters()).device
-    return predict_logits(model, x, device).argmax(dim=1).numpy()
