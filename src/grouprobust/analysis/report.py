@@ -88,10 +88,11 @@ def summarize(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFra
 
 
 def mean_std_table(summary: pd.DataFrame, by: list[str], columns: list[str], digits: int = 3) -> pd.DataFrame:
-    """``summary`` (from `summarize`) with each column shown as ``mean ± std`` text."""
+    """``summary`` (from `summarize`) with each column shown as ``mean ± std`` text (``—`` where undefined)."""
     table = summary[by].copy()
     for c in columns:
         if f"{c}_mean" in summary:
-            table[c] = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(summary[f"{c}_mean"], summary[f"{c}_std"])]
+            table[c] = ["—" if np.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+                        for m, s in zip(summary[f"{c}_mean"], summary[f"{c}_std"])]
     table["n_seeds"] = summary["n_seeds"]
     return table
