@@ -55,6 +55,8 @@ def test_completeness_command_writes_directory(tmp_path):
     (["analyze", "implicit-bias", "--losses", "hinge"], "unknown loss"),
     (["analyze", "alignment", "--methods", "groupdro"], "include erm"),
     (["analyze", "completeness", "--methods", "erm,nosuch"], "unknown method"),
+    (["analyze", "alignment", "--set", "nosuch=1"], "unknown hyper-parameter"),
+    (["analyze", "alignment", "--features", "/nonexistent/features"], "not found"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "never"

@@ -37,6 +37,15 @@ def _sets(sets: list[str], data: list[str]) -> tuple[dict, dict]:
     return parse_assignments(sets, "--set"), parse_assignments(data, "--data")
 
 
+def _check_hparams(methods: list[str], hparams: dict) -> None:
+    """Fail before any training when a method is unknown or a hyper-parameter is not one of its own."""
+    from grouprobust.hparams import resolve_hparams
+    from grouprobust.methods.registry import get_method
+
+    for m in methods:
+        resolve_hparams(get_method(m), hparams)
+
+
 def _load_splits(dataset: str, seed: int, data: dict, features: Optional[Path]):
     from grouprobust.data import load_dataset
     from grouprobust.data.feature_store import load_feature_splits
@@ -76,6 +85,10 @@ def alignment(
     if encoder not in ("none", "erm"):
         raise GroupRobustError(f"unknown --encoder {encoder!r}; use none or erm")
     hparams, data_opts = _sets(sets, data)
+    if str(hparams.get("loss", "ce")) != "ce":
+        raise GroupRobustError("alignment heads are cross-entropy heads (the convexity analysis assumes it); "
+                               "drop --set loss=...")
+    _check_hparams(method_list, {**HEAD_DEFAULTS, **hparams})
     if features is None:
         get_dataset_entry(dataset)
     frames = []
@@ -149,6 +162,7 @@ def completeness(
         raise GroupRobustError(f"unknown --split {split!r}; use train, val or test")
     hparams, data_opts = _sets(sets, data)
     defaults = {k: v for k, v in get_dataset_entry(dataset).train_defaults.items() if k != "select"}
+    _check_hparams(method_list, {**defaults, **hparams})
     frames = []
     for seed in seed_list:
         splits = _load_splits(dataset, seed, data_opts, None)
