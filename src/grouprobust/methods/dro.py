@@ -13,18 +13,23 @@ from grouprobust.hparams import Param
 from grouprobust.losses import LossFn
 from grouprobust.methods.base import Batch, Method, TrainData, to_list
 from grouprobust.methods.registry import register_method
+from grouprobust.methods.reweighting import WeightedSampling
+from grouprobust.methods.sampling import balanced_probabilities
 
 
 @register_method
-class GroupDRO(Method):
+class GroupDRO(WeightedSampling):
     """Online GroupDRO (Sagawa et al. 2020): exponentiated-gradient ascent on group weights ``q``.
 
     Each step, with ``L_g`` the batch's mean loss on group ``g`` (0 if absent) and ``n_g`` its training
     size: ``q_g <- q_g * exp(eta * (L_g + C / sqrt(n_g)))``, then ``q`` is normalised. The model minimises
-    ``mean_i (q_{g_i} / p_{g_i}) * loss_i`` over ERM's shuffled batches, ``p`` being the training group
-    frequencies: an unbiased estimate of ``sum_g q_g R_g``. So with ``eta=0`` it is importance weighting
-    (``q_init=uniform``) or ERM (``q_init=empirical``) step for step. Groups without a training example
-    keep ``q_g = 0``. Weight decay defaults high: the paper's point is that GroupDRO needs strong L2.
+    ``mean_i (q_{g_i} / s_{g_i}) * loss_i`` where ``s_g`` is the probability that the sampler draws
+    group ``g`` (``sampler=balanced``: group-balanced draws as in the paper's experiments, ``s_g = 1/G``;
+    ``sampler=shuffle``: ERM's shuffled batches, ``s_g`` = training frequency). That is an unbiased
+    estimate of ``sum_g q_g R_g``, so with ``eta=0`` GroupDRO is a static GRW step for step: resampling
+    (balanced, ``q_init=uniform``), importance weighting (shuffle, uniform) or ERM (shuffle,
+    ``q_init=empirical``). Groups without a training example keep ``q_g = 0``. Weight decay defaults
+    high: GroupDRO relies on strong L2 (Sagawa et al.; the GRW paper, Theorem 9).
     """
 
     name = "groupdro"
@@ -35,29 +40,37 @@ class GroupDRO(Method):
         "gen_adj": Param(0.0, ("uniform", 0.0, 4.0), "generalization adjustment C: adds C/sqrt(n_g) to group g's loss"),
         "q_init": Param("uniform", ("choice", ["uniform", "empirical"]),
                         "initial q: uniform over non-empty groups, or the training group frequencies"),
-        "weight_decay": Param(1e-2, ("log_uniform", 1e-4, 1.0), "L2 penalty (GroupDRO relies on strong L2)"),
+        "sampler": Param("balanced", ("choice", ["balanced", "shuffle"]),
+                         "group-balanced draws with replacement, or ERM's shuffled batches"),
+        "weight_decay": Param(1e-2, ("log_uniform", 1e-4, 1.0),
+                              "L2 penalty through the optimizer (GroupDRO relies on strong L2)"),
     }
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)
         if data.g is None:
             raise GroupRobustError("groupdro needs training group labels; use --regime full")
-        if hparams["q_init"] not in ("uniform", "empirical"):
-            raise GroupRobustError(f"unknown q_init {hparams['q_init']!r}; use uniform or empirical (--set q_init=...)")
+        for key, allowed in (("q_init", ("uniform", "empirical")), ("sampler", ("balanced", "shuffle"))):
+            if hparams[key] not in allowed:
+                raise GroupRobustError(f"unknown {key} {hparams[key]!r}; use {' or '.join(allowed)} (--set {key}=...)")
         self.eta = float(hparams["eta"])
         counts = data.dataset.group_counts().astype(np.float64)
         present = counts > 0
         freq = counts / counts.sum()
-        init = freq if hparams["q_init"] == "empirical" else present / present.sum()
+        balanced = present / present.sum()
+        init = freq if hparams["q_init"] == "empirical" else balanced
+        if hparams["sampler"] == "balanced":
+            self.sample_probs = balanced_probabilities(data.dataset.g, data.n_groups)
+        sampled = balanced if self.sample_probs is not None else freq
         with np.errstate(divide="ignore"):
             log_q = np.where(present, np.log(init), -np.inf)
-            # Empty groups: any finite log p keeps exp(log q - log p) = 0 for them.
-            log_p = np.where(present, np.log(freq), 0.0)
+            # Empty groups: any finite log s keeps exp(log q - log s) = 0 for them.
+            log_s = np.where(present, np.log(sampled), 0.0)
             adj = np.where(present, float(hparams["gen_adj"]) / np.sqrt(np.maximum(counts, 1.0)), 0.0)
         as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=data.device)  # noqa: E731
         #: log of the group weights q (``-inf`` for groups with no training example).
         self.log_q = as_tensor(log_q)
-        self.log_p = as_tensor(log_p)
+        self.log_s = as_tensor(log_s)
         self.adjustment = as_tensor(adj)
         self.n_groups = data.n_groups
 
@@ -74,7 +87,7 @@ class GroupDRO(Method):
             counts = torch.bincount(g, minlength=self.n_groups).clamp_min_(1)
             self.log_q += self.eta * (sums / counts + self.adjustment)
             self.log_q -= torch.logsumexp(self.log_q, dim=0)
-            weights = torch.exp(self.log_q - self.log_p)
+            weights = torch.exp(self.log_q - self.log_s)
         return (weights[g] * losses).mean()
 
     def epoch_log(self) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class JTT(Method):
         stage1 = trainer.new_method(ERM, self.data, dict(self.hparams, epochs=epochs))
         model = trainer.new_model()
         trainer.run_epochs(stage1, model, epochs, stage="jtt stage 1")
+        #: The stage-1 ERM model (kept for inspection).
+        self.stage1_model = model
         pred = predict_logits(model, self.data.x, trainer.device).argmax(dim=1)
         wrong = (pred != self.data.y.cpu()).numpy()
         #: Indices of the training examples the stage-1 model misclassifies (CPU, sorted).

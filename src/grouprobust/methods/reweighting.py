@@ -54,11 +54,25 @@ class ImportanceWeighting(Method):
         return (self.weights[batch.idx] * self.loss_fn(model(batch.x), batch.y)).mean()
 
 
+class WeightedSampling(Method):
+    """A method whose epochs are ``ceil(n / batch_size)`` batches drawn with replacement from
+    ``sample_probs`` (per-example probabilities, CPU); ERM's shuffle while ``sample_probs`` is None.
+    Subclasses set ``sample_probs`` in their constructor."""
+
+    sample_probs: torch.Tensor | None = None
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        if self.sample_probs is None:
+            return super().batches()
+        n_batches = batches_per_epoch(self.data.n, self.batch_size)
+        return weighted_batches(self.sample_probs, self.batch_size, n_batches, self.generator)
+
+
 @register_method
-class Resample(Method):
+class Resample(WeightedSampling):
     """Minibatches drawn with replacement so that every group (or class) is equally likely; plain mean loss.
 
-    Reusable: a subclass changes `sample_probs` (per-example draw probabilities) and keeps the sampler.
+    Reusable: a subclass changes `sample_probs` and keeps the sampler.
     """
 
     name = "resample"
@@ -69,10 +83,4 @@ class Resample(Method):
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)
         labels, n_labels = balance_labels(data, hparams["balance"])
-        #: Probability of drawing each training example (float64, CPU).
         self.sample_probs = balanced_probabilities(labels, n_labels)
-        self.n_batches = batches_per_epoch(data.n, self.batch_size)
-
-    def batches(self) -> Iterator[torch.Tensor]:
-        """``ceil(n / batch_size)`` batches drawn with replacement from `sample_probs`."""
-        return weighted_batches(self.sample_probs, self.batch_size, self.n_batches, self.generator)
