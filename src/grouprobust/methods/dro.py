@@ -54,6 +54,8 @@ class GroupDRO(WeightedSampling):
             if hparams[key] not in allowed:
                 raise GroupRobustError(f"unknown {key} {hparams[key]!r}; use {' or '.join(allowed)} (--set {key}=...)")
         self.eta = float(hparams["eta"])
+        if self.eta < 0:
+            raise GroupRobustError(f"groupdro: eta must be >= 0, got {self.eta}; use e.g. --set eta=0.1")
         counts = data.dataset.group_counts().astype(np.float64)
         present = counts > 0
         freq = counts / counts.sum()
@@ -64,14 +66,13 @@ class GroupDRO(WeightedSampling):
         sampled = balanced if self.sample_probs is not None else freq
         with np.errstate(divide="ignore"):
             log_q = np.where(present, np.log(init), -np.inf)
-            # Empty groups: any finite log s keeps exp(log q - log s) = 0 for them.
-            log_s = np.where(present, np.log(sampled), 0.0)
-            adj = np.where(present, float(hparams["gen_adj"]) / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+        inv_sampled = np.where(present, 1.0 / np.maximum(sampled, 1e-300), 0.0)
+        adj = np.where(present, float(hparams["gen_adj"]) / np.sqrt(np.maximum(counts, 1.0)), 0.0)
         as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=data.device)  # noqa: E731
         #: log of the group weights q (``-inf`` for groups with no training example).
         self.log_q = as_tensor(log_q)
-        self.log_s = as_tensor(log_s)
-        self.adjustment = as_tensor(adj)
+        self.inv_sampled = as_tensor(inv_sampled)  # 1 / s_g, 0 for empty groups
+        self.eta_adjustment = as_tensor(self.eta * adj)
         self.n_groups = data.n_groups
 
     @property
@@ -82,13 +83,15 @@ class GroupDRO(WeightedSampling):
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         losses = self.loss_fn(model(batch.x), batch.y)
         g = batch.g
+        # Few, fused ops: this runs every step and must cost little next to the model's own step.
         with torch.no_grad():
-            sums = torch.zeros(self.n_groups, device=losses.device).index_add_(0, g, losses.detach())
+            sums = torch.bincount(g, weights=losses.detach(), minlength=self.n_groups)
             counts = torch.bincount(g, minlength=self.n_groups).clamp_min_(1)
-            self.log_q += self.eta * (sums / counts + self.adjustment)
-            self.log_q -= torch.logsumexp(self.log_q, dim=0)
-            weights = torch.exp(self.log_q - self.log_s)
-        return (weights[g] * losses).mean()
+            self.log_q.add_(torch.addcdiv(self.eta_adjustment, sums, counts, value=self.eta))
+            q = torch.softmax(self.log_q, dim=0)
+            torch.log(q, out=self.log_q)
+            weights = q.mul_(self.inv_sampled)
+        return losses.dot(weights.index_select(0, g)) / losses.numel()
 
     def epoch_log(self) -> dict[str, Any]:
         return {"group_weights": to_list(self.q)}
@@ -162,6 +165,11 @@ class CVaRDRO(_ExampleDRO):
     summary = "CVaR DRO: minimise the mean of the worst alpha fraction of per-example losses in each batch"
     params = {"alpha": Param(0.2, ("log_uniform", 0.01, 1.0), "CVaR level: fraction of worst examples averaged")}
 
+    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
+        super().__init__(hparams, data, loss_fn, generator)
+        if not 0 < float(hparams["alpha"]) <= 1:
+            raise GroupRobustError(f"cvar-dro: alpha must lie in (0, 1], got {hparams['alpha']}; use e.g. --set alpha=0.2")
+
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
         return cvar_weights(losses, float(self.hparams["alpha"]))
 
@@ -174,6 +182,11 @@ class Chi2DRO(_ExampleDRO):
     needs = "none"
     summary = "chi-square DRO: worst-case mean loss over distributions within chi-square radius rho of each batch"
     params = {"rho": Param(1.0, ("log_uniform", 0.01, 10.0), "chi-square ball radius rho")}
+
+    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
+        super().__init__(hparams, data, loss_fn, generator)
+        if float(hparams["rho"]) < 0:
+            raise GroupRobustError(f"chi2-dro: rho must be >= 0, got {hparams['rho']}; use e.g. --set rho=1")
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
         return chi2_weights(losses, float(self.hparams["rho"]))
