@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -144,7 +144,21 @@ def chi2_weights(losses: torch.Tensor, rho: float) -> torch.Tensor:
 
 
 class _ExampleDRO(Method):
-    """Shared objective: the batch's per-example losses reweighted by a worst-case distribution."""
+    """Shared objective: the batch's per-example losses reweighted by a worst-case distribution.
+
+    Subclasses set ``level`` = (parameter name, validity test, text of the valid range) and
+    `worst_case`, which reads the checked value from ``self.level_value``.
+    """
+
+    level: ClassVar[tuple[str, Callable[[float], bool], str]]
+
+    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
+        super().__init__(hparams, data, loss_fn, generator)
+        key, valid, text = self.level
+        self.level_value = float(hparams[key])
+        if not valid(self.level_value):
+            raise GroupRobustError(f"{self.name}: {key} must {text}, got {self.level_value}; "
+                                   f"use e.g. --set {key}={self.params[key].default}")
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -164,14 +178,10 @@ class CVaRDRO(_ExampleDRO):
     needs = "none"
     summary = "CVaR DRO: minimise the mean of the worst alpha fraction of per-example losses in each batch"
     params = {"alpha": Param(0.2, ("log_uniform", 0.01, 1.0), "CVaR level: fraction of worst examples averaged")}
-
-    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
-        super().__init__(hparams, data, loss_fn, generator)
-        if not 0 < float(hparams["alpha"]) <= 1:
-            raise GroupRobustError(f"cvar-dro: alpha must lie in (0, 1], got {hparams['alpha']}; use e.g. --set alpha=0.2")
+    level = ("alpha", lambda a: 0 < a <= 1, "lie in (0, 1]")
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
-        return cvar_weights(losses, float(self.hparams["alpha"]))
+        return cvar_weights(losses, self.level_value)
 
 
 @register_method
@@ -182,11 +192,7 @@ class Chi2DRO(_ExampleDRO):
     needs = "none"
     summary = "chi-square DRO: worst-case mean loss over distributions within chi-square radius rho of each batch"
     params = {"rho": Param(1.0, ("log_uniform", 0.01, 10.0), "chi-square ball radius rho")}
-
-    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
-        super().__init__(hparams, data, loss_fn, generator)
-        if float(hparams["rho"]) < 0:
-            raise GroupRobustError(f"chi2-dro: rho must be >= 0, got {hparams['rho']}; use e.g. --set rho=1")
+    level = ("rho", lambda r: r >= 0, "be >= 0")
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
-        return chi2_weights(losses, float(self.hparams["rho"]))
+        return chi2_weights(losses, self.level_value)
