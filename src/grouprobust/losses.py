@@ -67,7 +67,7 @@ def class_log_priors(class_counts: np.ndarray) -> torch.Tensor:
     """log of the training class frequencies, shape ``(n_classes,)``; an empty class counts as one
     sample so that its log prior stays finite."""
     counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
-    return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+    return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float64)
 
 
 @register_loss("squared", "squared error between the logits and the one-hot label, summed over classes")
@@ -104,7 +104,7 @@ def _logit_adjusted(hparams: dict, class_counts: np.ndarray) -> LossFn:
     scale = torch.exp(gamma * (log_prior - log_prior.max()))
 
     def logit_adjusted(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        adjusted = logits * scale.to(logits.device) + additive.to(logits.device)
+        adjusted = logits * scale.to(logits) + additive.to(logits)
         return F.cross_entropy(adjusted, y, reduction="none")
 
     return logit_adjusted

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -13,18 +13,23 @@ from grouprobust.hparams import Param
 from grouprobust.losses import LossFn
 from grouprobust.methods.base import Batch, Method, TrainData, to_list
 from grouprobust.methods.registry import register_method
+from grouprobust.methods.reweighting import WeightedSampling
+from grouprobust.methods.sampling import balanced_probabilities
 
 
 @register_method
-class GroupDRO(Method):
+class GroupDRO(WeightedSampling):
     """Online GroupDRO (Sagawa et al. 2020): exponentiated-gradient ascent on group weights ``q``.
 
     Each step, with ``L_g`` the batch's mean loss on group ``g`` (0 if absent) and ``n_g`` its training
     size: ``q_g <- q_g * exp(eta * (L_g + C / sqrt(n_g)))``, then ``q`` is normalised. The model minimises
-    ``mean_i (q_{g_i} / p_{g_i}) * loss_i`` over ERM's shuffled batches, ``p`` being the training group
-    frequencies: an unbiased estimate of ``sum_g q_g R_g``. So with ``eta=0`` it is importance weighting
-    (``q_init=uniform``) or ERM (``q_init=empirical``) step for step. Groups without a training example
-    keep ``q_g = 0``. Weight decay defaults high: the paper's point is that GroupDRO needs strong L2.
+    ``mean_i (q_{g_i} / s_{g_i}) * loss_i`` where ``s_g`` is the probability that the sampler draws
+    group ``g`` (``sampler=balanced``: group-balanced draws as in the paper's experiments, ``s_g = 1/G``;
+    ``sampler=shuffle``: ERM's shuffled batches, ``s_g`` = training frequency). That is an unbiased
+    estimate of ``sum_g q_g R_g``, so with ``eta=0`` GroupDRO is a static GRW step for step: resampling
+    (balanced, ``q_init=uniform``), importance weighting (shuffle, uniform) or ERM (shuffle,
+    ``q_init=empirical``). Groups without a training example keep ``q_g = 0``. Weight decay defaults
+    high: GroupDRO relies on strong L2 (Sagawa et al.; the GRW paper, Theorem 9).
     """
 
     name = "groupdro"
@@ -35,30 +40,39 @@ class GroupDRO(Method):
         "gen_adj": Param(0.0, ("uniform", 0.0, 4.0), "generalization adjustment C: adds C/sqrt(n_g) to group g's loss"),
         "q_init": Param("uniform", ("choice", ["uniform", "empirical"]),
                         "initial q: uniform over non-empty groups, or the training group frequencies"),
-        "weight_decay": Param(1e-2, ("log_uniform", 1e-4, 1.0), "L2 penalty (GroupDRO relies on strong L2)"),
+        "sampler": Param("balanced", ("choice", ["balanced", "shuffle"]),
+                         "group-balanced draws with replacement, or ERM's shuffled batches"),
+        "weight_decay": Param(1e-2, ("log_uniform", 1e-4, 1.0),
+                              "L2 penalty through the optimizer (GroupDRO relies on strong L2)"),
     }
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)
         if data.g is None:
             raise GroupRobustError("groupdro needs training group labels; use --regime full")
-        if hparams["q_init"] not in ("uniform", "empirical"):
-            raise GroupRobustError(f"unknown q_init {hparams['q_init']!r}; use uniform or empirical (--set q_init=...)")
+        for key, allowed in (("q_init", ("uniform", "empirical")), ("sampler", ("balanced", "shuffle"))):
+            if hparams[key] not in allowed:
+                raise GroupRobustError(f"unknown {key} {hparams[key]!r}; use {' or '.join(allowed)} (--set {key}=...)")
         self.eta = float(hparams["eta"])
+        if self.eta < 0:
+            raise GroupRobustError(f"groupdro: eta must be >= 0, got {self.eta}; use e.g. --set eta=0.1")
         counts = data.dataset.group_counts().astype(np.float64)
         present = counts > 0
         freq = counts / counts.sum()
-        init = freq if hparams["q_init"] == "empirical" else present / present.sum()
+        balanced = present / present.sum()
+        init = freq if hparams["q_init"] == "empirical" else balanced
+        if hparams["sampler"] == "balanced":
+            self.sample_probs = balanced_probabilities(data.dataset.g, data.n_groups)
+        sampled = balanced if self.sample_probs is not None else freq
         with np.errstate(divide="ignore"):
             log_q = np.where(present, np.log(init), -np.inf)
-            # Empty groups: any finite log p keeps exp(log q - log p) = 0 for them.
-            log_p = np.where(present, np.log(freq), 0.0)
-            adj = np.where(present, float(hparams["gen_adj"]) / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+        inv_sampled = np.where(present, 1.0 / np.maximum(sampled, 1e-300), 0.0)
+        adj = np.where(present, float(hparams["gen_adj"]) / np.sqrt(np.maximum(counts, 1.0)), 0.0)
         as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=data.device)  # noqa: E731
         #: log of the group weights q (``-inf`` for groups with no training example).
         self.log_q = as_tensor(log_q)
-        self.log_p = as_tensor(log_p)
-        self.adjustment = as_tensor(adj)
+        self.inv_sampled = as_tensor(inv_sampled)  # 1 / s_g, 0 for empty groups
+        self.eta_adjustment = as_tensor(self.eta * adj)
         self.n_groups = data.n_groups
 
     @property
@@ -69,13 +83,15 @@ class GroupDRO(Method):
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         losses = self.loss_fn(model(batch.x), batch.y)
         g = batch.g
+        # Few, fused ops: this runs every step and must cost little next to the model's own step.
         with torch.no_grad():
-            sums = torch.zeros(self.n_groups, device=losses.device).index_add_(0, g, losses.detach())
+            sums = torch.bincount(g, weights=losses.detach(), minlength=self.n_groups)
             counts = torch.bincount(g, minlength=self.n_groups).clamp_min_(1)
-            self.log_q += self.eta * (sums / counts + self.adjustment)
-            self.log_q -= torch.logsumexp(self.log_q, dim=0)
-            weights = torch.exp(self.log_q - self.log_p)
-        return (weights[g] * losses).mean()
+            self.log_q.add_(torch.addcdiv(self.eta_adjustment, sums, counts, value=self.eta))
+            q = torch.softmax(self.log_q, dim=0)
+            torch.log(q, out=self.log_q)
+            weights = q.mul_(self.inv_sampled)
+        return losses.dot(weights.index_select(0, g)) / losses.numel()
 
     def epoch_log(self) -> dict[str, Any]:
         return {"group_weights": to_list(self.q)}
@@ -128,7 +144,21 @@ def chi2_weights(losses: torch.Tensor, rho: float) -> torch.Tensor:
 
 
 class _ExampleDRO(Method):
-    """Shared objective: the batch's per-example losses reweighted by a worst-case distribution."""
+    """Shared objective: the batch's per-example losses reweighted by a worst-case distribution.
+
+    Subclasses set ``level`` = (parameter name, validity test, text of the valid range) and
+    `worst_case`, which reads the checked value from ``self.level_value``.
+    """
+
+    level: ClassVar[tuple[str, Callable[[float], bool], str]]
+
+    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
+        super().__init__(hparams, data, loss_fn, generator)
+        key, valid, text = self.level
+        self.level_value = float(hparams[key])
+        if not valid(self.level_value):
+            raise GroupRobustError(f"{self.name}: {key} must {text}, got {self.level_value}; "
+                                   f"use e.g. --set {key}={self.params[key].default}")
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -148,9 +178,10 @@ class CVaRDRO(_ExampleDRO):
     needs = "none"
     summary = "CVaR DRO: minimise the mean of the worst alpha fraction of per-example losses in each batch"
     params = {"alpha": Param(0.2, ("log_uniform", 0.01, 1.0), "CVaR level: fraction of worst examples averaged")}
+    level = ("alpha", lambda a: 0 < a <= 1, "lie in (0, 1]")
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
-        return cvar_weights(losses, float(self.hparams["alpha"]))
+        return cvar_weights(losses, self.level_value)
 
 
 @register_method
@@ -161,6 +192,7 @@ class Chi2DRO(_ExampleDRO):
     needs = "none"
     summary = "chi-square DRO: worst-case mean loss over distributions within chi-square radius rho of each batch"
     params = {"rho": Param(1.0, ("log_uniform", 0.01, 10.0), "chi-square ball radius rho")}
+    level = ("rho", lambda r: r >= 0, "be >= 0")
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
-        return chi2_weights(losses, float(self.hparams["rho"]))
+        return chi2_weights(losses, self.level_value)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from grouprobust.data.dataset import GroupDataset
+from grouprobust.errors import GroupRobustError
 from grouprobust.hparams import Param
 from grouprobust.methods.base import Method
 from grouprobust.methods.erm import ERM
@@ -37,15 +38,19 @@ class JTT(Method):
         """Train the stage-1 ERM model through the shared loop and build the upsampled index list."""
         from grouprobust.train import predict_logits
 
-        epochs = int(self.hparams["stage1_epochs"])
+        epochs, lambda_up = int(self.hparams["stage1_epochs"]), int(self.hparams["lambda_up"])
+        if epochs < 1 or lambda_up < 1:
+            raise GroupRobustError(f"jtt: stage1_epochs and lambda_up must be >= 1, got {epochs} and {lambda_up}")
         stage1 = trainer.new_method(ERM, self.data, dict(self.hparams, epochs=epochs))
         model = trainer.new_model()
         trainer.run_epochs(stage1, model, epochs, stage="jtt stage 1")
+        #: The stage-1 ERM model (kept for inspection).
+        self.stage1_model = model
         pred = predict_logits(model, self.data.x, trainer.device).argmax(dim=1)
         wrong = (pred != self.data.y.cpu()).numpy()
         #: Indices of the training examples the stage-1 model misclassifies (CPU, sorted).
         self.error_set = torch.as_tensor(np.flatnonzero(wrong))
-        extra = self.error_set.repeat(int(self.hparams["lambda_up"]) - 1)
+        extra = self.error_set.repeat(lambda_up - 1)
         #: One stage-2 epoch before shuffling: every index once, error-set indices ``lambda_up`` times.
         self.epoch_indices = torch.cat([torch.arange(self.data.n), extra])
         self._report = error_set_report(wrong, trainer.full_train)

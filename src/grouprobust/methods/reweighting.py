@@ -16,11 +16,24 @@ from grouprobust.hparams import Param
 from grouprobust.losses import LossFn
 from grouprobust.methods.base import Batch, Method, TrainData
 from grouprobust.methods.registry import register_method
-from grouprobust.methods.sampling import (balanced_probabilities, batches_per_epoch, inverse_frequency_weights,
-                                          weighted_batches)
+from grouprobust.methods.sampling import balanced_probabilities
 
 BALANCE = ("group", "class")
 _BALANCE_PARAM = Param("group", ("choice", list(BALANCE)), "give equal mass to every group, or to every class")
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Minibatches in one epoch of ``n`` examples: ``ceil(n / batch_size)``."""
+    return max(1, -(-int(n) // int(batch_size)))
+
+
+def inverse_frequency_weights(labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Per-sample weights ``n / (k * n_label)`` (``k`` = number of non-empty labels): every non-empty
+    label gets the same total weight and the weights average 1 over the samples."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=n_labels).astype(np.float64)
+    k = int((counts > 0).sum())
+    return len(labels) / (k * counts[labels])
 
 
 def balance_labels(data: TrainData, balance: str) -> tuple[np.ndarray, int]:
@@ -54,11 +67,28 @@ class ImportanceWeighting(Method):
         return (self.weights[batch.idx] * self.loss_fn(model(batch.x), batch.y)).mean()
 
 
+class WeightedSampling(Method):
+    """A method whose epochs are ``ceil(n / batch_size)`` batches drawn with replacement from
+    ``sample_probs`` (per-example probabilities, CPU); ERM's shuffle while ``sample_probs`` is None.
+    Subclasses set ``sample_probs`` in their constructor."""
+
+    sample_probs: torch.Tensor | None = None
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        if self.sample_probs is None:
+            return super().batches()
+        n_batches = batches_per_epoch(self.data.n, self.batch_size)
+        # One draw for the whole epoch: a draw per batch would rebuild the O(n) table every step.
+        draws = torch.multinomial(self.sample_probs, n_batches * self.batch_size, replacement=True,
+                                  generator=self.generator)
+        return iter(draws.split(self.batch_size))
+
+
 @register_method
-class Resample(Method):
+class Resample(WeightedSampling):
     """Minibatches drawn with replacement so that every group (or class) is equally likely; plain mean loss.
 
-    Reusable: a subclass changes `sample_probs` (per-example draw probabilities) and keeps the sampler.
+    Reusable: a subclass changes `sample_probs` and keeps the sampler.
     """
 
     name = "resample"
@@ -69,10 +99,4 @@ class Resample(Method):
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)
         labels, n_labels = balance_labels(data, hparams["balance"])
-        #: Probability of drawing each training example (float64, CPU).
         self.sample_probs = balanced_probabilities(labels, n_labels)
-        self.n_batches = batches_per_epoch(data.n, self.batch_size)
-
-    def batches(self) -> Iterator[torch.Tensor]:
-        """``ceil(n / batch_size)`` batches drawn with replacement from `sample_probs`."""
-        return weighted_batches(self.sample_probs, self.batch_size, self.n_batches, self.generator)
