@@ -76,7 +76,7 @@ FLOOR = 1e-8
 def plot_implicit_bias(curves: pd.DataFrame) -> Any:
     """One panel per loss: relative distance to ERM over GD steps (mean over seeds, band = min..max; log axes)."""
     losses = list(dict.fromkeys(curves["loss"]))
-    fig, axes = new_figure(len(losses), sharey=True)
+    fig, axes = new_figure(len(losses))
     colors = {lam: f"C{i}" for i, lam in enumerate(sorted(curves["l2"].unique()))}
     styles = {"iw": "-", "groupdro": "--"}
     for ax, loss in zip(axes, losses):
