@@ -37,6 +37,12 @@ def _sets(sets: list[str], data: list[str]) -> tuple[dict, dict]:
     return parse_assignments(sets, "--set"), parse_assignments(data, "--data")
 
 
+def _check_out(out: Path) -> None:
+    """Fail before any work when ``out`` cannot become the output directory."""
+    if out.exists() and not out.is_dir():
+        raise GroupRobustError(f"--out {out} is a file; give a directory path")
+
+
 def _check_hparams(methods: list[str], hparams: dict) -> None:
     """Fail before any training when a method is unknown or a hyper-parameter is not one of its own."""
     from grouprobust.hparams import resolve_hparams
@@ -69,6 +75,7 @@ def alignment(
     """Head-only fine-tuning: cosine with spurious/oracle heads, strong convexity and the gap bound over L2."""
     import pandas as pd
 
+    _check_out(out)
     from grouprobust.analysis.alignment import HEAD_DEFAULTS, alignment_sweep
     from grouprobust.analysis.plots import plot_alignment
     from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
@@ -149,6 +156,7 @@ def completeness(
     """DCI disentanglement, completeness and informativeness of end-to-end representations."""
     import pandas as pd
 
+    _check_out(out)
     from grouprobust.analysis.completeness import completeness_runs
     from grouprobust.analysis.plots import plot_completeness
     from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
@@ -210,6 +218,7 @@ def implicit_bias(
     """The GRW paper's 6-image experiment: distance of IW and GroupDRO weights from ERM's over training."""
     import pandas as pd
 
+    _check_out(out)
     from grouprobust.analysis.implicit_bias import ImplicitBiasSetting, run_implicit_bias
     from grouprobust.analysis.plots import plot_implicit_bias
     from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
