@@ -141,6 +141,7 @@ def methods() -> None:
 COMMAND_MODULES: list[str] = [
     "grouprobust.selection_cli",
     "grouprobust.feature_command",
+    "grouprobust.analysis.commands",
 ]
 
 

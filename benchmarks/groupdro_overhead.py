@@ -1,0 +1,71 @@
+"""GroupDRO epoch time vs ERM epoch time through the same loop, model and data (target ratio <= 1.15).
+
+Two GroupDRO variants: its defaults (group-balanced sampler, weight decay), and ``sampler=shuffle,
+weight_decay=0`` so that only the objective (group losses + q update) differs from ERM.
+Prints the median wall-clock and CPU seconds per epoch of each and their ratios to ERM measured in
+the same run (on a shared CPU the CPU-time ratio is the steadier one).
+Run: OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/groupdro_overhead.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from grouprobust.config import resolve_config
+from grouprobust.data import load_dataset
+from grouprobust.methods import TrainData, get_method
+from grouprobust.models import pick_device
+from grouprobust.train import Trainer, seed_everything
+
+VARIANTS = {
+    "erm": ("erm", {}),
+    "groupdro (defaults)": ("groupdro", {}),
+    "groupdro (shuffle, wd=0)": ("groupdro", {"sampler": "shuffle", "weight_decay": 0.0}),
+}
+
+
+def epoch_seconds(dataset: str, data: dict, repeats: int, device: torch.device) -> dict[str, tuple[float, float]]:
+    """Median (wall, process CPU) seconds of one training epoch per variant, repeats interleaved."""
+    splits = load_dataset(dataset, 0, **data)
+    setups = {}
+    for label, (method, hparams) in VARIANTS.items():
+        trainer = Trainer(resolve_config(dataset, method, 0, data, hparams), splits, device)
+        setups[label] = (trainer, TrainData(trainer.train_set, device))
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label in VARIANTS}
+    for r in range(repeats):
+        for label, (trainer, train_data) in setups.items():
+            seed_everything(r)
+            model = trainer.new_model()
+            method = trainer.new_method(get_method(VARIANTS[label][0]), train_data)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start, cpu_start = time.perf_counter(), time.process_time()
+            trainer.run_epochs(method, model, 1)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[label].append((time.perf_counter() - start, time.process_time() - cpu_start))
+    return {label: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for label, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    device = pick_device()
+    print(f"device: {device}")
+    print(f"{'dataset':<20}{'variant':<28}{'wall s/epoch':>13}{'ratio':>8}{'CPU s/epoch':>13}{'ratio':>8}")
+    for dataset, data in (("colored-digits", {"conflict": 0.01}), ("spurious-gaussian", {"n": 20000})):
+        seconds = epoch_seconds(dataset, data, args.repeats, device)
+        wall0, cpu0 = seconds["erm"]
+        for label, (wall, cpu) in seconds.items():
+            print(f"{dataset:<20}{label:<28}{wall:>13.4f}{wall / wall0:>8.3f}{cpu:>13.4f}{cpu / cpu0:>8.3f}")
+    print("target: groupdro / erm <= 1.15")
+
+
+if __name__ == "__main__":
+    main()
