@@ -40,15 +40,16 @@ class RunConfig:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of Python, grouprobust, torch, numpy and scikit-learn."""
-    import numpy
-    import sklearn
-    import torch
+    """Versions of Python, grouprobust, torch, numpy and scikit-learn (read from metadata, no imports)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    import grouprobust
-
-    return {"python": platform.python_version(), "grouprobust": grouprobust.__version__, "torch": torch.__version__,
-            "numpy": numpy.__version__, "scikit-learn": sklearn.__version__}
+    out = {"python": platform.python_version()}
+    for name in ("grouprobust", "torch", "numpy", "scikit-learn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any] | None = None,

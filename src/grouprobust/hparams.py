@@ -93,6 +93,10 @@ def resolve_hparams(method_cls: type, overrides: dict[str, Any] | None = None,
             resolved[k] = v
     for k, v in overrides.items():
         resolved[k] = coerce(v, space[k].default, f"--set {k}")
+        search = space[k].search
+        # Named options (strings) must be one of their choices; numeric choices are only a search grid.
+        if search and search[0] == "choice" and isinstance(space[k].default, str) and resolved[k] not in search[1]:
+            raise GroupRobustError(f"--set {k}={resolved[k]} is not one of: {', '.join(map(str, search[1]))}")
     return resolved
 
 

@@ -34,7 +34,7 @@ from grouprobust.config import RunConfig
 from grouprobust.data.dataset import GroupDataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.hparams import Param
-from grouprobust.metrics import group_accuracy_metrics
+from grouprobust.metrics import dataset_metrics
 from grouprobust.rundir import RunDirectory, read_json, write_json_atomic
 
 HOLDOUT_FILE = "holdout.json"
@@ -165,11 +165,9 @@ class Stage2Data:
         self.target, self.validation, self.test = target, validation, test
 
 
-def metrics_of(estimator: Any, ds: GroupDataset) -> dict[str, Any]:
-    """Accuracy metrics ``M`` of a fitted head on one split."""
-    pred = np.asarray(estimator.predict(ds.x))
-    return group_accuracy_metrics(ds.y, pred, ds.g, ds.n_groups, ds.n_classes, ds.group_names,
-                                  ds.eval_groups, ds.eval_group_names)
+def metrics_of(estimator: Any, ds: GroupDataset, train_group_counts: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics ``M`` (accuracy, precision/F1, AUROC, calibration; see `grouprobust.metrics`) of a fitted head."""
+    return dataset_metrics(ds, np.asarray(estimator.predict_proba(ds.x), dtype=np.float64), train_group_counts)
 
 
 COMMON_PARAMS: dict[str, Param] = {
@@ -237,12 +235,12 @@ class LastLayerPipeline:
             data = Stage2Data(feats.train.subset(heldout_idx, split="heldout"), halves.take("target"),
                               halves.take("validation"), feats.test)
             estimator, info = cls.fit_stage2(config.hparams, data, config.seed, writer.log)
+            train_counts = feats.train.group_counts() if feats.train.has_groups else None
             result = {
                 "dataset": config.dataset, "method": config.method, "seed": config.seed, "regime": config.regime,
                 "selected": {"rule": cls.select, "oracle": False, **info.pop("selected")},
-                "metrics": {"val": metrics_of(estimator, data.validation),
-                            "test": metrics_of(estimator, data.test),
-                            "target": metrics_of(estimator, data.target)},
+                "metrics": {split: metrics_of(estimator, ds, train_counts) for split, ds in
+                            (("val", data.validation), ("test", data.test), ("target", data.target))},
                 "train_group_counts": (np.bincount(data.heldout_groups, minlength=feats.train.n_groups).tolist()
                                        if data.heldout_groups is not None else None),
                 "stage1": {"run_dir": str(from_dir) if from_dir else "stage1", "heldout_seen_by_stage1": seen,
