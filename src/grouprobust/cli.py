@@ -118,6 +118,7 @@ def methods() -> None:
 # Modules that add commands to `app` when imported (each: `from grouprobust.cli import app` + `@app.command()`
 # or `app.add_typer(...)`). One line per module keeps feature commands out of this file.
 COMMAND_MODULES: list[str] = [
+    "grouprobust.sweep.commands",
 ]
 
 

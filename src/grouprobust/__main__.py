@@ -1,0 +1,5 @@
+"""``python -m grouprobust``: the command line."""
+
+from grouprobust.cli import main
+
+main()
