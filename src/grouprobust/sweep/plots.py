@@ -82,7 +82,8 @@ def group_weights_plot(weights: pd.DataFrame, title: str, group_names: list[str]
         weights = weights.set_axis(group_names, axis=1)
     ax = weights.plot(figsize=(5, 3.4), legend=weights.shape[1] <= 12)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("group weight")
+    ax.set_ylabel("group weight (mean over seeds)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title)
     ax.figure.tight_layout()
     ax.figure.savefig(path, dpi=120)
@@ -102,6 +103,6 @@ def write_plots(report: "Report", out: Path) -> dict[str, Path]:
         if weights is not None:
             names = list(runs["test_per_group"].iloc[0] or {})
             figures[f"group weights, {method} on {dataset}"] = group_weights_plot(
-                weights, f"{method} on {dataset}: group weights (mean over seeds)", names,
+                weights, f"{method} on {dataset}: group weights", names,
                 out / f"group_weights_{_safe(dataset)}_{_safe(method)}.png")
     return figures
