@@ -1,4 +1,4 @@
-"""A Rich progress display for a sweep: done / running / failed / left, and the ETA."""
+"""A Rich progress display for a sweep: done / running / failed / left (not started), and the ETA."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ class SweepProgress:
         self.task = self.progress.add_task("sweep", total=total, **self._fields())
 
     def _fields(self) -> dict[str, int]:
-        left = self.total - self.done - self.failed
-        return {"done": self.done, "failed": self.failed, "running": min(self.slots, left), "left": left}
+        remaining = self.total - self.done - self.failed
+        running = min(self.slots, remaining)
+        return {"done": self.done, "failed": self.failed, "running": running, "left": remaining - running}
 
     def update(self, outcome: Outcome) -> None:
         """Count one finished (or failed) trial."""
