@@ -2,9 +2,10 @@
 
 Prints absolute times, the throughput ratio (serial time / Ray time; target >= 1.7 on 2 free
 cores) and the per-trial overhead of Ray: (workers x Ray time - serial time) / trials, i.e. the
-worker-seconds each trial costs on Ray beyond its serial cost. The serial run is warm (imports and
-one warm-up trial done before timing); the Ray run is timed from submission, workers cold (they
-import torch and grouprobust on their first trial), with ``ray.init`` timed separately.
+worker-seconds each trial costs on Ray beyond its serial cost, and the CPU seconds per trial in each
+mode (which tell Ray's own cost apart from waiting for a core on a busy machine). The serial run is warm (imports and
+one warm-up trial done before timing); so is the Ray run (one warm-up trial per worker first), with
+``ray.init``, the workers' warm-up (imports) and shutdown timed separately.
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_throughput.py [--trials 16] [--epochs 20] [--workers 2]
 """
@@ -16,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -25,6 +27,7 @@ import yaml
 
 from grouprobust.sweep.executors import LocalExecutor, RayExecutor, run_trial
 from grouprobust.sweep.runner import prepare
+from grouprobust.sweep.trials import Trial
 
 
 def sweep_file(folder: Path, trials: int, epochs: int) -> Path:
@@ -51,8 +54,7 @@ def main() -> None:
         n = len(trials)
         load_before = os.getloadavg()[0]
 
-        warm = trials[0].config.to_dict() | {"seed": 999}
-        run_trial(warm, str(folder / "warmup"))
+        run_trial(replace(trials[0].config, seed=999).to_dict(), str(folder / "warmup"))
         start = time.perf_counter()
         serial = list(LocalExecutor().run(trials, folder / "serial" / "runs"))
         t_serial = time.perf_counter() - start
@@ -61,6 +63,10 @@ def main() -> None:
         start = time.perf_counter()
         executor = RayExecutor(args.workers)
         t_init = time.perf_counter() - start
+        start = time.perf_counter()
+        warmups = [Trial(replace(trials[0].config, seed=1000 + i), "warm-up") for i in range(args.workers)]
+        list(executor.run(warmups, folder / "warmup"))
+        t_warm = time.perf_counter() - start
         start = time.perf_counter()
         remote = list(executor.run(trials, folder / "ray" / "runs"))
         t_ray = time.perf_counter() - start
@@ -71,16 +77,21 @@ def main() -> None:
         load_after = os.getloadavg()[0]
 
     in_worker = sum(o["time_s"] for o in remote)
+    cpu_serial, cpu_ray = (sum(o["cpu_s"] for o in outs) / n for outs in (serial, remote))
     print(f"trials: {n} (spurious-gaussian, ERM, {args.epochs} epochs), cores: {os.cpu_count()}, "
           f"load average before/after: {load_before:.1f}/{load_after:.1f}")
     print(f"serial in-process: {t_serial:.1f} s ({t_serial / n:.2f} s/trial)")
-    print(f"ray, {args.workers} workers: init {t_init:.1f} s, trials {t_ray:.1f} s, shutdown {t_close:.1f} s; "
+    print(f"ray, {args.workers} workers: init {t_init:.1f} s, worker warm-up {t_warm:.1f} s, trials {t_ray:.1f} s, "
+          f"shutdown {t_close:.1f} s; "
           f"time inside run_trial {in_worker:.1f} s in all")
     print(f"throughput ratio (serial / ray trials): {t_serial / t_ray:.2f}  (target >= 1.7)")
-    print(f"throughput ratio including ray init and shutdown: {t_serial / (t_init + t_ray + t_close):.2f}")
+    print(f"throughput ratio including ray init, warm-up and shutdown: "
+          f"{t_serial / (t_init + t_warm + t_ray + t_close):.2f}")
     print(f"ray per-trial overhead: {(args.workers * t_ray - t_serial) / n:.2f} worker-s "
           f"(worker slot time not spent in serial-equivalent work); "
           f"{(args.workers * t_ray - in_worker) / n:.2f} s per trial outside run_trial")
+    print(f"CPU time per trial inside run_trial: serial {cpu_serial:.2f} s, ray worker {cpu_ray:.2f} s "
+          "(equal CPU with longer wall time means the workers were waiting for a core)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ EXECUTORS = ("local", "ray")
 
 
 def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> Outcome:
-    """Run one trial into ``runs/<run_id>``; returns ``{"run_id", "status", "reason", "time_s"}``.
+    """Run one trial into ``runs/<run_id>``; returns ``{"run_id", "status", "reason", "time_s", "cpu_s"}``.
 
     ``status`` is ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
     combination only found while training, a bug) is written as a failed run directory with its
@@ -39,10 +39,11 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> 
         torch.set_num_threads(threads)
     cfg = RunConfig.from_dict(config)
     out = Path(runs) / cfg.run_id
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         run(cfg, out)
-        return {"run_id": cfg.run_id, "status": "finished", "reason": None, "time_s": time.perf_counter() - start}
+        return {"run_id": cfg.run_id, "status": "finished", "reason": None, "time_s": time.perf_counter() - start,
+                "cpu_s": time.process_time() - cpu}
     except DivergedError as err:  # `run` has already written error.json
         reason = str(err)
     except Exception as err:  # noqa: BLE001 - recorded as a failed trial; the sweep goes on
@@ -51,7 +52,8 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> 
         writer.open()
         writer.fail(reason, {"error_type": type(err).__name__,
                              "traceback": None if isinstance(err, GroupRobustError) else traceback.format_exc()})
-    return {"run_id": cfg.run_id, "status": "failed", "reason": reason, "time_s": time.perf_counter() - start}
+    return {"run_id": cfg.run_id, "status": "failed", "reason": reason, "time_s": time.perf_counter() - start,
+            "cpu_s": time.process_time() - cpu}
 
 
 class LocalExecutor:
@@ -116,7 +118,8 @@ class RayExecutor:
                     yield ray.get(ref)
                 except ray.exceptions.RayError as err:  # the worker itself died (e.g. out of memory)
                     trial = by_ref[ref]
-                    yield {"run_id": trial.run_id, "status": "lost", "reason": str(err).splitlines()[0], "time_s": 0.0}
+                    yield {"run_id": trial.run_id, "status": "lost", "reason": str(err).splitlines()[0], "time_s": 0.0,
+                           "cpu_s": 0.0}
 
     def close(self) -> None:
         """Shut down the Ray connection (and the local instance, if this executor started one)."""
