@@ -103,3 +103,19 @@ def test_missing_file_and_bad_executor(tmp_path):
         make_executor("local", workers=2)
     with pytest.raises(GroupRobustError, match="unknown executor"):
         make_executor("dask")
+
+
+def test_unreachable_ray_address_fails_fast_without_starting_ray(tmp_path):
+    import socket
+
+    from grouprobust.sweep.executors import RayExecutor
+
+    pytest.importorskip("ray")
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(GroupRobustError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        RayExecutor(address=f"127.0.0.1:{port}")
+    import ray
+
+    assert not ray.is_initialized()

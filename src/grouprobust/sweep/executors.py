@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -85,6 +86,8 @@ class RayExecutor:
         except ImportError:
             raise GroupRobustError("the Ray executor needs Ray; install it with `pip install grouprobust[ray]` "
                                    "or use --executor local") from None
+        if address is not None:
+            _check_reachable(address)
         self.ray = ray
         quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                  "configure_logging": True}
@@ -126,8 +129,21 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-def make_executor(name: str, workers: int = 1, address: str | None = None) -> LocalExecutor | RayExecutor:
-    """The executor called ``name`` (``local`` or ``ray``); one-line errors for bad combinations."""
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast if nothing accepts connections at ``host:port`` (Ray itself would retry for minutes)."""
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise GroupRobustError(f"no Ray cluster answers at {address} ({err.strerror or err}); "
+                               "check --address (host:port of the head node) or leave it out for a local instance") from None
+
+
+def check_executor(name: str, workers: int = 1, address: str | None = None) -> None:
+    """Raise a one-line error for an unknown executor or a bad combination of its options."""
     if name not in EXECUTORS:
         raise GroupRobustError(f"unknown executor {name!r}; use --executor local or --executor ray")
     if workers < 1:
@@ -136,5 +152,9 @@ def make_executor(name: str, workers: int = 1, address: str | None = None) -> Lo
         if workers > 1 or address:
             raise GroupRobustError("the local executor runs one trial at a time in this process; "
                                    "use --executor ray for --workers > 1 or --address")
-        return LocalExecutor()
-    return RayExecutor(workers, address)
+
+
+def make_executor(name: str, workers: int = 1, address: str | None = None) -> LocalExecutor | RayExecutor:
+    """The executor called ``name`` (``local`` or ``ray``), checked by `check_executor`."""
+    check_executor(name, workers, address)
+    return LocalExecutor() if name == "local" else RayExecutor(workers, address)

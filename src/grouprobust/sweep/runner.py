@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from grouprobust.sweep.executors import LocalExecutor, Outcome, RayExecutor, make_executor
+from grouprobust.errors import GroupRobustError
+from grouprobust.sweep.executors import LocalExecutor, Outcome, RayExecutor, check_executor, make_executor
 from grouprobust.sweep.spec import SweepSpec, load_sweep
 from grouprobust.sweep.store import Plan, plan, runs_dir, write_manifest
 from grouprobust.sweep.trials import expand
@@ -34,6 +35,8 @@ class SweepSummary:
 
 def prepare(spec_path: Path, out: Path, retry_failed: bool = False) -> tuple[SweepSpec, Plan]:
     """Load and validate the sweep file (every trial), and plan against what ``out`` holds; writes nothing."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise GroupRobustError(f"--out {out} is a file; give a directory for the sweep's runs")
     spec = load_sweep(spec_path)
     return spec, plan(expand(spec), out, retry_failed)
 
@@ -46,6 +49,7 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     Everything is validated before the first trial starts. ``on_start(plan, slots)`` is called once
     before running, ``on_outcome`` after each trial.
     """
+    check_executor(executor, workers, address)
     spec, todo = prepare(spec_path, out, retry_failed)
     write_manifest(out, spec.raw, spec.path, todo.to_run + todo.finished + todo.failed)
     summary = SweepSummary(todo.total, len(todo.finished), len(todo.failed))
