@@ -34,15 +34,20 @@ def sweep(
         return
     display: list[SweepProgress] = []
 
-    def on_start(todo, slots: int) -> None:
+    def on_plan(todo) -> None:
         console.print(f"{todo.total} trials: {len(todo.finished)} already finished, {len(todo.failed)} failed "
                       f"(skipped; --retry-failed runs them again), {len(todo.to_run)} to run"
                       + (f" ({todo.retried} retried)" if todo.retried else ""))
+        if executor == "ray" and todo.to_run:
+            where = f"joining the Ray cluster at {address}" if address else f"starting a local Ray instance ({workers} workers)"
+            err_console.print(f"{where}...")
+
+    def on_start(todo, slots: int) -> None:
         display.append(SweepProgress(len(todo.to_run), slots, err_console, disable=quiet or not todo.to_run).__enter__())
 
     try:
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
-                            on_outcome=lambda outcome: display[0].update(outcome))
+                            on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan)
     finally:
         if display:
             display[0].__exit__(None, None, None)
