@@ -54,7 +54,9 @@ def main() -> None:
         n = len(trials)
         load_before = os.getloadavg()[0]
 
+        start = time.perf_counter()
         run_trial(replace(trials[0].config, seed=999).to_dict(), str(folder / "warmup"))
+        t_serial_warm = time.perf_counter() - start
         start = time.perf_counter()
         serial = list(LocalExecutor().run(trials, folder / "serial" / "runs"))
         t_serial = time.perf_counter() - start
@@ -80,7 +82,7 @@ def main() -> None:
     cpu_serial, cpu_ray = (sum(o["cpu_s"] for o in outs) / n for outs in (serial, remote))
     print(f"trials: {n} (spurious-gaussian, ERM, {args.epochs} epochs), cores: {os.cpu_count()}, "
           f"load average before/after: {load_before:.1f}/{load_after:.1f}")
-    print(f"serial in-process: {t_serial:.1f} s ({t_serial / n:.2f} s/trial)")
+    print(f"serial in-process: {t_serial:.1f} s ({t_serial / n:.2f} s/trial); its warm-up trial {t_serial_warm:.1f} s")
     print(f"ray, {args.workers} workers: init {t_init:.1f} s, worker warm-up {t_warm:.1f} s, trials {t_ray:.1f} s, "
           f"shutdown {t_close:.1f} s; "
           f"time inside run_trial {in_worker:.1f} s in all")
