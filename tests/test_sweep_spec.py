@@ -119,3 +119,11 @@ def test_unreachable_ray_address_fails_fast_without_starting_ray(tmp_path):
     import ray
 
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("name,count", [("sweep-toy.yaml", 12), ("sweep-random.toml", 12)])
+def test_example_sweep_files_are_valid(name, count):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    assert len(expand(load_sweep(path))) == count
