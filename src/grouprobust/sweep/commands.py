@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -22,35 +23,36 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
+    from grouprobust.sweep.executors import check_executor
     from grouprobust.sweep.progress import SweepProgress
     from grouprobust.sweep.runner import prepare, run_sweep
+    from grouprobust.sweep.store import Plan
 
     if address is not None:
         executor = "ray"
     if dry_run:
+        check_executor(executor, workers, address)
         _, todo = prepare(file, out, retry_failed)
         console.print(f"{todo.total} trials: {len(todo.finished)} finished, {len(todo.failed)} failed (skipped), "
                       f"{len(todo.to_run)} to run")
         return
-    display: list[SweepProgress] = []
+    with ExitStack() as stack:
+        display: list[SweepProgress] = []
 
-    def on_plan(todo) -> None:
-        console.print(f"{todo.total} trials: {len(todo.finished)} already finished, {len(todo.failed)} failed "
-                      f"(skipped; --retry-failed runs them again), {len(todo.to_run)} to run"
-                      + (f" ({todo.retried} retried)" if todo.retried else ""))
-        if executor == "ray" and todo.to_run:
-            where = f"joining the Ray cluster at {address}" if address else f"starting a local Ray instance ({workers} workers)"
-            err_console.print(f"{where}...")
+        def on_plan(todo: Plan) -> None:
+            console.print(f"{todo.total} trials: {len(todo.finished)} already finished, {len(todo.failed)} failed "
+                          f"(skipped; --retry-failed runs them again), {len(todo.to_run)} to run"
+                          + (f" ({todo.retried} retried)" if todo.retried else ""))
+            if executor == "ray" and todo.to_run:
+                where = f"joining the Ray cluster at {address}" if address else f"starting a local Ray instance ({workers} workers)"
+                err_console.print(f"{where}...")
 
-    def on_start(todo, slots: int) -> None:
-        display.append(SweepProgress(len(todo.to_run), slots, err_console, disable=quiet or not todo.to_run).__enter__())
+        def on_start(todo: Plan, slots: int) -> None:
+            display.append(stack.enter_context(SweepProgress(len(todo.to_run), slots, err_console,
+                                                             disable=quiet or not todo.to_run)))
 
-    try:
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
                             on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan)
-    finally:
-        if display:
-            display[0].__exit__(None, None, None)
     console.print(f"ran {len(summary.outcomes)}: {summary.finished} finished, {len(summary.failed)} failed. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")
 
