@@ -8,7 +8,6 @@ scheduling; this module only submits tasks and yields their outcomes as they com
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 import traceback
@@ -91,7 +90,6 @@ class RayExecutor:
         self.ray = ray
         quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                  "configure_logging": True}
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         try:
             if address is None:
                 ray.init(num_cpus=workers, **quiet)
