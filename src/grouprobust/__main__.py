@@ -1,4 +1,4 @@
-"""``python -m grouprobust``: the command line."""
+"""``python -m grouprobust``: the same command as the ``grouprobust`` script."""
 
 from grouprobust.cli import main
 
