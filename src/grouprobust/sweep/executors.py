@@ -26,7 +26,8 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> 
 
     ``status`` is ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
     combination only found while training, a bug) is written as a failed run directory with its
-    reason instead of stopping the sweep. ``threads`` sets torch's intra-op thread count. Every
+    reason instead of stopping the sweep. ``time_s`` is wall-clock and ``cpu_s`` this process's CPU
+    time, in seconds. ``threads`` sets torch's intra-op thread count. Every
     trial runs through `grouprobust.train.run` (which dispatches last-layer pipelines itself); a
     method that ever needs another entry point is dispatched here, and nowhere else.
     """
