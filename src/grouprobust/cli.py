@@ -142,6 +142,7 @@ COMMAND_MODULES: list[str] = [
     "grouprobust.selection_cli",
     "grouprobust.feature_command",
     "grouprobust.analysis.commands",
+    "grouprobust.sweep.commands",
 ]
 
 

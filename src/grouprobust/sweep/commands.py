@@ -1,0 +1,80 @@
+"""CLI commands ``grouprobust sweep`` and ``grouprobust report`` (registered through `cli.COMMAND_MODULES`)."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from grouprobust.cli import app, console, err_console
+
+
+@app.command()
+def sweep(
+    file: Path = typer.Argument(..., help="sweep file (.yaml/.yml or .toml); see docs/sweeps.md"),
+    out: Path = typer.Option(..., "--out", "-o", help="sweep directory: runs go to OUT/runs/<run_id>"),
+    workers: int = typer.Option(1, "--workers", "-w", help="trials at once (Ray executor: CPUs of the local instance)"),
+    executor: str = typer.Option("local", "--executor", "-e", help="local (in this process, one at a time) or ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="join the Ray cluster at this address (implies ray)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed trials again"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run, run nothing"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+) -> None:
+    """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
+    from grouprobust.sweep.executors import check_executor
+    from grouprobust.sweep.progress import SweepProgress
+    from grouprobust.sweep.runner import prepare, run_sweep
+    from grouprobust.sweep.store import Plan
+
+    if address is not None:
+        executor = "ray"
+    if dry_run:
+        check_executor(executor, workers, address)
+        _, todo = prepare(file, out, retry_failed)
+        console.print(f"{todo.total} trials: {len(todo.finished)} finished, {len(todo.failed)} failed (skipped), "
+                      f"{len(todo.to_run)} to run")
+        return
+    with ExitStack() as stack:
+        display: list[SweepProgress] = []
+
+        def on_plan(todo: Plan) -> None:
+            console.print(f"{todo.total} trials: {len(todo.finished)} already finished, {len(todo.failed)} failed "
+                          f"(skipped; --retry-failed runs them again), {len(todo.to_run)} to run"
+                          + (f" ({todo.retried} retried)" if todo.retried else ""))
+            if executor == "ray" and todo.to_run:
+                where = f"joining the Ray cluster at {address}" if address else f"starting a local Ray instance ({workers} workers)"
+                err_console.print(f"{where}...")
+
+        def on_start(todo: Plan, slots: int) -> None:
+            display.append(stack.enter_context(SweepProgress(len(todo.to_run), slots, err_console,
+                                                             disable=quiet or not todo.to_run)))
+
+        summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
+                            on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan)
+    console.print(f"ran {len(summary.outcomes)}: {summary.finished} finished, {len(summary.failed)} failed. "
+                  f"Results in {out}/runs; summarise with `grouprobust report {out}`")
+
+
+@app.command()
+def report(
+    directory: Path = typer.Argument(..., help="a sweep's --out directory (or a folder of run directories)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to write the report (default DIRECTORY/report)"),
+    select: Optional[str] = typer.Option(None, "--select", help="selection rule to use instead of the runs' own"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="write figures"),
+) -> None:
+    """Choose hyper-parameters on validation and tabulate test accuracies (mean ± std over seeds)."""
+    from rich.markdown import Markdown
+
+    from grouprobust.sweep.report import display_table, write_report
+
+    result, folder = write_report(directory, out, select, plots)
+    if len(result.summary):
+        console.print(Markdown(display_table(result.summary).to_markdown(index=False)))
+    if len(result.failures):
+        console.print(f"[red]{len(result.failures)} failed runs[/]:")
+        for row in result.failures.itertuples():
+            console.print(f"  {row.run_id} {row.method} on {row.dataset} seed {row.seed}: {row.reason}",
+                          markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report written to {folder} (report.md, summary.csv, summary.tex, per_group.csv, failures.csv, figures)")

@@ -1,0 +1,108 @@
+"""Report figures: method comparison with error bars, per-group accuracy heat maps, GroupDRO weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+if TYPE_CHECKING:
+    from grouprobust.sweep.report import Report
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def method_comparison(summary: pd.DataFrame, path: Path) -> Path:
+    """Bar chart per dataset: test worst-group and average accuracy (%) per method, error bars = std over seeds."""
+    datasets = list(summary["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(4.0, 1.2 * len(summary) + 2), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = summary[summary["dataset"] == dataset].set_index("method")
+        means = 100 * rows[["test_worst_group_acc_mean", "test_avg_acc_mean"]]
+        stds = 100 * rows[["test_worst_group_acc_std", "test_avg_acc_std"]].fillna(0.0)
+        means.columns = stds.columns = ["worst-group", "average"]
+        means.plot.bar(yerr=stds, ax=ax, capsize=3, rot=0)
+        ax.set_title(dataset)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def per_group_heatmap(per_group: pd.DataFrame, dataset: str, path: Path) -> Path:
+    """Heat map of test accuracy (%) per method (rows) and group (columns), mean over seeds."""
+    table = per_group[per_group["dataset"] == dataset].pivot(index="method", columns="group", values="test_acc_mean")
+    table = table[list(dict.fromkeys(per_group[per_group["dataset"] == dataset]["group"]))]
+    fig, ax = plt.subplots(figsize=(min(20.0, 2 + 0.7 * table.shape[1]), 1 + 0.5 * table.shape[0]))
+    image = ax.imshow(100 * table.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    ax.set_yticks(range(table.shape[0]), table.index)
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=90 if table.shape[1] > 8 else 0)
+    if table.shape[1] <= 12:
+        for (i, j), value in np.ndenumerate(100 * table.to_numpy(dtype=float)):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black")
+    fig.colorbar(image, ax=ax, label="test accuracy (%)")
+    ax.set_title(f"{dataset}: per-group test accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def group_weight_history(run_paths: list[str]) -> pd.DataFrame | None:
+    """Mean over runs of the ``group_weights`` logged per epoch in ``history.jsonl`` (epochs x groups), or None."""
+    frames = []
+    for run in run_paths:
+        history = Path(run) / "history.jsonl"
+        if not history.is_file():
+            continue
+        entries = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+        rows = {e["epoch"]: e["group_weights"] for e in entries if e.get("group_weights") is not None}
+        if rows:
+            frames.append(pd.DataFrame.from_dict(rows, orient="index"))
+    if not frames:
+        return None
+    return pd.concat(frames).groupby(level=0).mean().sort_index()
+
+
+def group_weights_plot(weights: pd.DataFrame, title: str, group_names: list[str] | None, path: Path) -> Path:
+    """Line plot of group weights (mean over seeds) against epoch."""
+    if group_names and len(group_names) == weights.shape[1]:
+        weights = weights.set_axis(group_names, axis=1)
+    ax = weights.plot(figsize=(5, 3.4), legend=weights.shape[1] <= 12)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("group weight (mean over seeds)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(title)
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=120)
+    plt.close(ax.figure)
+    return path
+
+
+def write_plots(report: "Report", out: Path) -> dict[str, Path]:
+    """Write every figure the report supports into ``out``; returns ``{title: path}``."""
+    figures = {"method comparison": method_comparison(report.summary, out / "method_comparison.png")}
+    for dataset in report.summary["dataset"].unique():
+        if len(report.per_group) and (report.per_group["dataset"] == dataset).any():
+            figures[f"per-group accuracy, {dataset}"] = per_group_heatmap(
+                report.per_group, dataset, out / f"per_group_{_safe(dataset)}.png")
+    for (dataset, method), runs in report.chosen.groupby(["variant", "method"]):
+        weights = group_weight_history(list(runs["path"]))
+        if weights is not None:
+            names = list(runs["test_per_group"].iloc[0] or {})
+            figures[f"group weights, {method} on {dataset}"] = group_weights_plot(
+                weights, f"{method} on {dataset}: group weights", names,
+                out / f"group_weights_{_safe(dataset)}_{_safe(method)}.png")
+    return figures

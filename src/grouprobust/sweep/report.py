@@ -1,0 +1,221 @@
+"""Reports over a directory of runs: hyper-parameter choice on validation, then test mean ± std over seeds.
+
+The rule: for each dataset (with its options) and method, the hyper-parameter points (configs that
+differ only by seed) are ranked by the **mean over seeds** of the selection rule's validation metric
+(taken at each run's own selected epoch); ties go to the higher mean validation average accuracy.
+The chosen point's test accuracies are reported as mean ± sample standard deviation (ddof=1) over
+its seeds. Failed runs are listed with their reasons and never enter the means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from grouprobust.errors import GroupRobustError
+from grouprobust.rundir import read_json, run_status
+from grouprobust.selection import get_rule
+from grouprobust.sweep.store import MANIFEST, runs_dir
+
+SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_class_acc", "balanced_acc")
+REPORTED = (("worst_group_acc", "worst-group"), ("group_balanced_acc", "group-balanced"), ("avg_acc", "average"))
+VARIANT = ["dataset", "data", "method", "regime", "select"]
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _point_id(config: dict[str, Any]) -> str:
+    """Hash of a config without its seed: runs with the same point differ only by seed."""
+    keys = ("dataset", "data", "method", "hparams", "regime", "select")
+    return hashlib.sha256(_canon({k: config.get(k) for k in keys}).encode()).hexdigest()[:10]
+
+
+def _run_row(path: Path) -> dict[str, Any] | None:
+    status = run_status(path)
+    if status not in ("finished", "failed"):
+        return None
+    config = read_json(path / "config.json")
+    row: dict[str, Any] = {
+        "run_id": path.name, "path": str(path), "status": status,
+        "dataset": config["dataset"], "data": _canon(config.get("data", {})), "method": config["method"],
+        "seed": int(config["seed"]), "regime": config.get("regime", "full"), "select": config.get("select"),
+        "hparams": _canon(config.get("hparams", {})), "point": _point_id(config), "reason": None,
+        "test_per_group": None,
+    }
+    if status == "failed":
+        row["reason"] = read_json(path / "error.json").get("reason", "unknown")
+        return row
+    result = read_json(path / "result.json")
+    for split in ("val", "test"):
+        metrics = result.get("metrics", {}).get(split) or {}
+        for name in SCALAR_METRICS:
+            value = metrics.get(name)
+            row[f"{split}_{name}"] = np.nan if value is None else float(value)
+    per_group = (result.get("metrics", {}).get("test") or {}).get("per_group") or {}
+    row["test_per_group"] = {g.get("name", k): g.get("acc") for k, g in per_group.items()}
+    row["selected_epoch"] = (result.get("selected") or {}).get("epoch")
+    return row
+
+
+def collect_runs(directory: Path) -> pd.DataFrame:
+    """One row per finished or failed run under ``directory/runs`` (or ``directory`` itself).
+
+    Hidden directories (runs still being written, or killed part-way) are ignored. Accuracies are
+    fractions in [0, 1]; missing metrics are NaN.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise GroupRobustError(f"{directory} is not a directory; pass the --out directory of a sweep")
+    root = runs_dir(directory) if runs_dir(directory).is_dir() else directory
+    rows = [r for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+            for r in [_run_row(p)] if r is not None]
+    if not rows:
+        raise GroupRobustError(f"no finished or failed runs under {root}; run `grouprobust sweep FILE --out {directory}` first")
+    df = pd.DataFrame(rows)
+    for split in ("val", "test"):
+        for name in SCALAR_METRICS:
+            if f"{split}_{name}" not in df:
+                df[f"{split}_{name}"] = np.nan
+    return df
+
+
+def _variant_label(df: pd.DataFrame) -> pd.Series:
+    """The dataset name, with its options appended where one name appears with several option sets."""
+    labels = df["dataset"].copy()
+    for name, group in df.groupby("dataset"):
+        variants = group["data"].unique()
+        if len(variants) < 2:
+            continue
+        dicts = {v: json.loads(v) for v in variants}
+        differing = sorted({k for d in dicts.values() for k in d if len({_canon(x.get(k)) for x in dicts.values()}) > 1})
+        for v, d in dicts.items():
+            labels[(df["dataset"] == name) & (df["data"] == v)] = f"{name}[{','.join(f'{k}={d.get(k)}' for k in differing)}]"
+    return labels
+
+
+def _varying_hparams(hparams: pd.Series) -> list[str]:
+    dicts = [json.loads(h) for h in hparams.unique()]
+    keys = sorted({k for d in dicts for k in d})
+    return [k for k in keys if len({_canon(d.get(k)) for d in dicts}) > 1]
+
+
+@dataclass
+class Report:
+    """The aggregated results: ``summary`` (one row per dataset and method), ``per_group``, ``failures``."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    per_group: pd.DataFrame
+    failures: pd.DataFrame
+    chosen: pd.DataFrame
+    rule_override: str | None = None
+
+
+def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
+    """Choose each (dataset, method)'s hyper-parameters on validation and aggregate test metrics over seeds.
+
+    ``rule`` overrides the selection rule stored in the runs' configs. Returns a `Report` whose
+    ``summary`` has ``test_<metric>_mean`` / ``_std`` columns (fractions), ``n_seeds`` and the
+    chosen values of the hyper-parameters that vary across the sweep.
+    """
+    runs = runs.copy()
+    runs["variant"] = _variant_label(runs)
+    finished = runs[runs["status"] == "finished"]
+    summary_rows, chosen_rows, group_rows = [], [], []
+    for key, group in finished.groupby(VARIANT, sort=True):
+        dataset, _, method, regime, select = key
+        sel = get_rule(rule or select)
+        metric = f"{sel.split}_{sel.metric}"
+        if group[metric].isna().all():
+            raise GroupRobustError(f"runs of {method} on {dataset} have no {metric}; choose another rule with --select")
+        tie = f"{sel.split}_avg_acc"
+        points = group.groupby("point").agg(score=(metric, "mean"), tie=(tie, "mean"), n=("seed", "size"))
+        best = points.sort_values(["score", "tie"], ascending=False, kind="stable").index[0]
+        runs_best = group[group["point"] == best].sort_values("seed")
+        varying = _varying_hparams(group["hparams"])
+        chosen = json.loads(runs_best["hparams"].iloc[0])
+        row: dict[str, Any] = {
+            "dataset": runs_best["variant"].iloc[0], "method": method, "regime": regime, "rule": sel.name,
+            "n_points": len(points), "n_seeds": len(runs_best),
+            "hparams": ", ".join(f"{k}={chosen[k]}" for k in varying) or "(one point)",
+            f"val_{sel.metric}_mean": runs_best[metric].mean(),
+        }
+        for name, _ in REPORTED:
+            row[f"test_{name}_mean"] = runs_best[f"test_{name}"].mean()
+            row[f"test_{name}_std"] = runs_best[f"test_{name}"].std(ddof=1)
+        summary_rows.append(row)
+        chosen_rows.append(runs_best.assign(variant=row["dataset"]))
+        per_group = pd.DataFrame(list(runs_best["test_per_group"])).mean(axis=0)
+        group_rows += [{"dataset": row["dataset"], "method": method, "group": g, "test_acc_mean": acc}
+                       for g, acc in per_group.items()]
+    failures = runs[runs["status"] == "failed"][["run_id", "variant", "method", "seed", "hparams", "reason"]]
+    summary = pd.DataFrame(summary_rows)
+    return Report(runs, summary, pd.DataFrame(group_rows),
+                  failures.rename(columns={"variant": "dataset"}).reset_index(drop=True),
+                  pd.concat(chosen_rows) if chosen_rows else runs.iloc[:0], rule)
+
+
+def display_table(summary: pd.DataFrame, pm: str = " ± ") -> pd.DataFrame:
+    """The summary with test accuracies as ``mean ± std`` strings in percent (std "—" for one seed)."""
+    out = summary[["dataset", "method", "rule", "n_seeds", "hparams"]].copy()
+    for name, label in REPORTED:
+        mean, std = 100 * summary[f"test_{name}_mean"], 100 * summary[f"test_{name}_std"]
+        out[f"{label} %"] = [f"{m:.1f}{pm}{'—' if np.isnan(s) else f'{s:.1f}'}" for m, s in zip(mean, std)]
+    return out
+
+
+def missing_trials(directory: Path, runs: pd.DataFrame) -> int:
+    """Trials listed in the sweep manifest that have no finished or failed run directory yet."""
+    manifest = Path(directory) / MANIFEST
+    if not manifest.is_file():
+        return 0
+    listed = {t["run_id"] for t in read_json(manifest).get("trials", [])}
+    return len(listed - set(runs["run_id"]))
+
+
+def write_report(directory: Path, out: Path | None = None, rule: str | None = None, plots: bool = True) -> tuple[Report, Path]:
+    """Write ``report.md``, ``summary.csv``, ``summary.tex``, ``per_group.csv``, ``failures.csv`` and plots.
+
+    Files go to ``out`` (default ``directory/report``); returns the `Report` and that folder.
+    """
+    directory = Path(directory)
+    report = select_and_aggregate(collect_runs(directory), rule)
+    out = Path(out) if out is not None else directory / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    report.summary.to_csv(out / "summary.csv", index=False)
+    report.per_group.to_csv(out / "per_group.csv", index=False)
+    report.failures.to_csv(out / "failures.csv", index=False)
+    table = display_table(report.summary) if len(report.summary) else report.summary
+    latex = display_table(report.summary, r" $\pm$ ") if len(report.summary) else report.summary
+    text_cols = [c for c in ("dataset", "method", "rule", "hparams") if c in latex]
+    styler = latex.style.hide(axis="index").format(escape="latex", subset=text_cols).format_index(escape="latex", axis=1)
+    (out / "summary.tex").write_text(styler.to_latex(hrules=True))
+    figures = {}
+    if plots and len(report.summary):
+        from grouprobust.sweep.plots import write_plots
+
+        figures = write_plots(report, out)
+    missing = missing_trials(directory, report.runs)
+    lines = [f"# Sweep report: {directory}", "",
+             f"{int((report.runs['status'] == 'finished').sum())} finished runs, {len(report.failures)} failed"
+             + (f", {missing} not run yet" if missing else "") + ".", "",
+             "Hyper-parameters are chosen for each dataset and method by the mean over seeds of the validation "
+             "metric of the selection rule (column `rule`; each run at its own selected epoch). Test accuracies "
+             "are mean ± sample std (ddof=1) over the seeds of the chosen configuration, in %.", ""]
+    if len(report.summary):
+        lines += [table.to_markdown(index=False), ""]
+    for title, path in figures.items():
+        lines += [f"![{title}]({path.name})", ""]
+    if len(report.failures):
+        lines += ["## Failed runs", "", report.failures[["run_id", "dataset", "method", "seed", "reason"]]
+                  .to_markdown(index=False), ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return report, out

@@ -1,0 +1,129 @@
+"""Expanding a sweep into trials: datasets x methods x hyper-parameter points x seeds, each validated."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from grouprobust.config import RunConfig, resolve_config
+from grouprobust.errors import GroupRobustError
+from grouprobust.sweep.spec import MethodSpec, SweepSpec
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run of a sweep: its fully resolved config and the hyper-parameter point it belongs to."""
+
+    config: RunConfig
+    point: str
+
+    @property
+    def run_id(self) -> str:
+        """The run id (hash of the resolved config), also the run directory's name."""
+        return self.config.run_id
+
+
+def method_class(name: str) -> type:
+    """The class behind method ``name``: a last-layer pipeline if one is registered, else a loop method.
+
+    Both declare ``params``; the random search and the up-front checks read them from here.
+    """
+    from grouprobust.methods import registry
+
+    get_pipeline = getattr(registry, "get_pipeline", None)  # pipelines come with the last-layer methods
+    return (get_pipeline(name) if get_pipeline else None) or registry.get_method(name)
+
+
+def _random_names(spec: SweepSpec, method: MethodSpec, dataset: str, fixed: dict[str, Any]) -> list[str]:
+    from grouprobust.data.registry import get_dataset_entry
+    from grouprobust.hparams import param_space
+
+    loss = fixed.get("loss", get_dataset_entry(dataset).train_defaults.get("loss", "ce"))
+    space = param_space(method_class(method.name), str(loss))
+    if method.random_params is None:
+        return [k for k, p in space.items() if p.search is not None and k not in fixed and k not in method.grid]
+    unknown = [k for k in method.random_params if k not in space]
+    if unknown:
+        raise GroupRobustError(f"{spec.where(f'methods.{method.name}.random.params')}: unknown hyper-parameter "
+                               f"{unknown[0]!r}; valid: {', '.join(sorted(space))}")
+    fixed_only = [k for k in method.random_params if space[k].search is None]
+    if fixed_only:
+        raise GroupRobustError(f"{spec.where(f'methods.{method.name}.random.params')}: {fixed_only[0]!r} has no search "
+                               "range in the registry; give it grid values instead")
+    return list(method.random_params)
+
+
+def _check_names(spec: SweepSpec) -> None:
+    """Datasets, their options, methods, regime and rule, each checked under its own key."""
+    from grouprobust.data.registry import resolve_dataset_options
+    from grouprobust.methods.base import REGIMES
+    from grouprobust.selection import get_rule
+
+    def check(key: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except GroupRobustError as err:
+            raise GroupRobustError(f"{spec.where(key)}: {err}") from None
+
+    for name, options in spec.datasets.items():
+        check(f"datasets.{name}", resolve_dataset_options, name, options)
+    for method in spec.methods:
+        check(f"methods.{method.name}", method_class, method.name)
+    if spec.regime not in REGIMES:
+        raise GroupRobustError(f"{spec.where('regime')}: unknown label regime {spec.regime!r}; use one of: {', '.join(REGIMES)}")
+    if spec.select is not None:
+        check("select", get_rule, spec.select)
+
+
+def hparam_points(spec: SweepSpec, method: MethodSpec, dataset: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(label, overrides)`` for each hyper-parameter point of ``method``: grid x random draws.
+
+    Draw ``j`` of a random search is `grouprobust.hparams.sample_hparams` with trial ``j``, so each
+    value depends only on (sweep seed, j, parameter name); it is the same for every seed and dataset.
+    """
+    from grouprobust.hparams import sample_hparams
+
+    fixed = {**spec.fixed, **method.fixed}
+    names = list(method.grid)
+    grid_points = [dict(zip(names, values)) for values in itertools.product(*(method.grid[n] for n in names))]
+    if not method.random_count:
+        return [(f"{method.name}#{i}", {**fixed, **g}) for i, g in enumerate(grid_points)]
+    random_names = _random_names(spec, method, dataset, fixed)
+    loss = fixed.get("loss")
+    points = []
+    for i, g in enumerate(grid_points):
+        for j in range(method.random_count):
+            draw = sample_hparams(method_class(method.name), spec.sweep_seed, j, random_names,
+                                  loss=None if loss is None else str(loss))
+            points.append((f"{method.name}#{i}.r{j}", {**fixed, **g, **draw}))
+    return points
+
+
+def expand(spec: SweepSpec) -> list[Trial]:
+    """Every trial of the sweep, validated with `resolve_config`; duplicates (same run id) appear once.
+
+    Raises `GroupRobustError` naming the file and key of the first invalid trial, before anything runs.
+    """
+    _check_names(spec)
+    trials: list[Trial] = []
+    seen: set[str] = set()
+    for dataset, options in spec.datasets.items():
+        for method in spec.methods:
+            try:
+                points = hparam_points(spec, method, dataset)
+            except GroupRobustError as err:
+                if str(err).startswith(str(spec.path)):
+                    raise
+                raise GroupRobustError(f"{spec.where(f'methods.{method.name}')}: {err}") from None
+            for label, overrides in points:
+                for seed in spec.seeds:
+                    try:
+                        config = resolve_config(dataset, method.name, seed, options, overrides, spec.regime, spec.select)
+                    except GroupRobustError as err:
+                        raise GroupRobustError(f"{spec.where(f'methods.{method.name}')} on dataset {dataset!r}: {err} "
+                                               "(edit the sweep file)") from None
+                    if config.run_id not in seen:
+                        seen.add(config.run_id)
+                        trials.append(Trial(config, label))
+    return trials
