@@ -52,3 +52,15 @@ def print_result(result: dict[str, Any], console: Console | None = None) -> None
     console = console or Console()
     console.print(per_group_table(result))
     console.print(summary_table(result))
+
+
+def comparison_table(results: dict[str, dict[str, Any]]) -> Table:
+    """Test accuracies (%) of several runs side by side, one row per run label."""
+    table = Table(title="test accuracy % at each run's selected epoch")
+    table.add_column("method")
+    for col in ("worst-group", "group-balanced", "average"):
+        table.add_column(col, justify="right")
+    for label, result in results.items():
+        m = result["metrics"]["test"]
+        table.add_row(label, _pct(m.get("worst_group_acc")), _pct(m.get("group_balanced_acc")), _pct(m.get("avg_acc")))
+    return table
