@@ -10,7 +10,8 @@ _METHODS: dict[str, type] = {}
 _EXTRA_ENTRIES: dict[str, dict] = {}
 
 # Modules whose import registers methods; new method modules are added here.
-_METHOD_MODULES = ["grouprobust.methods.erm", "grouprobust.methods.gerne"]
+_METHOD_MODULES = ["grouprobust.methods.erm", "grouprobust.methods.reweighting", "grouprobust.methods.dro",
+                   "grouprobust.methods.jtt", "grouprobust.methods.gerne"]
 
 
 def register_method(cls: type) -> type:

@@ -30,3 +30,17 @@ def weighted_batches(probs: torch.Tensor, batch_size: int, n_batches: int,
 def balanced_probabilities(labels: np.ndarray, n_labels: int) -> torch.Tensor:
     """Per-sample probabilities giving every non-empty label (group or class) equal total mass."""
     return per_sample_probabilities(labels, np.full(n_labels, 1.0 / n_labels))
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Minibatches in one epoch of ``n`` examples (the last one may be short in a shuffle): ``ceil(n / batch_size)``."""
+    return max(1, -(-int(n) // int(batch_size)))
+
+
+def inverse_frequency_weights(labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Per-sample weights ``n / (k * n_label)`` (``k`` = number of non-empty labels): every non-empty
+    label gets the same total weight and the weights average 1 over the samples."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=n_labels).astype(np.float64)
+    k = int((counts > 0).sum())
+    return len(labels) / (k * counts[labels])

@@ -1,0 +1,166 @@
+"""Distributionally robust objectives: online GroupDRO over groups, CVaR and chi-square DRO over examples."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from grouprobust.errors import GroupRobustError
+from grouprobust.hparams import Param
+from grouprobust.losses import LossFn
+from grouprobust.methods.base import Batch, Method, TrainData, to_list
+from grouprobust.methods.registry import register_method
+
+
+@register_method
+class GroupDRO(Method):
+    """Online GroupDRO (Sagawa et al. 2020): exponentiated-gradient ascent on group weights ``q``.
+
+    Each step, with ``L_g`` the batch's mean loss on group ``g`` (0 if absent) and ``n_g`` its training
+    size: ``q_g <- q_g * exp(eta * (L_g + C / sqrt(n_g)))``, then ``q`` is normalised. The model minimises
+    ``mean_i (q_{g_i} / p_{g_i}) * loss_i`` over ERM's shuffled batches, ``p`` being the training group
+    frequencies: an unbiased estimate of ``sum_g q_g R_g``. So with ``eta=0`` it is importance weighting
+    (``q_init=uniform``) or ERM (``q_init=empirical``) step for step. Groups without a training example
+    keep ``q_g = 0``. Weight decay defaults high: the paper's point is that GroupDRO needs strong L2.
+    """
+
+    name = "groupdro"
+    needs = "full"
+    summary = "online GroupDRO: group weights q_g <- q_g exp(eta loss_g), objective sum_g q_g loss_g, strong L2"
+    params = {
+        "eta": Param(0.1, ("log_uniform", 1e-3, 1.0), "step size of the exponentiated-gradient update of q"),
+        "gen_adj": Param(0.0, ("uniform", 0.0, 4.0), "generalization adjustment C: adds C/sqrt(n_g) to group g's loss"),
+        "q_init": Param("uniform", ("choice", ["uniform", "empirical"]),
+                        "initial q: uniform over non-empty groups, or the training group frequencies"),
+        "weight_decay": Param(1e-2, ("log_uniform", 1e-4, 1.0), "L2 penalty (GroupDRO relies on strong L2)"),
+    }
+
+    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
+        super().__init__(hparams, data, loss_fn, generator)
+        if data.g is None:
+            raise GroupRobustError("groupdro needs training group labels; use --regime full")
+        if hparams["q_init"] not in ("uniform", "empirical"):
+            raise GroupRobustError(f"unknown q_init {hparams['q_init']!r}; use uniform or empirical (--set q_init=...)")
+        self.eta = float(hparams["eta"])
+        counts = data.dataset.group_counts().astype(np.float64)
+        present = counts > 0
+        freq = counts / counts.sum()
+        init = freq if hparams["q_init"] == "empirical" else present / present.sum()
+        with np.errstate(divide="ignore"):
+            log_q = np.where(present, np.log(init), -np.inf)
+            # Empty groups: any finite log p keeps exp(log q - log p) = 0 for them.
+            log_p = np.where(present, np.log(freq), 0.0)
+            adj = np.where(present, float(hparams["gen_adj"]) / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+        as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=data.device)  # noqa: E731
+        #: log of the group weights q (``-inf`` for groups with no training example).
+        self.log_q = as_tensor(log_q)
+        self.log_p = as_tensor(log_p)
+        self.adjustment = as_tensor(adj)
+        self.n_groups = data.n_groups
+
+    @property
+    def q(self) -> torch.Tensor:
+        """Current group weights (sum to 1)."""
+        return self.log_q.exp()
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        losses = self.loss_fn(model(batch.x), batch.y)
+        g = batch.g
+        with torch.no_grad():
+            sums = torch.zeros(self.n_groups, device=losses.device).index_add_(0, g, losses.detach())
+            counts = torch.bincount(g, minlength=self.n_groups).clamp_min_(1)
+            self.log_q += self.eta * (sums / counts + self.adjustment)
+            self.log_q -= torch.logsumexp(self.log_q, dim=0)
+            weights = torch.exp(self.log_q - self.log_p)
+        return (weights[g] * losses).mean()
+
+    def epoch_log(self) -> dict[str, Any]:
+        return {"group_weights": to_list(self.q)}
+
+    def run_info(self) -> dict[str, Any]:
+        return {"final_group_weights": to_list(self.q)}
+
+
+def cvar_weights(losses: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Worst-case weights of CVaR at level ``alpha`` on a batch: ``1/k`` on the ``k = ceil(alpha n)``
+    largest losses, 0 elsewhere (ties broken by position)."""
+    n = losses.numel()
+    k = min(n, max(1, math.ceil(alpha * n)))
+    weights = torch.zeros_like(losses)
+    weights[torch.topk(losses, k).indices] = 1.0 / k
+    return weights
+
+
+def chi2_weights(losses: torch.Tensor, rho: float) -> torch.Tensor:
+    """Worst-case distribution ``q`` over a batch in the chi-square ball ``(1/2n) sum (n q_i - 1)^2 <= rho``.
+
+    The maximiser of ``sum q_i loss_i`` is ``q_i ∝ (loss_i - eta)_+`` with ``eta`` set so the
+    constraint is tight; for each support size ``k`` (the ``k`` largest losses, mean ``m``, variance
+    ``v``) that ``eta`` is ``m - sqrt(v / (c k - 1))`` with ``c = (2 rho + 1) / n``, and the right ``k`` is
+    the one whose ``eta`` lies between the ``k``-th and ``(k+1)``-th largest loss. Returns uniform
+    weights when ``rho <= 0`` or all losses are equal, the argmax when ``rho >= (n - 1) / 2``.
+    """
+    n = losses.numel()
+    uniform = torch.full_like(losses, 1.0 / n)
+    if rho <= 0 or n == 1:
+        return uniform
+    c = (2.0 * rho + 1.0) / n
+    if c >= 1.0:
+        out = torch.zeros_like(losses)
+        out[losses.argmax()] = 1.0
+        return out
+    s = torch.sort(losses, descending=True).values.double()
+    k = torch.arange(1, n + 1, device=losses.device, dtype=torch.float64)
+    mean = s.cumsum(0) / k
+    var = (s.pow(2).cumsum(0) / k - mean.pow(2)).clamp_min(0.0)
+    denom = c * k - 1.0
+    eta = mean - torch.sqrt(var / denom.clamp_min(1e-12))
+    next_loss = torch.cat([s[1:], s.new_tensor([-math.inf])])
+    valid = (denom > 0) & (eta < s) & (eta >= next_loss)
+    if not bool(valid.any()):
+        return uniform
+    threshold = eta[int(valid.nonzero()[0])].to(losses.dtype)
+    excess = (losses - threshold).clamp_min(0.0)
+    return excess / excess.sum()
+
+
+class _ExampleDRO(Method):
+    """Shared objective: the batch's per-example losses reweighted by a worst-case distribution."""
+
+    def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        losses = self.loss_fn(model(batch.x), batch.y)
+        with torch.no_grad():
+            weights = self.worst_case(losses.detach())
+        return (weights * losses).sum()
+
+
+@register_method
+class CVaRDRO(_ExampleDRO):
+    """CVaR DRO: the mean of the worst ``alpha`` fraction of each batch's per-example losses."""
+
+    name = "cvar-dro"
+    needs = "none"
+    summary = "CVaR DRO: minimise the mean of the worst alpha fraction of per-example losses in each batch"
+    params = {"alpha": Param(0.2, ("log_uniform", 0.01, 1.0), "CVaR level: fraction of worst examples averaged")}
+
+    def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
+        return cvar_weights(losses, float(self.hparams["alpha"]))
+
+
+@register_method
+class Chi2DRO(_ExampleDRO):
+    """Chi-square DRO (Levy et al. 2020): the worst-case expected loss over a chi-square ball of radius ``rho``."""
+
+    name = "chi2-dro"
+    needs = "none"
+    summary = "chi-square DRO: worst-case mean loss over distributions within chi-square radius rho of each batch"
+    params = {"rho": Param(1.0, ("log_uniform", 0.01, 10.0), "chi-square ball radius rho")}
+
+    def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
+        return chi2_weights(losses, float(self.hparams["rho"]))

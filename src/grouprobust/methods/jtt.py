@@ -1,0 +1,83 @@
+"""Just Train Twice (Liu et al. 2021): upsample the examples an early-stopped ERM model gets wrong."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import torch
+
+from grouprobust.data.dataset import GroupDataset
+from grouprobust.hparams import Param
+from grouprobust.methods.base import Method
+from grouprobust.methods.erm import ERM
+from grouprobust.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from grouprobust.train import Trainer
+
+
+@register_method
+class JTT(Method):
+    """Stage 1: ERM for ``stage1_epochs`` epochs; its misclassified training examples form the error set.
+    Stage 2 (the run's own training, from a fresh model): each epoch is a shuffle of the training set in
+    which every error-set example appears ``lambda_up`` times (upsampling, as in the JTT paper, rather
+    than loss weights). Group labels are used only on validation, for model selection.
+    """
+
+    name = "jtt"
+    needs = "val"
+    summary = "just train twice: ERM for stage1_epochs, then retrain from scratch with its errors upsampled lambda_up x"
+    params = {
+        "stage1_epochs": Param(2, ("int", 1, 10), "epochs of the stage-1 ERM model that finds the error set"),
+        "lambda_up": Param(20, ("int", 2, 100), "how many times each stage-1 error appears per stage-2 epoch"),
+    }
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Train the stage-1 ERM model through the shared loop and build the upsampled index list."""
+        from grouprobust.train import predict_logits
+
+        epochs = int(self.hparams["stage1_epochs"])
+        stage1 = trainer.new_method(ERM, self.data, dict(self.hparams, epochs=epochs))
+        model = trainer.new_model()
+        trainer.run_epochs(stage1, model, epochs, stage="jtt stage 1")
+        pred = predict_logits(model, self.data.x, trainer.device).argmax(dim=1)
+        wrong = (pred != self.data.y.cpu()).numpy()
+        #: Indices of the training examples the stage-1 model misclassifies (CPU, sorted).
+        self.error_set = torch.as_tensor(np.flatnonzero(wrong))
+        extra = self.error_set.repeat(int(self.hparams["lambda_up"]) - 1)
+        #: One stage-2 epoch before shuffling: every index once, error-set indices ``lambda_up`` times.
+        self.epoch_indices = torch.cat([torch.arange(self.data.n), extra])
+        self._report = error_set_report(wrong, trainer.full_train)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        perm = torch.randperm(len(self.epoch_indices), generator=self.generator)
+        return iter(self.epoch_indices[perm].split(self.batch_size))
+
+    def run_info(self) -> dict[str, Any]:
+        return self._report
+
+
+def error_set_report(wrong: np.ndarray, full_train: GroupDataset) -> dict[str, Any]:
+    """Size of the error set and, when the train split has true groups, how it overlaps the minority groups.
+
+    Minority groups are the non-empty groups smaller than an equal share (``n / non-empty groups``).
+    Reporting only: the method never reads these labels. Returns ``error_set_size``,
+    ``error_set_fraction`` and, with groups, ``minority_groups``, ``error_set_minority_precision``
+    (fraction of the error set in minority groups), ``minority_recall`` (fraction of minority examples
+    in the error set) and ``error_set_per_group`` (counts).
+    """
+    report: dict[str, Any] = {"error_set_size": int(wrong.sum()), "error_set_fraction": float(wrong.mean())}
+    if full_train.g is None:
+        return report
+    counts = full_train.group_counts()
+    nonempty = counts > 0
+    minority = nonempty & (counts < len(full_train) / nonempty.sum())
+    in_minority = minority[full_train.g]
+    report.update({
+        "minority_groups": [full_train.group_names[i] for i in np.flatnonzero(minority)],
+        "error_set_minority_precision": float(in_minority[wrong].mean()) if wrong.any() else None,
+        "minority_recall": float(wrong[in_minority].mean()) if in_minority.any() else None,
+        "error_set_per_group": np.bincount(full_train.g[wrong], minlength=full_train.n_groups).tolist(),
+    })
+    return report

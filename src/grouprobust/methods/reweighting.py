@@ -1,0 +1,78 @@
+"""Static generalized reweighting: importance weighting (weights) and resampling (sampler).
+
+Both give every group (or every class, with ``balance=class``) the same total mass; importance
+weighting does it in the objective, resampling in which examples are drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from grouprobust.errors import GroupRobustError
+from grouprobust.hparams import Param
+from grouprobust.losses import LossFn
+from grouprobust.methods.base import Batch, Method, TrainData
+from grouprobust.methods.registry import register_method
+from grouprobust.methods.sampling import (balanced_probabilities, batches_per_epoch, inverse_frequency_weights,
+                                          weighted_batches)
+
+BALANCE = ("group", "class")
+_BALANCE_PARAM = Param("group", ("choice", list(BALANCE)), "give equal mass to every group, or to every class")
+
+
+def balance_labels(data: TrainData, balance: str) -> tuple[np.ndarray, int]:
+    """The labels to balance (``group`` ids or ``class`` labels) of the training split, and their number."""
+    if balance not in BALANCE:
+        raise GroupRobustError(f"unknown balance {balance!r}; use group or class (--set balance=...)")
+    if balance == "class":
+        return data.dataset.y, data.n_classes
+    if data.dataset.g is None:
+        raise GroupRobustError("balance=group needs training group labels; use --regime full or --set balance=class")
+    return data.dataset.g, data.n_groups
+
+
+@register_method
+class ImportanceWeighting(Method):
+    """ERM's shuffled batches, each example's loss multiplied by its inverse group (or class) frequency."""
+
+    name = "iw"
+    needs = "full"
+    summary = "importance weighting: per-example loss x inverse group frequency (balance=class: inverse class frequency)"
+    params = {"balance": _BALANCE_PARAM}
+
+    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
+        super().__init__(hparams, data, loss_fn, generator)
+        labels, n_labels = balance_labels(data, hparams["balance"])
+        #: Weight of every training example (mean 1), on the device.
+        self.weights = torch.as_tensor(inverse_frequency_weights(labels, n_labels), dtype=torch.float32,
+                                       device=data.device)
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        return (self.weights[batch.idx] * self.loss_fn(model(batch.x), batch.y)).mean()
+
+
+@register_method
+class Resample(Method):
+    """Minibatches drawn with replacement so that every group (or class) is equally likely; plain mean loss.
+
+    Reusable: a subclass changes `sample_probs` (per-example draw probabilities) and keeps the sampler.
+    """
+
+    name = "resample"
+    needs = "full"
+    summary = "group-balanced resampling (balance=class: class-balanced); GERNE's resampling baseline"
+    params = {"balance": _BALANCE_PARAM}
+
+    def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
+        super().__init__(hparams, data, loss_fn, generator)
+        labels, n_labels = balance_labels(data, hparams["balance"])
+        #: Probability of drawing each training example (float64, CPU).
+        self.sample_probs = balanced_probabilities(labels, n_labels)
+        self.n_batches = batches_per_epoch(data.n, self.batch_size)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """``ceil(n / batch_size)`` batches drawn with replacement from `sample_probs`."""
+        return weighted_batches(self.sample_probs, self.batch_size, self.n_batches, self.generator)
