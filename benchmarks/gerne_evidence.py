@@ -35,7 +35,7 @@ METHODS: dict[str, tuple[str, dict[str, list]]] = {
     "erm": ("full", {}),
     "resample": ("full", {}),
     "groupdro": ("full", {}),
-    "gerne": ("full", {"c": [0.5], "beta": [0.0, 0.5, 1.0]}),
+    "gerne": ("full", {"c": [0.5], "beta": [0.5, 1.0]}),
     "gerne-pseudo": ("val", {"c": [0.5], "beta": [1.0], "threshold": [0.9], "erm_epochs": [2]}),
 }
 

@@ -13,7 +13,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TrainData
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.gerne import GERNE, beta_range, simulated_proportions
-from grouprobust.methods.sampling import balanced_probabilities
+from grouprobust.methods.reweighting import Resample
 from grouprobust.train import Trainer, run
 
 torch.set_num_threads(1)
@@ -58,13 +58,14 @@ def test_beta_minus_one_is_erm_gradient_on_the_biased_batch():
 
 def test_c_one_beta_zero_is_group_balanced_resampling():
     method, trainer = gerne_on("spurious-gaussian", SMALL, beta=0.0, c=1.0, batch_size=64)
+    resample = trainer.new_method(Resample, method.data, {**trainer.hparams, "balance": "group"})
     # the less-biased draw is group-balanced resampling's distribution (all groups non-empty here)
-    torch.testing.assert_close(method.p_lb, balanced_probabilities(method.data.dataset.g, 4))
-    # and on a fixed batch the objective's gradient is the mean loss's gradient on that batch
+    torch.testing.assert_close(method.p_lb, resample.sample_probs)
+    # and on a fixed batch the objective's gradient is resampling's gradient on that batch
     model, batch = fixed_batch(method, trainer)
     g_gerne = gradient(model, method.loss(model, batch))
     lb = method.data.batch(batch.idx[:32].cpu())
-    g_resample = gradient(model, trainer.new_method(ERM, method.data).loss(model, lb))
+    g_resample = gradient(model, resample.loss(model, lb))
     torch.testing.assert_close(g_gerne, g_resample, rtol=1e-6, atol=1e-7)
 
 

@@ -55,7 +55,7 @@ from grouprobust.hparams import Param
 from grouprobust.methods.base import Batch, Method, to_list
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import register_method
-from grouprobust.methods.sampling import per_sample_probabilities, weighted_batches
+from grouprobust.methods.sampling import batches_per_epoch, per_sample_probabilities, weighted_batches
 
 if TYPE_CHECKING:
     from grouprobust.train import Trainer
@@ -173,7 +173,7 @@ class _GERNEBase(Method):
 
     def batches(self) -> Iterator[torch.Tensor]:
         """One epoch (``ceil(n / batch_size)`` steps) of ``[less-biased half | biased half]`` index tensors."""
-        n_batches = math.ceil(self.data.n / self.batch_size)
+        n_batches = batches_per_epoch(self.data.n, self.batch_size)
         lb = weighted_batches(self.p_lb, self.half, n_batches, self.generator)
         b = weighted_batches(self.p_b, self.half, n_batches, self.generator)
         return (torch.cat(pair) for pair in zip(lb, b))
