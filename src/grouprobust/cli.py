@@ -46,6 +46,10 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
         console.print(f"[yellow]{out} already holds this finished run (id {result.get('run_id')}); showing it. "
                       "Delete the directory to train again.[/yellow]")
     print_result(result, console)
+    empty = result.get("train_empty_groups") or []
+    if empty:
+        console.print(f"[yellow]{len(empty)} group(s) have no training sample: {', '.join(empty[:8])}"
+                      f"{' ...' if len(empty) > 8 else ''}[/yellow]")
     console.print(f"run directory: [bold]{out}[/bold]  ({result['time_s']:.1f} s)")
     return result
 
@@ -86,14 +90,15 @@ def datasets() -> None:
     from grouprobust.data import list_datasets, load_dataset
 
     table = Table(title="datasets")
-    for col in ("name", "description", "train", "val", "test", "groups (empty in train)"):
+    table.add_column("name", no_wrap=True)
+    for col in ("description", "train", "val", "test", "groups (non-empty train/val/test)"):
         table.add_column(col, overflow="fold")
     for entry in list_datasets():
         if entry.embedded:
             s = load_dataset(entry.name, 0)
-            empty = len(s.train.empty_groups())
             sizes = [str(len(s.train)), str(len(s.val)), str(len(s.test))]
-            groups = f"{s.train.n_groups} ({empty})"
+            filled = "/".join(str(d.n_groups - len(d.empty_groups())) for d in s)
+            groups = f"{s.train.n_groups} ({filled})"
         else:
             sizes, groups = ["—"] * 3, "user data: --root"
         table.add_row(entry.name, entry.description, *sizes, groups)
@@ -106,7 +111,7 @@ def methods() -> None:
     from grouprobust.methods import list_methods
 
     table = Table(title="methods")
-    table.add_column("name")
+    table.add_column("name", no_wrap=True)
     table.add_column("group labels needed")
     table.add_column("what it does", overflow="fold")
     needs_text = {"none": "none", "val": "validation only", "full": "train + validation"}
@@ -118,6 +123,7 @@ def methods() -> None:
 # Modules that add commands to `app` when imported (each: `from grouprobust.cli import app` + `@app.command()`
 # or `app.add_typer(...)`). One line per module keeps feature commands out of this file.
 COMMAND_MODULES: list[str] = [
+    "grouprobust.selection_cli",
 ]
 
 

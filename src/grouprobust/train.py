@@ -17,10 +17,10 @@ from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
 from grouprobust.methods.registry import get_method
-from grouprobust.metrics import group_accuracy_metrics
+from grouprobust.metrics import dataset_metrics
 from grouprobust.models import Classifier, build_model, pick_device
 from grouprobust.rundir import RunDirectory
-from grouprobust.selection import get_rule, rule_key
+from grouprobust.selection import check_rule_for_split, get_rule, rule_key
 
 EpochCallback = Callable[[int, float], None]
 
@@ -55,11 +55,15 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, device:
     return torch.cat(out)
 
 
-def evaluate(model: torch.nn.Module, dataset: GroupDataset, device: torch.device) -> dict[str, Any]:
-    """Metrics dict ``M`` (see `grouprobust.metrics`) of ``model`` on ``dataset``."""
-    pred = predict_logits(model, dataset.x, device).argmax(dim=1).numpy()
-    return group_accuracy_metrics(dataset.y, pred, dataset.g, dataset.n_groups, dataset.n_classes,
-                                  dataset.group_names, dataset.eval_groups, dataset.eval_group_names)
+def evaluate(model: torch.nn.Module, dataset: GroupDataset, device: torch.device,
+             train_group_counts: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics dict ``M`` (see `grouprobust.metrics.group_metrics`) of ``model`` on ``dataset``.
+
+    Computed from the softmax probabilities; ``train_group_counts`` (the training split's
+    ``group_counts()``) adds the training-proportion-weighted average accuracy.
+    """
+    probs = torch.softmax(predict_logits(model, dataset.x, device).double(), dim=1).numpy()
+    return dataset_metrics(dataset, probs, train_group_counts)
 
 
 class Trainer:
@@ -84,6 +88,7 @@ class Trainer:
         self.test_set = splits.test
         self.full_train = splits.train  # for reporting only; never handed to a method
         self.rule = get_rule(config.select)
+        check_rule_for_split(self.rule, self.val_set if self.rule.split == "val" else self.test_set)
 
     # -- building blocks methods may use -------------------------------------------------------
     def new_model(self) -> Classifier:
@@ -142,13 +147,14 @@ class Trainer:
         best: dict[str, Any] = {"key": None, "entry": None}
         self.selected_state = None
         epoch_start = [time.perf_counter()]
+        train_counts = self.full_train.group_counts() if self.full_train.has_groups else None
 
         def after_epoch(epoch: int, train_loss: float) -> None:
             entry: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
             entry.update(method.epoch_log())
             if epoch % every == 0 or epoch == epochs:
-                entry["metrics"] = {"val": evaluate(model, self.val_set, self.device),
-                                    "test": evaluate(model, self.test_set, self.device)}
+                entry["metrics"] = {"val": evaluate(model, self.val_set, self.device, train_counts),
+                                    "test": evaluate(model, self.test_set, self.device, train_counts)}
                 key = rule_key(entry, self.rule)
                 if key is not None and (best["key"] is None or key > best["key"]):
                     best["key"], best["entry"] = key, entry
@@ -172,8 +178,10 @@ class Trainer:
             "regime": self.config.regime,
             "selected": {"rule": self.rule.name, "epoch": chosen["epoch"], "oracle": self.rule.oracle},
             "metrics": chosen["metrics"],
-            "final": {"epoch": entries[-1]["epoch"], "metrics": entries[-1].get("metrics")},
+            # Test numbers are reported for the selected epoch only; the last epoch gets its validation figures.
+            "final": {"epoch": entries[-1]["epoch"], "val": (entries[-1].get("metrics") or {}).get("val")},
             "train_group_counts": self.full_train.group_counts().tolist() if self.full_train.has_groups else None,
+            "train_empty_groups": self.full_train.empty_groups(),
             "method_info": method.run_info(),
             "hparams": self.hparams,
             "time_s": time.perf_counter() - start,

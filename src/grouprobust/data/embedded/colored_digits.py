@@ -39,7 +39,7 @@ def _colorize(images: np.ndarray, colors: np.ndarray) -> np.ndarray:
 
 @register_dataset(
     "colored-digits",
-    "sklearn's 8x8 digits colored by class in train (fraction `conflict` off-color), every digit in every color in val/test.",
+    "sklearn digits colored by class in train (`conflict` off-color); every digit in every color in val/test",
     train_defaults={"model": "cnn", "epochs": 10, "lr": 1e-2, "optimizer": "adam", "batch_size": 128,
                     "select": "val_group_balanced_acc"},
 )

@@ -25,7 +25,7 @@ def _draw(rng: np.random.Generator, n: int, p_agree: float, core_dims: int, spur
 
 @register_dataset(
     "spurious-gaussian",
-    "Gaussian toy: core features around y, stronger low-noise spurious features around a; a=y w.p. p in train, balanced val/test.",
+    "Gaussian toy: an easy spurious feature agrees with y w.p. p in train; balanced val/test",
     train_defaults={"model": "mlp", "epochs": 30, "lr": 1e-3, "optimizer": "adam", "batch_size": 64},
 )
 def spurious_gaussian(seed: int = 0, *, n: int = 2000, n_val: int = 1000, n_test: int = 2000, p: float = 0.95,
