@@ -13,7 +13,6 @@ rerun skips finished runs).
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from grouprobust.config import resolve_config
+from grouprobust.errors import GroupRobustError
 from grouprobust.train import run
 
 SETTINGS = [
@@ -30,22 +30,19 @@ SETTINGS = [
     ("spurious-gaussian", "spurious-gaussian", {}, "val_worst_group_acc"),
 ]
 
-# method name -> (regime, grid of hyper-parameter overrides)
-METHODS: dict[str, tuple[str, dict[str, list]]] = {
-    "erm": ("full", {}),
-    "resample": ("full", {}),
-    "groupdro": ("full", {}),
-    "gerne": ("full", {"c": [0.5], "beta": [0.5, 1.0]}),
-    "gerne-pseudo": ("val", {"c": [0.5], "beta": [1.0], "threshold": [0.9], "erm_epochs": [2]}),
+# method name -> (regime, grid points: hyper-parameter overrides). GERNE's points cover c (beta + 1) = 0.75, 1
+# (balanced in expectation), 1 (c = 1, beta = 0: resampling on each half) and 1.1 (past balanced; the largest
+# beta that stays admissible at c = 1 on colored-digits, where beta_max is about 0.11).
+METHODS: dict[str, tuple[str, list[dict]]] = {
+    "erm": ("full", [{}]),
+    "resample": ("full", [{}]),
+    "groupdro": ("full", [{"weight_decay": 0.01}, {"weight_decay": 0.0001}]),
+    "gerne": ("full", [{"c": 0.5, "beta": 0.5}, {"c": 0.5, "beta": 1.0}, {"c": 1.0, "beta": 0.0},
+                       {"c": 1.0, "beta": 0.1}]),
+    "gerne-pseudo": ("val", [{"c": 0.5, "beta": 1.0, "threshold": 0.9, "erm_epochs": 2}]),
 }
 
 METRIC = {"val_group_balanced_acc": "group_balanced_acc", "val_worst_group_acc": "worst_group_acc"}
-
-
-def grid_points(grid: dict[str, list]) -> list[dict]:
-    """Every combination of the grid's values (one empty point for no grid)."""
-    keys = sorted(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def run_setting(dataset: str, data: dict, rule: str, seeds: list[int], root: Path, methods: list[str]) -> list[dict]:
@@ -53,19 +50,24 @@ def run_setting(dataset: str, data: dict, rule: str, seeds: list[int], root: Pat
     metric = METRIC[rule]
     rows = []
     for method in methods:
-        regime, grid = METHODS[method]
-        best = None
-        for point in grid_points(grid):
-            results = []
-            for seed in seeds:
-                config = resolve_config(dataset, method, seed, data, dict(point), regime, rule)
-                results.append(run(config, out=root / dataset / method / config.run_id, save_model=False))
+        regime, points = METHODS[method]
+        best, tried = None, []
+        for point in points:
+            try:
+                results = []
+                for seed in seeds:
+                    config = resolve_config(dataset, method, seed, data, dict(point), regime, rule)
+                    results.append(run(config, out=root / dataset / method / config.run_id, save_model=False))
+            except GroupRobustError as err:  # e.g. a beta outside this data's admissible range
+                print(f"skipped {method} {point} on {dataset}: {err}", flush=True)
+                continue
             val = np.mean([r["metrics"]["val"][metric] for r in results])
+            tried.append((point, val, np.mean([r["metrics"]["test"][metric] for r in results])))
             if best is None or val > best["val"]:
                 best = {"method": method, "point": point, "val": val, "results": results}
         test = np.array([[r["metrics"]["test"][m] for m in ("group_balanced_acc", "worst_group_acc", "avg_acc")]
                          for r in best["results"]])
-        best.update(test_mean=test.mean(axis=0), test_std=test.std(axis=0, ddof=1) if len(seeds) > 1 else 0 * test[0])
+        best.update(tried=tried, test_mean=test.mean(axis=0), test_std=test.std(axis=0, ddof=1) if len(seeds) > 1 else 0 * test[0])
         rows.append(best)
     return rows
 
@@ -79,6 +81,12 @@ def table(label: str, rule: str, rows: list[dict], n_seeds: int) -> str:
         point = ", ".join(f"{k}={v}" for k, v in r["point"].items()) or "defaults"
         cells = [f"{100 * m:.1f} ± {100 * s:.1f}" for m, s in zip(r["test_mean"], r["test_std"])]
         out.append(f"| {r['method']} | {point} | {100 * r['val']:.1f} | " + " | ".join(cells) + " |")
+    out.append("")
+    for r in rows:
+        if len(r["tried"]) > 1:
+            grid = "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) + f": val {100 * v:.1f} / test {100 * t:.1f}"
+                             for p, v, t in r["tried"])
+            out.append(f"- {r['method']} grid (mean over seeds, val / test score): {grid}")
     return "\n".join(out)
 
 
