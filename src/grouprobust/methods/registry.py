@@ -11,7 +11,7 @@ _EXTRA_ENTRIES: dict[str, dict] = {}
 
 # Modules whose import registers methods; new method modules are added here.
 _METHOD_MODULES = ["grouprobust.methods.erm", "grouprobust.methods.reweighting", "grouprobust.methods.dro",
-                   "grouprobust.methods.jtt"]
+                   "grouprobust.methods.jtt", "grouprobust.methods.gerne"]
 # Modules whose import registers pipelines (methods that are not one run of the loop, e.g. last-layer retraining).
 _PIPELINE_MODULES = ["grouprobust.lastlayer.pipelines"]
 _PIPELINES: dict[str, type] = {}

@@ -1,0 +1,313 @@
+"""GERNE: loss extrapolation between a biased and a less-biased batch (ICCV 2025, arXiv 2503.13236).
+
+Each step draws two half-batches from the training set, both uniform over classes and uniform
+over the samples inside a group, that differ only in the conditional attribute distribution
+``p(a|y)``:
+
+* biased batch ``B_b``: ``p_b(a|y) = alpha_ya`` (the training proportions ``|X_ya| / |X_y|``);
+* less-biased batch ``B_lb``: ``p_lb(a|y) = alpha_ya + c (1/A - alpha_ya)``, ``0 < c <= 1``.
+
+The objective is ``L_ext = L_lb + beta (L_lb - L_b)`` (one forward pass over the concatenated
+half-batches, one backward pass). In expectation it is the loss under the simulated distribution
+
+    p_ext(a|y) = (1 + beta) p_lb(a|y) - beta p_b(a|y) = alpha_ya + c (beta + 1) (1/A - alpha_ya).
+
+**Admissible beta.** ``p_ext`` are the effective per-group weights of ``L_ext``; they must stay
+non-negative for every group. Write ``k = c (beta + 1)``.
+
+* A group with ``alpha_ya > 1/A`` (over-represented) loses weight as ``k`` grows:
+  ``alpha_ya + k (1/A - alpha_ya) >= 0  <=>  k <= alpha_ya / (alpha_ya - 1/A)``. The tightest such
+  group, the one with the largest ``alpha_ya`` (the paper's ``alpha_y''a''``), gives
+  ``beta_max = alpha'' / (c (alpha'' - 1/A)) - 1`` (e.g. C-MNIST at 0.5 % conflict, ``A = 10``,
+  ``c = 0.5``: ``0.995 / (0.5 * 0.895) - 1 = 1.2235``, the paper's bound).
+* A group with ``alpha_ya < 1/A`` only asks ``k >= -alpha_ya / (1/A - alpha_ya)``, i.e. some
+  ``beta <= -1``; the paper's lower bound ``beta_min = -1`` (``L_ext = L_b``: ERM) is tighter.
+
+So ``beta`` must lie in ``[-1, beta_max]`` (``beta_max = inf`` when no group is over-represented).
+``beta = -1`` is ERM on the biased batch, ``c = 1, beta = 0`` is group-balanced resampling,
+``c (beta + 1) = 1`` balances groups in expectation, and ``c (beta + 1) > 1`` over-weights the
+minority groups (the paper's worst-group regime).
+
+**Empty groups.** A (class, attribute) group with no training sample cannot be drawn. ``A`` is
+therefore taken per class as ``A_y``, the number of attribute values observed in class ``y``
+(``A_y = A`` when no group is empty, the paper's setting), and the formulas above use ``1/A_y``.
+Then ``p_lb`` is still the mixture ``(1 - c) p_b + c * uniform`` over the drawable groups, and
+``c = 1`` is uniform over them.
+
+**Unknown attributes** (`GERNEPseudo`, ``gerne-pseudo``): an ERM model (trained first in the
+run, or loaded from a run directory's ``model.pt``) marks a training sample bias-aligned
+(pseudo-attribute 0) if its softmax confidence on the true label exceeds ``threshold``, else
+bias-conflicting (1); GERNE then runs on these ``2 x n_classes`` pseudo-groups. Only validation
+group labels are read (for model selection, by the loop).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import torch
+
+from grouprobust.errors import GroupRobustError
+from grouprobust.hparams import Param
+from grouprobust.methods.base import Batch, Method, to_list
+from grouprobust.methods.erm import ERM
+from grouprobust.methods.registry import register_method
+from grouprobust.methods.sampling import batches_per_epoch, per_sample_probabilities, weighted_batches
+
+if TYPE_CHECKING:
+    from grouprobust.train import Trainer
+
+
+# -- the distributions and the beta bounds (pure functions on a (classes x attributes) count table) --
+
+def attribute_proportions(counts: np.ndarray) -> np.ndarray:
+    """``alpha[y, a] = |X_ya| / |X_y|`` from a ``(n_classes, n_attrs)`` count table (rows of empty classes are 0)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def _uniform_over_observed(counts: np.ndarray) -> np.ndarray:
+    """``1 / A_y`` on the groups observed in class ``y`` (``A_y`` of them), 0 on empty groups."""
+    observed = np.asarray(counts) > 0
+    n_obs = observed.sum(axis=1, keepdims=True)
+    return np.where(observed, 1.0 / np.maximum(n_obs, 1), 0.0)
+
+
+def simulated_proportions(counts: np.ndarray, k: float) -> np.ndarray:
+    """``p(a|y) = alpha_ya + k (1/A_y - alpha_ya)``, shape ``(n_classes, n_attrs)``.
+
+    ``k = 0``: the biased batch; ``k = c``: the less-biased batch; ``k = c (beta + 1)``: GERNE's
+    extrapolated objective in expectation (its effective per-group weights).
+    """
+    alpha = attribute_proportions(counts)
+    return alpha + k * (_uniform_over_observed(counts) - alpha)
+
+
+def beta_range(counts: np.ndarray, c: float) -> tuple[float, float]:
+    """The admissible ``[beta_min, beta_max]`` for less-biased strength ``c`` (see the module docstring).
+
+    ``beta_min = -1``; ``beta_max = min over over-represented groups of alpha / (c (alpha - 1/A_y)) - 1``,
+    ``inf`` when no group is over-represented. Raises if ``c`` is outside ``(0, 1]``.
+    """
+    check_c(c)
+    alpha = attribute_proportions(counts)
+    excess = alpha - _uniform_over_observed(counts)
+    over = excess > 1e-12
+    if not over.any():
+        return -1.0, math.inf
+    k_max = float(np.min(alpha[over] / excess[over]))
+    return -1.0, k_max / c - 1.0
+
+
+def check_c(c: float) -> None:
+    """Raise unless ``0 < c <= 1``."""
+    if not 0.0 < c <= 1.0:
+        raise GroupRobustError(f"gerne: c must lie in (0, 1], got {c}; use e.g. --set c=0.5")
+
+
+def check_beta(beta: float, counts: np.ndarray, c: float) -> tuple[float, float]:
+    """The admissible range (see `beta_range`); raises a one-line error if ``beta`` lies outside it."""
+    lo, hi = beta_range(counts, c)
+    if not lo <= beta <= hi + 1e-9:
+        raise GroupRobustError(
+            f"gerne: beta={beta} is outside the admissible range [{lo:g}, {hi:.4g}] for c={c} on these training "
+            f"groups (beyond it some group's effective weight is negative); pick --set beta in that range")
+    return lo, hi
+
+
+def sample_probabilities(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: int,
+                         conditional: np.ndarray) -> torch.Tensor:
+    """Per-sample draw probabilities: classes uniform, attribute ``a`` given ``y`` with ``conditional[y, a]``,
+    uniform over the samples of a group (float64, sums to 1; empty classes get no mass)."""
+    group_mass = (np.asarray(conditional, dtype=np.float64) / n_classes).ravel()
+    return per_sample_probabilities(np.asarray(y) * n_attrs + np.asarray(a), group_mass)
+
+
+def count_table(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: int) -> np.ndarray:
+    """Samples per (class, attribute), shape ``(n_classes, n_attrs)``."""
+    flat = np.bincount(np.asarray(y) * n_attrs + np.asarray(a), minlength=n_classes * n_attrs)
+    return flat.reshape(n_classes, n_attrs)
+
+
+# -- the method ---------------------------------------------------------------------------------------
+
+GERNE_PARAMS: dict[str, Param] = {
+    # With c <= 0.5 and beta <= 1, k = c (beta + 1) <= 1 <= alpha / (alpha - 1/A): every draw is admissible.
+    "c": Param(0.5, ("choice", [0.25, 0.5]), "less-biased batch strength: p_lb(a|y) = alpha + c (1/A - alpha), 0 < c <= 1"),
+    "beta": Param(1.0, ("uniform", -0.5, 1.0), "extrapolation factor in L_lb + beta (L_lb - L_b); range [-1, beta_max] "
+                                               "is computed from the training groups and logged"),
+}
+
+
+class _GERNEBase(Method):
+    """GERNE's sampler and objective on whatever groups `_attributes` returns (true or pseudo)."""
+
+    def __init__(self, hparams, data, loss_fn, generator):
+        super().__init__(hparams, data, loss_fn, generator)
+        self.c = float(hparams["c"])
+        self.beta = float(hparams["beta"])
+        check_c(self.c)
+        if self.batch_size < 2:
+            raise GroupRobustError("gerne: batch_size must be >= 2 (it is split into a biased and a less-biased half)")
+        self.half = self.batch_size // 2
+        self._sums = torch.zeros(2, dtype=torch.float64)
+        self._steps = 0
+
+    def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
+        """Per-sample attribute (true or pseudo) of the training set and the number of attribute values."""
+        raise NotImplementedError
+
+    def setup(self, trainer: "Trainer") -> None:
+        a, n_attrs = self._attributes(trainer)
+        y = self.data.dataset.y
+        n_classes = self.data.n_classes
+        self.attributes = np.asarray(a)
+        self.counts = count_table(y, a, n_classes, n_attrs)
+        self.range = check_beta(self.beta, self.counts, self.c)
+        self.p_b = sample_probabilities(y, a, n_classes, n_attrs, simulated_proportions(self.counts, 0.0))
+        self.p_lb = sample_probabilities(y, a, n_classes, n_attrs, simulated_proportions(self.counts, self.c))
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """One epoch (``ceil(n / batch_size)`` steps) of ``[less-biased half | biased half]`` index tensors."""
+        n_batches = batches_per_epoch(self.data.n, self.batch_size)
+        lb = weighted_batches(self.p_lb, self.half, n_batches, self.generator)
+        b = weighted_batches(self.p_b, self.half, n_batches, self.generator)
+        return (torch.cat(pair) for pair in zip(lb, b))
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """``L_lb + beta (L_lb - L_b)`` from one forward pass over both halves."""
+        per_example = self.loss_fn(model(batch.x), batch.y)
+        loss_lb, loss_b = per_example[:self.half].mean(), per_example[self.half:].mean()
+        self._sums += torch.stack([loss_lb.detach(), loss_b.detach()]).double().cpu()
+        self._steps += 1
+        return loss_lb + self.beta * (loss_lb - loss_b)
+
+    def _range_info(self) -> dict[str, Any]:
+        lo, hi = self.range
+        return {"c": self.c, "beta": self.beta, "beta_min": lo, "beta_max": None if math.isinf(hi) else hi,
+                "c_beta_plus_1": self.c * (self.beta + 1)}
+
+    def epoch_log(self) -> dict[str, Any]:
+        means = (self._sums / max(self._steps, 1)).tolist()
+        self._sums.zero_()
+        self._steps = 0
+        return {"gerne": {**self._range_info(), "loss_lb": means[0], "loss_b": means[1]}}
+
+    def run_info(self) -> dict[str, Any]:
+        k = self.c * (self.beta + 1)
+        return {**self._range_info(), "group_counts": self.counts.tolist(),
+                "p_ext": [to_list(row) for row in simulated_proportions(self.counts, k)]}
+
+
+@register_method
+class GERNE(_GERNEBase):
+    name = "gerne"
+    needs = "full"
+    summary = "GERNE: extrapolate the loss from a biased to a less-biased batch, L_lb + beta (L_lb - L_b) (known attributes)"
+    params = GERNE_PARAMS
+
+    def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
+        dataset = self.data.dataset
+        if dataset.a is None:
+            raise GroupRobustError("gerne needs training attributes; use --regime full, or gerne-pseudo without them")
+        if not np.array_equal(dataset.g, dataset.y * dataset.n_attrs + dataset.a):
+            raise GroupRobustError("gerne needs groups of the form y * n_attrs + a; this dataset defines its own "
+                                   "groups, so use gerne-pseudo")
+        return dataset.a, dataset.n_attrs
+
+
+# -- unknown attributes ---------------------------------------------------------------------------------
+
+def pseudo_attributes(confidence: np.ndarray, threshold: float) -> np.ndarray:
+    """0 (bias-aligned) where the confidence on the true label exceeds ``threshold``, else 1 (bias-conflicting)."""
+    return (np.asarray(confidence) <= threshold).astype(np.int64)
+
+
+def true_conflicting(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: int) -> np.ndarray:
+    """Whether each sample's attribute differs from its class's most frequent attribute (true bias-conflicting)."""
+    majority = count_table(y, a, n_classes, n_attrs).argmax(axis=1)
+    return np.asarray(a) != majority[np.asarray(y)]
+
+
+def pseudo_attribute_quality(pseudo: np.ndarray, conflicting: np.ndarray) -> dict[str, Any]:
+    """Precision and recall of pseudo bias-conflicting (``pseudo == 1``) against the true ones (fractions,
+    None when undefined), with the counts."""
+    flagged, truth = np.asarray(pseudo) == 1, np.asarray(conflicting, dtype=bool)
+    hits = int((flagged & truth).sum())
+    return {"precision": hits / int(flagged.sum()) if flagged.any() else None,
+            "recall": hits / int(truth.sum()) if truth.any() else None,
+            "n_pseudo_conflicting": int(flagged.sum()), "n_true_conflicting": int(truth.sum())}
+
+
+def load_reference_model(run_dir: str, trainer: "Trainer") -> torch.nn.Module:
+    """The ``model.pt`` of a finished run on the same dataset, data options and seed, on the trainer's device."""
+    from grouprobust.config import RunConfig
+    from grouprobust.models import build_model
+    from grouprobust.rundir import read_json
+
+    path = Path(run_dir)
+    if not (path / "model.pt").is_file():
+        raise GroupRobustError(f"gerne-pseudo: {path / 'model.pt'} not found; give erm_run a finished run directory "
+                               "trained with model saving, or leave erm_run empty to train the ERM model here")
+    other = RunConfig.from_dict(read_json(path / "config.json"))
+    mine = trainer.config
+    if (other.dataset, other.data, other.seed) != (mine.dataset, mine.data, mine.seed):
+        raise GroupRobustError(
+            f"gerne-pseudo: {path} was trained on {other.dataset} {other.data} seed {other.seed}, not on this run's "
+            f"{mine.dataset} {mine.data} seed {mine.seed}; its pseudo-attributes would not describe this training set")
+    model = build_model(other.hparams["model"], trainer.train_set.input_shape, trainer.train_set.n_classes,
+                        int(other.hparams["hidden"])).to(trainer.device)
+    try:
+        model.load_state_dict(torch.load(path / "model.pt", map_location=trainer.device, weights_only=True))
+    except (RuntimeError, OSError) as err:
+        raise GroupRobustError(f"gerne-pseudo: cannot load {path / 'model.pt'} ({str(err).splitlines()[0]}); "
+                               "is the file damaged?") from None
+    return model
+
+
+@register_method
+class GERNEPseudo(_GERNEBase):
+    name = "gerne-pseudo"
+    needs = "val"
+    summary = ("GERNE with pseudo-attributes: an ERM model's confidence on the true label splits each class into "
+               "bias-aligned and bias-conflicting (unknown training attributes)")
+    params = {
+        **GERNE_PARAMS,
+        "threshold": Param(0.9, ("choice", [0.5, 0.8, 0.9, 0.95, 0.99]),
+                           "pseudo bias-aligned if the ERM model's softmax confidence on the true label exceeds this"),
+        "erm_epochs": Param(0, None, "epochs of the first-stage ERM model (0: the run's epochs)"),
+        "erm_run": Param("", None, "run directory whose model.pt gives the ERM model (same dataset, data and seed); "
+                                   "empty: train it in this run"),
+    }
+
+    def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
+        from grouprobust.train import predict_logits
+
+        if self.hparams["erm_run"]:
+            reference = load_reference_model(str(self.hparams["erm_run"]), trainer)
+        else:
+            reference = trainer.new_model()
+            erm = trainer.new_method(ERM, self.data)
+            epochs = int(self.hparams["erm_epochs"]) or int(self.hparams["epochs"])
+            trainer.run_epochs(erm, reference, epochs, stage="gerne-pseudo ERM stage")
+        logits = predict_logits(reference, self.data.dataset.x, trainer.device)
+        y = torch.as_tensor(self.data.dataset.y)
+        confidence = logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1).numpy()
+        pseudo = pseudo_attributes(confidence, float(self.hparams["threshold"]))
+        self.pseudo_info: dict[str, Any] = {"threshold": float(self.hparams["threshold"]),
+                                            "n_pseudo_conflicting": int(pseudo.sum())}
+        full = trainer.full_train  # for reporting only: the draws above and below never read it
+        if full.a is not None:
+            conflicting = true_conflicting(full.y, full.a, full.n_classes, full.n_attrs)
+            self.pseudo_info.update(pseudo_attribute_quality(pseudo, conflicting))
+        return pseudo, 2
+
+    def epoch_log(self) -> dict[str, Any]:
+        return {**super().epoch_log(), "pseudo_attributes": self.pseudo_info}
+
+    def run_info(self) -> dict[str, Any]:
+        return {**super().run_info(), "pseudo_attributes": self.pseudo_info}
