@@ -16,15 +16,10 @@ from grouprobust.hparams import Param
 from grouprobust.losses import LossFn
 from grouprobust.methods.base import Batch, Method, TrainData
 from grouprobust.methods.registry import register_method
-from grouprobust.methods.sampling import balanced_probabilities
+from grouprobust.methods.sampling import balanced_probabilities, batches_per_epoch
 
 BALANCE = ("group", "class")
 _BALANCE_PARAM = Param("group", ("choice", list(BALANCE)), "give equal mass to every group, or to every class")
-
-
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    """Minibatches in one epoch of ``n`` examples: ``ceil(n / batch_size)``."""
-    return max(1, -(-int(n) // int(batch_size)))
 
 
 def inverse_frequency_weights(labels: np.ndarray, n_labels: int) -> np.ndarray:

@@ -30,3 +30,8 @@ def weighted_batches(probs: torch.Tensor, batch_size: int, n_batches: int,
 def balanced_probabilities(labels: np.ndarray, n_labels: int) -> torch.Tensor:
     """Per-sample probabilities giving every non-empty label (group or class) equal total mass."""
     return per_sample_probabilities(labels, np.full(n_labels, 1.0 / n_labels))
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Minibatches in one epoch of ``n`` examples: ``ceil(n / batch_size)``."""
+    return max(1, -(-int(n) // int(batch_size)))
