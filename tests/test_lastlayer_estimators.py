@@ -6,6 +6,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import check_estimator
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer import DFR, GSR, WeightedLogisticRegression
@@ -84,6 +85,10 @@ def test_gsr_without_validation_keeps_last_step(gaussian):
     Xt, yt, gt = gaussian.target
     model = GSR(n_steps=3).fit(X, y, X_target=Xt, y_target=yt, groups_target=gt)
     assert model.best_step_ == 3 and model.history_[-1]["val_worst_group_acc"] is None
+
+
+def test_weighted_logistic_regression_passes_sklearn_estimator_checks():
+    check_estimator(WeightedLogisticRegression())
 
 
 def test_estimators_follow_sklearn_conventions():

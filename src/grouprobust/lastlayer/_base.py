@@ -13,7 +13,7 @@ from grouprobust.lastlayer._validation import check_features, check_vector
 class LinearHead(ClassifierMixin, BaseEstimator):
     """A multinomial linear classifier on features: ``coef_`` ``(k, d)``, ``intercept_`` ``(k,)``, ``classes_``.
 
-    Subclasses fit these attributes; this class gives ``decision_function`` (logits ``(n, k)``),
+    Subclasses fit these attributes; this class gives ``logits`` ``(n, k)``, ``decision_function``,
     ``predict_proba`` (softmax) and ``predict`` (a class of ``classes_``).
     """
 
@@ -35,22 +35,28 @@ class LinearHead(ClassifierMixin, BaseEstimator):
             raise GroupRobustError(f"{name} has classes {unknown} not seen in y; use the same label set for every split")
         return idx.astype(np.intp)
 
-    def decision_function(self, X) -> np.ndarray:
-        """Logits ``(n, k)`` (one column per entry of ``classes_``)."""
-        check_is_fitted(self, "coef_")
-        X = check_features(X, "X", n_features=self.coef_.shape[1])
+    def logits(self, X) -> np.ndarray:
+        """Logits ``(n, k)``, one column per entry of ``classes_`` (they sum to zero per row)."""
+        check_is_fitted(self)
+        X = check_features(X, "X", n_features=self.n_features_in_, owner=type(self).__name__)
         return X @ self.coef_.T + self.intercept_
+
+    def decision_function(self, X) -> np.ndarray:
+        """scikit-learn's convention: logits ``(n, k)``, or for two classes the score ``(n,)`` of ``classes_[1]``."""
+        z = self.logits(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(n, k)``, columns ordered as ``classes_``."""
-        z = self.decision_function(X)
+        z = self.logits(X)
         z = z - z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
         """Predicted labels (entries of ``classes_``)."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        z = self.logits(X)
+        return self.classes_[np.argmax(z, axis=1)]
 
 
 def worst_group_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> float:

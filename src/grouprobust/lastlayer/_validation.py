@@ -8,15 +8,15 @@ from sklearn.utils.validation import check_array, column_or_1d
 from grouprobust.errors import GroupRobustError
 
 
-def check_features(X, name: str, n_features: int | None = None) -> np.ndarray:
+def check_features(X, name: str, n_features: int | None = None, owner: str = "the model") -> np.ndarray:
     """``X`` as a finite float64 ``(n, d)`` array, with ``d == n_features`` when given."""
     try:
         X = check_array(X, dtype=np.float64, ensure_all_finite=True, input_name=name)
     except ValueError as err:
         raise GroupRobustError(f"{name}: {str(err).splitlines()[0]}; pass a finite 2-D (samples x features) array") from None
     if n_features is not None and X.shape[1] != n_features:
-        raise GroupRobustError(f"{name} has {X.shape[1]} features but the model uses {n_features}; "
-                               "extract all feature sets with the same model")
+        raise GroupRobustError(f"{name} has {X.shape[1]} features, but {owner} is expecting {n_features} features "
+                               "as input; extract all feature sets with the same model")
     return X
 
 
@@ -55,8 +55,10 @@ def check_weights(w, n: int, name: str = "sample_weight") -> np.ndarray:
     if w is None:
         return np.ones(n)
     w = check_vector(w, n, name).astype(np.float64)
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise GroupRobustError(f"{name} must be finite and non-negative with a positive sum; fix the weights")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise GroupRobustError(f"{name} must be finite and non-negative; fix the weights")
+    if w.sum() <= 0:
+        raise GroupRobustError(f"{name}: the sample weights are all zero; give some samples positive weight")
     return w
 
 

@@ -14,14 +14,15 @@ class WeightedLogisticRegression(LinearHead):
 
     The intercept is not penalised. Solved by Newton's method with backtracking (exact Hessian, in
     kernel form when samples < features, parameter form otherwise) until the Newton decrement is
-    below ``tol``; ``warm_start=True`` starts from the previous fit. Note the objective *sums* the
-    weighted losses: with ``sample_weight=None`` every weight is ``1 / n`` (the mean loss).
+    below ``tol``; ``warm_start=True`` starts from the previous fit. The objective *sums* the
+    weighted losses (``sample_weight=None`` means all ones), so ``l2`` plays the role of
+    scikit-learn's ``1 / C``.
 
     Fitted: ``classes_``, ``coef_`` ``(k, d)``, ``intercept_`` ``(k,)`` (logits sum to zero),
     ``n_hessians_`` (Hessian factorisations used).
     """
 
-    def __init__(self, l2: float = 1e-2, fit_intercept: bool = True, tol: float = 1e-9, hessian_form: str = "auto",
+    def __init__(self, l2: float = 1.0, fit_intercept: bool = True, tol: float = 1e-9, hessian_form: str = "auto",
                  warm_start: bool = False):
         self.l2 = l2
         self.fit_intercept = fit_intercept
@@ -33,7 +34,7 @@ class WeightedLogisticRegression(LinearHead):
         """Fit on features ``X`` ``(n, d)``, labels ``y`` and non-negative ``sample_weight``; returns ``self``."""
         X = check_features(X, "X")
         codes = self._encode(y, len(X))
-        w = check_weights(sample_weight, len(X)) if sample_weight is not None else np.full(len(X), 1.0 / len(X))
+        w = check_weights(sample_weight, len(X))
         problem = MultinomialProblem(X, codes, len(self.classes_), float(self.l2), self.fit_intercept)
         phi0 = getattr(self, "phi_", None) if self.warm_start else None
         if phi0 is not None and phi0.shape != (problem.k - 1, problem.D):
