@@ -19,10 +19,23 @@ class LinearHead(ClassifierMixin, BaseEstimator):
 
     def _encode(self, y, n: int, name: str = "y") -> np.ndarray:
         """Store ``classes_`` from ``y`` and return ``y`` as indices ``0..k-1``."""
+        from sklearn.utils import column_or_1d
+        from sklearn.utils.multiclass import type_of_target
+
+        if y is None:
+            raise GroupRobustError(f"{type(self).__name__} requires y to be passed, but the target y is None; pass the labels")
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)  # a column vector: scikit-learn's DataConversionWarning, then ravel
         y = check_vector(y, n, name)
+
+        kind = type_of_target(y)
+        if kind not in ("binary", "multiclass"):
+            # "Unknown label type" is the phrase scikit-learn's estimator checks look for.
+            raise GroupRobustError(f"Unknown label type: {name} is {kind}; pass class labels (integers or strings)")
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise GroupRobustError(f"{name} has a single class ({self.classes_[0]!r}); the head needs at least two")
+            raise GroupRobustError(f"{name} has only one class ({self.classes_[0]!r}); the head needs at least two")
         return codes.astype(np.intp)
 
     def _encode_more(self, y, n: int, name: str) -> np.ndarray:

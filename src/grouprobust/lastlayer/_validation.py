@@ -13,7 +13,7 @@ def check_features(X, name: str, n_features: int | None = None, owner: str = "th
     try:
         X = check_array(X, dtype=np.float64, ensure_all_finite=True, input_name=name)
     except ValueError as err:
-        raise GroupRobustError(f"{name}: {str(err).splitlines()[0]}; pass a finite 2-D (samples x features) array") from None
+        raise GroupRobustError(f"{name}: {' '.join(str(err).split())} (pass a finite 2-D samples x features array)") from None
     if n_features is not None and X.shape[1] != n_features:
         raise GroupRobustError(f"{name} has {X.shape[1]} features, but {owner} is expecting {n_features} features "
                                "as input; extract all feature sets with the same model")
