@@ -94,6 +94,13 @@ class RunDirectory:
                                    "choose another --out or delete that directory")
         return status
 
+    def reusable_result(self) -> dict[str, Any] | None:
+        """The stored result (marked ``"reused": True``) if this very run already finished at the path,
+        else None; raises like `existing_status` if the path holds something else."""
+        if self.existing_status() != "finished":
+            return None
+        return {**read_json(self.path / "result.json"), "reused": True}
+
     def open(self) -> None:
         """Create the temporary directory and write ``config.json``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)

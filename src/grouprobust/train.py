@@ -205,10 +205,9 @@ def run(config: RunConfig, out: Path | None = None, splits: DatasetSplits | None
     writer = None
     if out is not None:
         writer = RunDirectory(Path(out), config.to_dict())
-        if writer.existing_status() == "finished":
-            from grouprobust.rundir import read_json
-
-            return {**read_json(Path(out) / "result.json"), "reused": True}
+        stored = writer.reusable_result()
+        if stored is not None:
+            return stored
     splits = splits or load_dataset(config.dataset, config.seed, **config.data)
     trainer = Trainer(config, splits, device, log=writer.log if writer else None, on_epoch=on_epoch)
     if writer is None:

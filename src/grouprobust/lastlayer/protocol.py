@@ -218,8 +218,9 @@ class LastLayerPipeline:
         from grouprobust.data.features import extract_features
 
         writer = RunDirectory(out, config.to_dict())
-        if writer.existing_status() == "finished":
-            return {**read_json(out / "result.json"), "reused": True}
+        stored = writer.reusable_result()
+        if stored is not None:
+            return stored
         start = time.perf_counter()
         with writer.writing():
             if from_dir is None:
