@@ -180,7 +180,7 @@ class Trainer:
             "metrics": chosen["metrics"],
             # Test numbers are reported for the selected epoch only; the last epoch gets its validation figures.
             "final": {"epoch": entries[-1]["epoch"], "val": (entries[-1].get("metrics") or {}).get("val")},
-            "train_group_counts": self.full_train.group_counts().tolist() if self.full_train.has_groups else None,
+            "train_group_counts": None if train_counts is None else train_counts.tolist(),
             "train_empty_groups": self.full_train.empty_groups(),
             "method_info": method.run_info(),
             "hparams": self.hparams,
