@@ -1,11 +1,25 @@
 """The project's exception: raised for every error a user can cause.
 
-The message is one line naming the problem and the fix; the CLI prints it and exits 2.
+The message is one line naming the problem and the fix, in the library's own terms (parameter and
+option names, never command-line flags). ``subject`` says what the error is about, so that a front
+end can name its own way of setting it: ``"hparam:<name>"`` (a hyper-parameter), ``"data:<name>"``
+(a dataset option) or the name of a run argument (``"select"``, ``"regime"``, ``"device"``,
+``"stage1"``, ``"out"``, ``"executor"``, ``"workers"``, ``"address"``, ``"spec"`` ...). The command
+line (`grouprobust.cli`) prints the message and the flag that sets the subject, and exits 2.
 """
+
+from __future__ import annotations
 
 
 class GroupRobustError(ValueError):
-    """A user-caused error (bad input, unknown name, diverging run) with a one-line message."""
+    """A user-caused error (bad input, unknown name, diverging run) with a one-line message.
+
+    ``subject`` (optional) names what the error is about; see the module docstring.
+    """
+
+    def __init__(self, message: str = "", *, subject: str | None = None):
+        super().__init__(message)
+        self.subject = subject
 
 
 class DivergedError(GroupRobustError):
