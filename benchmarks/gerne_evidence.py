@@ -21,7 +21,7 @@ import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.errors import GroupRobustError
-from grouprobust.train import run
+from grouprobust.runs import run
 
 SETTINGS = [
     # (label, dataset, data options, selection rule = score)

@@ -23,7 +23,7 @@ from grouprobust.data import load_dataset
 from grouprobust.methods.base import TrainData
 from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
-from grouprobust.train import Trainer, seed_everything
+from grouprobust.training import Trainer, seed_everything
 
 
 def seconds_per_step(method_name: str, splits, device: torch.device, batch_size: int, epochs: int, repeats: int) -> float:

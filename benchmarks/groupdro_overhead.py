@@ -19,7 +19,7 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.methods import TrainData, get_method
 from grouprobust.models import pick_device
-from grouprobust.train import Trainer, seed_everything
+from grouprobust.training import Trainer, seed_everything
 
 VARIANTS = {
     "erm": ("erm", {}),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from grouprobust.config import resolve_config
-from grouprobust.train import run
+from grouprobust.runs import run
 
 #: (row label, method, hyper-parameter overrides, label regime)
 ROWS = [

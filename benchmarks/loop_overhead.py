@@ -15,7 +15,7 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.methods.base import TrainData
 from grouprobust.methods.erm import ERM
-from grouprobust.train import Trainer, make_optimizer, seed_everything
+from grouprobust.training import Trainer, make_optimizer, seed_everything
 
 REPEATS = 7
 

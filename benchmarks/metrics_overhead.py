@@ -20,7 +20,8 @@ from grouprobust.data import load_dataset
 from grouprobust.methods.base import TrainData
 from grouprobust.methods.erm import ERM
 from grouprobust.metrics import dataset_metrics, group_accuracy_metrics
-from grouprobust.train import Trainer, predict_logits
+from grouprobust.models import predict_logits
+from grouprobust.training import Trainer
 
 REPEATS = 7
 

@@ -19,7 +19,7 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.options import parse_assignments
 from grouprobust.selection import SELECTION_RULES, select_best
-from grouprobust.train import Trainer
+from grouprobust.training import Trainer
 
 
 def histories(dataset: str, method: str, seeds: int, data: dict[str, str]) -> list[list[dict]]:

@@ -17,7 +17,8 @@ from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
 from grouprobust.lastlayer._base import worst_group_accuracy
 from grouprobust.models import pick_device
-from grouprobust.train import Trainer, predict_logits
+from grouprobust.models import predict_logits
+from grouprobust.training import Trainer
 
 
 @dataclass

@@ -11,9 +11,10 @@ import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
-from grouprobust.data.features import extract_features, load_run_model, load_user_features
+from grouprobust.data.feature_files import load_user_features
+from grouprobust.trained import load_trained_run, run_features
 from grouprobust.errors import GroupRobustError
-from grouprobust.train import run
+from grouprobust.runs import run
 
 torch.set_num_threads(1)
 SMALL = {"n": 300, "n_val": 120, "n_test": 120}
@@ -28,37 +29,38 @@ def erm_run(tmp_path_factory):
 
 def test_extraction_matches_the_model_and_is_cached(erm_run, tmp_path):
     cache = tmp_path / "cache"
-    feats, info = extract_features(erm_run, cache=cache)
+    feats, info = run_features(erm_run, cache=cache)
     assert info["misses"] == ["train", "val", "test"] and info["hits"] == []
-    model, _, splits = load_run_model(erm_run)
+    trained = load_trained_run(erm_run)
+    model, splits = trained.model, trained.splits
     with torch.no_grad():
         expected = model.features(torch.as_tensor(splits.val.x)).numpy()
     np.testing.assert_allclose(feats.val.x, expected, rtol=1e-5, atol=1e-6)
     assert feats.val.x.shape == (120, 16)
     np.testing.assert_array_equal(feats.test.g, splits.test.g)  # labels and groups carried over
-    again, info2 = extract_features(erm_run, cache=cache)
+    again, info2 = run_features(erm_run, cache=cache)
     assert info2["hits"] == ["train", "val", "test"] and info2["misses"] == [] and info2["key"] == info["key"]
     np.testing.assert_array_equal(again.train.x, feats.train.x)
     # one split lost from the cache: only that one is computed again
     (cache / info["key"] / "val.npz").unlink()
-    _, info3 = extract_features(erm_run, cache=cache)
+    _, info3 = run_features(erm_run, cache=cache)
     assert info3["misses"] == ["val"] and info3["hits"] == ["train", "test"]
 
 
 def test_cache_key_changes_with_the_weights_and_the_data(erm_run, tmp_path):
     cache = tmp_path / "cache"
-    _, base = extract_features(erm_run, cache=cache)
+    _, base = run_features(erm_run, cache=cache)
     other_weights = tmp_path / "other"
     shutil.copytree(erm_run, other_weights)
     state = torch.load(other_weights / "model.pt")
     state["features.1.bias"] += 1.0
     torch.save(state, other_weights / "model.pt")
-    feats, changed = extract_features(other_weights, cache=cache)
+    feats, changed = run_features(other_weights, cache=cache)
     assert changed["key"] != base["key"] and changed["misses"] == ["train", "val", "test"]
     other_data = tmp_path / "runs"
     run(resolve_config("spurious-gaussian", "erm", 0, {**SMALL, "p": 0.8}, {"epochs": "2", "hidden": "16"}, "none"),
         other_data)
-    _, data_changed = extract_features(other_data, cache=cache)
+    _, data_changed = run_features(other_data, cache=cache)
     assert data_changed["key"] not in (base["key"], changed["key"])
 
 
@@ -67,9 +69,9 @@ def test_run_without_model_is_one_line_error(erm_run, tmp_path):
     shutil.copytree(erm_run, broken)
     (broken / "model.pt").unlink()
     with pytest.raises(GroupRobustError, match="model.pt not found"):
-        extract_features(broken, cache=tmp_path / "c")
+        run_features(broken, cache=tmp_path / "c")
     with pytest.raises(GroupRobustError, match="not found"):
-        extract_features(tmp_path / "missing", cache=tmp_path / "c")
+        run_features(tmp_path / "missing", cache=tmp_path / "c")
 
 
 def _arrays(rng, d=4, groups=True):

@@ -14,7 +14,8 @@ from grouprobust.methods.base import TrainData
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.gerne import GERNE, beta_range, simulated_proportions
 from grouprobust.methods.reweighting import Resample
-from grouprobust.train import Trainer, run
+from grouprobust.runs import run
+from grouprobust.training import Trainer
 
 torch.set_num_threads(1)
 
@@ -134,5 +135,5 @@ def test_run_logs_the_range_and_needs_train_groups():
     counts = load_dataset("spurious-gaussian", 0, **SMALL).train.group_counts().reshape(2, 2)
     assert info["beta_max"] == pytest.approx(beta_range(counts, 0.5)[1])
     assert np.allclose(np.sum(info["p_ext"], axis=1), 1) and np.min(info["p_ext"]) >= 0
-    with pytest.raises(GroupRobustError, match="--regime full"):
+    with pytest.raises(GroupRobustError, match="regime .full."):
         resolve_config("spurious-gaussian", "gerne", regime="val")

@@ -11,9 +11,11 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TrainData
-from grouprobust.methods.gerne import (GERNEPseudo, load_reference_model, pseudo_attribute_quality,
+from grouprobust.methods.gerne import (GERNEPseudo, pseudo_attribute_quality,
                                        pseudo_attributes, true_conflicting)
-from grouprobust.train import Trainer, predict_logits, run
+from grouprobust.models import predict_logits
+from grouprobust.runs import run
+from grouprobust.training import Trainer
 
 torch.set_num_threads(1)
 
@@ -46,7 +48,7 @@ def test_pseudo_groups_follow_the_reference_models_confidence(tmp_path):
     trainer = Trainer(config, splits, torch.device("cpu"))
     method = trainer.new_method(GERNEPseudo, TrainData(trainer.train_set, trainer.device))
     method.setup(trainer)
-    reference = load_reference_model(str(tmp_path / "erm"), trainer)
+    reference = trainer.load_reference_model(tmp_path / "erm", "erm_run")
     probs = predict_logits(reference, splits.train.x, trainer.device).softmax(dim=1).numpy()
     confidence = probs[np.arange(len(probs)), splits.train.y]
     expected = (confidence <= 0.7).astype(int)

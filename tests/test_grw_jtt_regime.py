@@ -11,7 +11,7 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods import TrainData, get_method
-from grouprobust.train import Trainer, seed_everything
+from grouprobust.training import Trainer, seed_everything
 
 torch.set_num_threads(1)
 TINY = {"n": 400, "n_val": 200, "n_test": 400}
@@ -94,7 +94,7 @@ def test_regime_must_feed_the_method(method, regime, ok):
     if ok:
         assert resolve_config("spurious-gaussian", method, regime=regime).method == method
     else:
-        with pytest.raises(GroupRobustError, match=f"--regime {get_method(method).needs}"):
+        with pytest.raises(GroupRobustError, match=f"regime {get_method(method).needs!r}"):
             resolve_config("spurious-gaussian", method, regime=regime)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grouprobust.hparams import resolve_hparams
+from grouprobust.config import resolve_hparams
 from grouprobust.losses import LOSSES, make_loss, multiclass_margin
 from grouprobust.methods import get_method
 

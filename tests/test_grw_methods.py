@@ -10,7 +10,8 @@ from grouprobust.data import load_dataset
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.methods import TrainData, get_method
 from grouprobust.methods.dro import chi2_weights, cvar_weights
-from grouprobust.train import Trainer, run, seed_everything
+from grouprobust.runs import run
+from grouprobust.training import Trainer, seed_everything
 
 torch.set_num_threads(1)
 TINY = {"n": 400, "n_val": 200, "n_test": 400}

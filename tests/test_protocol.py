@@ -11,7 +11,7 @@ import torch
 from grouprobust.cli import main
 from grouprobust.data import load_dataset
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer.protocol import ValHalves, holdout_split
+from grouprobust.two_stage import ValHalves, holdout_split
 
 torch.set_num_threads(1)
 DATA = ["--data", "n=2000", "--data", "n_val=400", "--data", "n_test=400"]

@@ -106,7 +106,7 @@ def test_oracle_rules_are_marked():
 
 
 def test_training_selects_by_the_chosen_rule_and_marks_oracle(tmp_path):
-    from grouprobust.train import run
+    from grouprobust.runs import run
 
     for select, oracle in (("val_auroc", False), ("oracle_test_worst_group_acc", True)):
         cfg = resolve_config("spurious-gaussian", "erm", 0, TINY, {"epochs": "4"}, select=select)

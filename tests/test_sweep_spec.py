@@ -9,7 +9,8 @@ import yaml
 
 from grouprobust.cli import main
 from grouprobust.errors import GroupRobustError
-from grouprobust.hparams import TRAIN_PARAMS, sample_hparams
+from grouprobust.config import sample_hparams
+from grouprobust.params import TRAIN_PARAMS
 from grouprobust.methods.registry import get_method
 from grouprobust.sweep import expand, load_sweep
 

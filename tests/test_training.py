@@ -7,7 +7,7 @@ import torch
 from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.errors import DivergedError, GroupRobustError
-from grouprobust.train import run
+from grouprobust.runs import run
 
 
 def test_same_config_and_seed_give_identical_metrics(tiny_gaussian):
@@ -77,7 +77,7 @@ def test_finished_run_is_reused_and_different_run_refused(tmp_path, tiny_gaussia
 
 def test_model_file_holds_the_selected_weights(tmp_path, tiny_gaussian):
     from grouprobust.models import build_model
-    from grouprobust.train import evaluate
+    from grouprobust.training import evaluate
 
     cfg = resolve_config("spurious-gaussian", "erm", data=tiny_gaussian, hparams={"epochs": 3})
     result = run(cfg, out=tmp_path / "r")
@@ -95,7 +95,7 @@ def test_model_file_holds_the_selected_weights(tmp_path, tiny_gaussian):
     (dict(method="groupdro", hparams={"sampler": "foo"}), "sampler=foo is not one of"),
     (dict(regime="some"), "unknown label regime"),
     (dict(regime="none", select="val_worst_group_acc"), "needs validation group labels"),
-    (dict(hparams={"epochs": 0}), "epochs and batch_size"),
+    (dict(hparams={"epochs": 0}), "epochs >= 1 is required"),
 ])
 def test_config_errors(kwargs, fragment, tiny_gaussian):
     args = dict(dataset="spurious-gaussian", method="erm", data=tiny_gaussian)

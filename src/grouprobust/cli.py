@@ -29,17 +29,17 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     from grouprobust.config import resolve_config
     from grouprobust.display import print_result
     from grouprobust.options import parse_assignments
-    from grouprobust.train import run
+    from grouprobust.runs import run
 
     hparams = parse_assignments(sets, "--set")
     if epochs is not None:
         hparams["epochs"] = str(epochs)
     if from_dir is not None:
-        from grouprobust.lastlayer.protocol import stage1_option
+        from grouprobust.two_stage import stage1_option
 
         hparams["stage1"] = stage1_option(method, from_dir)
     config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select)
-    total = int(config.hparams["epochs"])
+    total = config.hparams["epochs"]
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=quiet) as progress:

@@ -1,4 +1,11 @@
-"""The fully resolved configuration of one run, and its id (a hash of what determines the numbers)."""
+"""The fully resolved configuration of one run, its id, and the one place a config is resolved.
+
+`resolve_config` validates every name (dataset, method, loss, label regime, selection rule) and
+every value (hyper-parameters and dataset options, each against its declared type and
+constraint), fills in every default, and returns a `RunConfig` whose values are typed. The
+command line, sweeps (before anything is written) and the Python API all go through it, so a bad
+value is refused the same way everywhere.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,16 @@ import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from grouprobust.data.registry import get_dataset_entry, resolve_dataset_options
 from grouprobust.errors import GroupRobustError
+from grouprobust.losses import get_loss
+from grouprobust.methods.base import REGIMES, TwoStageMethod
+from grouprobust.methods.registry import get_method
+from grouprobust.params import TRAIN_PARAMS, Param, resolve_params, sample_params
+from grouprobust.selection import DEFAULT_RULE, DEFAULT_RULE_NO_GROUPS, check_rule_for_regime, get_rule
 
 
 @dataclass
@@ -41,8 +55,6 @@ class RunConfig:
 
 def package_versions() -> dict[str, str]:
     """Versions of Python, grouprobust, torch, numpy and scikit-learn (read from metadata, no imports)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for name in ("grouprobust", "torch", "numpy", "scikit-learn"):
         try:
@@ -52,37 +64,70 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def param_space(method_cls: type, loss: str | None = None) -> dict[str, Param]:
+    """Every parameter a run of ``method_cls`` takes: training parameters, the two-stage protocol's
+    (for a two-stage method), the method's own (which may redeclare a training parameter) and, for
+    ``loss``, the loss's."""
+    space = dict(TRAIN_PARAMS)
+    if issubclass(method_cls, TwoStageMethod):
+        space.update(method_cls.protocol_params)
+    space.update(getattr(method_cls, "params", {}))
+    if loss is not None:
+        space.update(get_loss(loss).params)
+    return space
+
+
+def _loss_name(overrides: dict[str, Any], defaults: dict[str, Any]) -> str:
+    return str(overrides.get("loss", defaults.get("loss", TRAIN_PARAMS["loss"].default)))
+
+
+def resolve_hparams(method_cls: type, overrides: dict[str, Any] | None = None,
+                    dataset_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Typed, checked hyper-parameters: defaults < the dataset's training defaults < ``overrides``.
+
+    Unknown names, values of the wrong type and values outside a parameter's constraint raise a
+    one-line error naming the parameter, the value and the allowed range.
+    """
+    overrides, dataset_defaults = dict(overrides or {}), dict(dataset_defaults or {})
+    loss = _loss_name(overrides, dataset_defaults)
+    get_loss(loss)
+    return resolve_params(param_space(method_cls, loss), overrides, dataset_defaults,
+                          owner=f"method {method_cls.name!r}")
+
+
+def sample_hparams(method_cls: type, sweep_seed: int, trial: int, names: list[str] | None = None,
+                   loss: str | None = None) -> dict[str, Any]:
+    """Random-search draw of ``names`` (default: every searchable parameter) of ``method_cls`` for one
+    trial; each value depends only on (sweep seed, trial, parameter name)."""
+    return sample_params(param_space(method_cls, loss), sweep_seed, trial, names)
+
+
 def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any] | None = None,
                    hparams: dict[str, Any] | None = None, regime: str = "full", select: str | None = None
                    ) -> RunConfig:
-    """Validate names and fill in every default; raises `GroupRobustError` for bad input.
+    """Validate names and values and fill in every default; raises `GroupRobustError` for bad input.
 
-    ``select`` defaults to validation worst-group accuracy, or worst-class accuracy when the
-    regime gives no group labels.
+    ``select`` defaults to the method's own rule (two-stage methods select by validation
+    worst-group accuracy on their validation half), else the dataset's, else validation
+    worst-group accuracy, or worst-class accuracy when the regime gives no group labels.
     """
-    from grouprobust.data.registry import get_dataset_entry, resolve_dataset_options
-    from grouprobust.hparams import resolve_hparams
-    from grouprobust.losses import get_loss
-    from grouprobust.methods.base import REGIMES
-    from grouprobust.methods.registry import get_method, get_pipeline
-    from grouprobust.selection import DEFAULT_RULE, DEFAULT_RULE_NO_GROUPS, check_rule_for_regime, get_rule
-
     if regime not in REGIMES:
-        raise GroupRobustError(f"unknown label regime {regime!r}; use one of: {', '.join(REGIMES)}")
+        raise GroupRobustError(f"unknown label regime {regime!r}; use one of: {', '.join(REGIMES)}", subject="regime")
     entry = get_dataset_entry(dataset)
-    method_cls = get_pipeline(method) or get_method(method)
+    method_cls = get_method(method)
     if REGIMES.index(method_cls.needs) > REGIMES.index(regime):
         raise GroupRobustError(f"method {method!r} needs group labels on {_needs_text(method_cls.needs)} but the regime "
-                               f"{regime!r} gives {_needs_text(regime)}; use --regime {method_cls.needs} or another method")
+                               f"{regime!r} gives {_needs_text(regime)}; use regime {method_cls.needs!r} or another "
+                               "method", subject="regime")
     data_options = resolve_dataset_options(dataset, data)
     resolved = resolve_hparams(method_cls, hparams, entry.train_defaults)
-    get_loss(resolved["loss"])
-    # a method may fix its rule (e.g. GSR selects its outer step by validation worst-group accuracy)
-    default_rule = getattr(method_cls, "select", None) or entry.train_defaults.get("select", DEFAULT_RULE)
+    fixed_rule = getattr(method_cls, "select", None) if issubclass(method_cls, TwoStageMethod) else None
+    if fixed_rule is not None and select is not None and select != fixed_rule:
+        raise GroupRobustError(f"method {method!r} selects by {fixed_rule} (on its validation half); selection rule "
+                               f"{select!r} is not supported, leave the rule unset", subject="select")
+    default_rule = fixed_rule or entry.train_defaults.get("select", DEFAULT_RULE)
     rule = get_rule(select or (default_rule if regime != "none" else DEFAULT_RULE_NO_GROUPS))
     check_rule_for_regime(rule, regime)
-    if int(resolved["epochs"]) < 1 or int(resolved["batch_size"]) < 1 or float(resolved["lr"]) <= 0:
-        raise GroupRobustError("epochs and batch_size must be >= 1 and lr > 0; fix the --set/--epochs values")
     return RunConfig(dataset, method, int(seed), data_options, resolved, regime, rule.name)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.hparams import Param
+from grouprobust.params import NON_NEGATIVE, POSITIVE, Param
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -46,8 +46,14 @@ def register_loss(name: str, description: str, params: dict[str, Param] | None =
 def get_loss(name: str) -> LossSpec:
     """The loss registered as ``name``; a one-line error lists the known ones."""
     if name not in LOSSES:
-        raise GroupRobustError(f"unknown loss {name!r}; choose one of: {', '.join(sorted(LOSSES))} (--set loss=NAME)")
+        raise GroupRobustError(f"unknown loss {name!r}; choose one of: {', '.join(sorted(LOSSES))}",
+                               subject="hparam:loss")
     return LOSSES[name]
+
+
+def list_losses() -> list[LossSpec]:
+    """Every registered loss, sorted by name."""
+    return [LOSSES[k] for k in sorted(LOSSES)]
 
 
 def make_loss(hparams: dict, class_counts: np.ndarray) -> LossFn:
@@ -90,17 +96,16 @@ LA_FORMS = ("additive", "multiplicative", "vs")
         "la_form": Param("additive", ("choice", list(LA_FORMS)),
                          "additive: z + tau log pi; multiplicative (CDT): z * (n_k/n_max)^gamma; vs: both"),
         "la_tau": Param(1.0, ("uniform", 0.0, 2.0), "additive adjustment scale tau (Menon et al. use 1)"),
-        "la_gamma": Param(0.2, ("uniform", 0.0, 0.5), "multiplicative exponent gamma: Delta_k = (n_k / n_max)^gamma"),
+        "la_gamma": Param(0.2, ("uniform", 0.0, 0.5), "multiplicative exponent gamma: Delta_k = (n_k / n_max)^gamma",
+                          NON_NEGATIVE),
     },
 )
 def _logit_adjusted(hparams: dict, class_counts: np.ndarray) -> LossFn:
     form = hparams["la_form"]
-    if form not in LA_FORMS:
-        raise GroupRobustError(f"unknown la_form {form!r}; use one of: {', '.join(LA_FORMS)} (--set la_form=...)")
     log_prior = class_log_priors(class_counts)
-    additive = float(hparams["la_tau"]) * log_prior if form in ("additive", "vs") else torch.zeros_like(log_prior)
+    additive = hparams["la_tau"] * log_prior if form in ("additive", "vs") else torch.zeros_like(log_prior)
     # Delta_k = (n_k / n_max)^gamma = exp(gamma * (log pi_k - max log pi)).
-    gamma = float(hparams["la_gamma"]) if form in ("multiplicative", "vs") else 0.0
+    gamma = hparams["la_gamma"] if form in ("multiplicative", "vs") else 0.0
     scale = torch.exp(gamma * (log_prior - log_prior.max()))
 
     def logit_adjusted(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -123,14 +128,13 @@ def multiclass_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "polynomially-tailed loss of Wang et al. (2022) on the margin: shifted logistic below beta, "
     "1 / (margin - beta + 1)^alpha above (the fix the GRW paper proposes)",
     params={
-        "poly_alpha": Param(1.0, ("uniform", 0.5, 3.0), "tail exponent alpha: the loss decays like margin^-alpha"),
+        "poly_alpha": Param(1.0, ("uniform", 0.5, 3.0), "tail exponent alpha: the loss decays like margin^-alpha",
+                            POSITIVE),
         "poly_beta": Param(0.0, ("uniform", -1.0, 2.0), "margin beta where the logistic part meets the polynomial tail"),
     },
 )
 def _poly_tailed(hparams: dict, class_counts: np.ndarray) -> LossFn:
-    alpha, beta = float(hparams["poly_alpha"]), float(hparams["poly_beta"])
-    if alpha <= 0:
-        raise GroupRobustError(f"poly_alpha must be > 0, got {alpha}; use e.g. --set poly_alpha=1")
+    alpha, beta = hparams["poly_alpha"], hparams["poly_beta"]
     # Shift of the logistic part so that both pieces equal 1 at margin = beta (continuity).
     shift = 1.0 - float(np.logaddexp(0.0, -beta))
 

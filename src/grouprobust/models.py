@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,7 +37,7 @@ def _cnn(input_shape: tuple[int, ...], hidden: int) -> tuple[nn.Module, int]:
     """Three layers, about 5k parameters for 3-channel input (GSR's Appendix E tiny CNN)."""
     if len(input_shape) != 3:
         raise GroupRobustError(f"model 'cnn' needs image inputs (channels, height, width), got shape {input_shape}; "
-                               "use --set model=mlp")
+                               "use model=mlp", subject="hparam:model")
     c = input_shape[0]
     body = nn.Sequential(
         nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -51,19 +52,50 @@ MODELS = {"linear": _linear, "mlp": _mlp, "cnn": _cnn}
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, hidden: int = 64) -> Classifier:
     """A fresh `Classifier` (initialised from torch's global RNG: seed it first)."""
     if name not in MODELS:
-        raise GroupRobustError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)} (--set model=NAME)")
+        raise GroupRobustError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}", subject="hparam:model")
     features, dim = MODELS[name](tuple(input_shape), hidden)
     return Classifier(features, dim, n_classes)
 
 
-def pick_device(requested: str | None = None) -> torch.device:
+def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """``requested`` if given, else CUDA when available, else CPU."""
+    if isinstance(requested, torch.device):
+        return requested
     if requested:
         try:
             device = torch.device(requested)
         except RuntimeError:
-            raise GroupRobustError(f"unknown device {requested!r}; use cpu, cuda or cuda:N") from None
+            raise GroupRobustError(f"unknown device {requested!r}; use cpu, cuda or cuda:N", subject="device") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise GroupRobustError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+            raise GroupRobustError("device 'cuda' requested but no CUDA GPU is available; use the cpu",
+                                   subject="device")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def forward_in_chunks(module: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device | None = None,
+                      chunk: int = 4096) -> torch.Tensor:
+    """``module(x)`` computed ``chunk`` rows at a time on ``device`` (default: the module's) in eval
+    mode (the module's mode is restored); returned on the CPU. The one batched forward pass."""
+    device = device or next(module.parameters(), torch.empty(0)).device
+    was_training = module.training
+    module.eval()
+    x = torch.as_tensor(x)
+    try:
+        out = [module(x[i:i + chunk].to(device)).cpu() for i in range(0, len(x), chunk)]
+    finally:
+        module.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device | None = None,
+                   chunk: int = 4096) -> torch.Tensor:
+    """Logits ``(n, n_classes)`` of ``model`` for all of ``x`` (`forward_in_chunks`), on the CPU."""
+    return forward_in_chunks(model, x, device, chunk)
+
+
+def compute_features(model: Classifier, x: np.ndarray, device: torch.device | None = None,
+                     chunk: int = 1024) -> np.ndarray:
+    """``model.features(x)`` flattened per row: float32 ``(n, feature_dim)`` numpy array."""
+    return forward_in_chunks(model.features, x, device, chunk).reshape(len(x), -1).float().numpy()

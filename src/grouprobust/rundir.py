@@ -7,57 +7,15 @@ directory at the final path is always complete: finished (``result.json``) or fa
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 from grouprobust.errors import DivergedError, GroupRobustError
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
-
-
-def dumps(obj: Any, indent: int | None = 2) -> str:
-    """JSON text with numpy values converted."""
-    return json.dumps(obj, indent=indent, default=_default, allow_nan=False)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(dumps(obj))
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> Any:
-    """The JSON document at ``path``; a one-line error if it is missing or malformed."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise GroupRobustError(f"{path} not found; is this a grouprobust run directory?") from None
-    except json.JSONDecodeError as err:
-        raise GroupRobustError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); the file is damaged") from None
+from grouprobust.output import dumps, read_json, write_json_atomic
 
 
 def run_status(path: Path) -> str:
@@ -87,11 +45,12 @@ class RunDirectory:
         if status == "absent":
             return status
         if status == "foreign":
-            raise GroupRobustError(f"{self.path} exists and is not a grouprobust run directory; choose another --out")
+            raise GroupRobustError(f"{self.path} exists and is not a grouprobust run directory; choose another output "
+                                   "directory", subject="out")
         other = read_json(self.path / "config.json").get("run_id")
         if other != self.run_id:
             raise GroupRobustError(f"{self.path} already holds a different run (id {other}, this one is {self.run_id}); "
-                                   "choose another --out or delete that directory")
+                                   "choose another output directory or delete that one", subject="out")
         return status
 
     def reusable_result(self) -> dict[str, Any] | None:

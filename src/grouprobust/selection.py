@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
+
 from grouprobust.errors import GroupRobustError
 
 if TYPE_CHECKING:
@@ -93,8 +95,8 @@ DEFAULT_RULE_NO_GROUPS = "val_worst_class_acc"
 def get_rule(name: str) -> SelectionRule:
     """The rule called ``name``; a one-line error lists the known ones."""
     if name not in SELECTION_RULES:
-        raise GroupRobustError(f"unknown selection rule {name!r}; choose one of: {', '.join(SELECTION_RULES)} "
-                               "(see `grouprobust selection-rules`)")
+        raise GroupRobustError(f"unknown selection rule {name!r}; choose one of: {', '.join(SELECTION_RULES)}",
+                               subject="select")
     return SELECTION_RULES[name]
 
 
@@ -114,7 +116,8 @@ def check_rule_for_regime(rule: SelectionRule, regime: str) -> None:
     if rule.needs_groups and regime == "none" and rule.split == "val":
         raise GroupRobustError(
             f"selection rule {rule.name!r} needs validation {LABEL_KINDS[rule.needs]} but the label regime is 'none'; "
-            f"use --regime val, or --select {DEFAULT_RULE_NO_GROUPS} (rules without group labels: {_no_group_rules()})")
+            f"use regime 'val', or rule {DEFAULT_RULE_NO_GROUPS} (rules without group labels: {_no_group_rules()})",
+            subject="select")
 
 
 def split_has_labels(dataset: "GroupDataset", labels: str) -> bool:
@@ -128,7 +131,7 @@ def check_rule_for_split(rule: SelectionRule, dataset: "GroupDataset") -> None:
     if not split_has_labels(dataset, rule.needs):
         raise GroupRobustError(
             f"selection rule {rule.name!r} needs {LABEL_KINDS[rule.needs]} on the {rule.split} split, which "
-            f"{dataset.name}/{dataset.split} does not carry; pick another --select (see `grouprobust selection-rules`)")
+            f"{dataset.name}/{dataset.split} does not carry; pick another selection rule", subject="select")
 
 
 def rule_value(entry: dict[str, Any], rule: SelectionRule) -> float | None:
@@ -139,24 +142,45 @@ def rule_value(entry: dict[str, Any], rule: SelectionRule) -> float | None:
     return value
 
 
-def rule_key(entry: dict[str, Any], rule: SelectionRule) -> tuple[float, float] | None:
-    """Sort key of one entry (larger is better): the rule's metric (negated when minimised), ties broken
-    by average accuracy on the same split."""
-    value = rule_value(entry, rule)
-    if value is None:
+def selection_key(value: float | None, tie: float | None, higher_is_better: bool = True
+                  ) -> tuple[float, float] | None:
+    """The one sort key of model selection (larger is better), or None when ``value`` is undefined.
+
+    ``value`` is the rule's figure (negated when the rule minimises it); ``tie`` breaks exact ties
+    (the average accuracy on the same split: higher wins; undefined counts as lowest). Entries whose
+    keys are still equal are resolved by `select_best_index`: the earliest wins.
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
+    tie = float("-inf") if tie is None or (isinstance(tie, float) and np.isnan(tie)) else float(tie)
+    return (float(value) if higher_is_better else -float(value), tie)
+
+
+def select_best_index(keys: Sequence[tuple[float, float] | None]) -> int | None:
+    """Index of the largest key (`selection_key`); full ties go to the earliest; None if every key is None.
+
+    This is the single selection rule of the project: training (which epoch), the last-layer
+    estimators (which outer step of GSR, which ``C`` of DFR), and reports (which hyper-parameter
+    point, by the mean over seeds) all choose through it.
+    """
+    best, best_key = None, None
+    for i, key in enumerate(keys):
+        if key is not None and (best_key is None or key > best_key):
+            best, best_key = i, key
+    return best
+
+
+def rule_key(entry: dict[str, Any], rule: SelectionRule) -> tuple[float, float] | None:
+    """`selection_key` of one history entry or result under ``rule``: the rule's metric, ties broken by
+    average accuracy on the same split."""
     avg = entry.get("metrics", {}).get(rule.split, {}).get("avg_acc")
-    return (value if rule.higher_is_better else -value, avg if avg is not None else float("-inf"))
+    return selection_key(rule_value(entry, rule), avg, rule.higher_is_better)
 
 
 def select_best(entries: Sequence[dict[str, Any]], rule: SelectionRule) -> int:
-    """Index of the entry with the highest rule key (`rule_key`); full ties go to the earliest entry."""
-    best, best_key = -1, None
-    for i, entry in enumerate(entries):
-        key = rule_key(entry, rule)
-        if key is not None and (best_key is None or key > best_key):
-            best, best_key = i, key
-    if best < 0:
+    """Index of the entry that ``rule`` selects (`select_best_index` over `rule_key`)."""
+    best = select_best_index([rule_key(e, rule) for e in entries])
+    if best is None:
         raise GroupRobustError(f"selection rule {rule.name!r}: no entry has {rule.split} {rule.metric}; "
-                               "the split may carry no group labels")
+                               "the split may carry no group labels", subject="select")
     return best

@@ -45,7 +45,7 @@ def _check_out(out: Path) -> None:
 
 def _check_hparams(methods: list[str], hparams: dict) -> None:
     """Fail before any training when a method is unknown or a hyper-parameter is not one of its own."""
-    from grouprobust.hparams import resolve_hparams
+    from grouprobust.config import resolve_hparams
     from grouprobust.methods.registry import get_method
 
     for m in methods:
@@ -78,7 +78,7 @@ def alignment(
     _check_out(out)
     from grouprobust.analysis.alignment import HEAD_DEFAULTS, alignment_sweep
     from grouprobust.analysis.plots import plot_alignment
-    from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
+    from grouprobust.analysis.output_dir import AnalysisDirectory, mean_std_table, summarize
     from grouprobust.analysis.training import embed_splits, train_model
     from grouprobust.data.registry import get_dataset_entry
     from grouprobust.methods.registry import get_method
@@ -159,7 +159,7 @@ def completeness(
     _check_out(out)
     from grouprobust.analysis.completeness import completeness_runs
     from grouprobust.analysis.plots import plot_completeness
-    from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
+    from grouprobust.analysis.output_dir import AnalysisDirectory, mean_std_table, summarize
     from grouprobust.data.registry import get_dataset_entry
     from grouprobust.methods.registry import get_method
 
@@ -221,7 +221,7 @@ def implicit_bias(
     _check_out(out)
     from grouprobust.analysis.implicit_bias import ImplicitBiasSetting, run_implicit_bias
     from grouprobust.analysis.plots import plot_implicit_bias
-    from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
+    from grouprobust.analysis.output_dir import AnalysisDirectory, mean_std_table, summarize
 
     settings = [ImplicitBiasSetting(loss=loss, l2=lam, steps=steps, lr=lr, group_lr=group_lr, seed=seed)
                 for seed in parse_list(seeds, int, "--seeds") for loss in parse_list(losses, str, "--losses")

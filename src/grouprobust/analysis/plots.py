@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grouprobust.analysis.report import new_figure
+from grouprobust.analysis.output_dir import new_figure
 
 
 def _errorbar(ax: Any, x: np.ndarray, summary: pd.DataFrame, col: str, **kw: Any) -> None:

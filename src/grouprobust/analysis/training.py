@@ -8,17 +8,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from grouprobust.config import RunConfig
+from grouprobust.config import RunConfig, resolve_hparams
 from grouprobust.data.dataset import DatasetSplits
-from grouprobust.hparams import resolve_hparams
-from grouprobust.losses import get_loss
 from grouprobust.methods.registry import get_method
-from grouprobust.models import Classifier
-from grouprobust.train import Trainer
+from grouprobust.models import Classifier, compute_features
+from grouprobust.result import RunResult
+from grouprobust.training import Trainer
 
 
 def train_model(splits: DatasetSplits, method: str, seed: int, hparams: dict[str, Any] | None = None,
-                device: torch.device | None = None) -> tuple[Classifier, dict[str, Any]]:
+                device: torch.device | None = None) -> tuple[Classifier, RunResult]:
     """Train ``method`` on ``splits`` with the project's `Trainer`; returns (final model, result dict).
 
     Only the last epoch is evaluated, so the model returned is the one the result describes
@@ -26,8 +25,7 @@ def train_model(splits: DatasetSplits, method: str, seed: int, hparams: dict[str
     """
     cls = get_method(method)
     resolved = resolve_hparams(cls, dict(hparams or {}))
-    resolved["eval_every"] = int(resolved["epochs"])
-    get_loss(resolved["loss"])
+    resolved["eval_every"] = resolved["epochs"]
     config = RunConfig(splits.name, method, int(seed), {}, resolved, "full", "val_worst_group_acc")
     trainer = Trainer(config, splits, device)
     result = trainer.fit()
@@ -40,16 +38,9 @@ def head_parameters(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
             model.head.bias.detach().cpu().double().numpy().copy())
 
 
-@torch.no_grad()
 def embed(model: Classifier, x: np.ndarray, device: torch.device | None = None, chunk: int = 4096) -> np.ndarray:
     """``model.features`` of every row of ``x`` as a float32 array (n × feature dim)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    xt = torch.as_tensor(x)
-    out = [model.features(xt[i:i + chunk].to(device)).cpu() for i in range(0, len(xt), chunk)]
-    model.train(was_training)
-    return torch.cat(out).reshape(len(xt), -1).numpy()
+    return compute_features(model, x, device or next(model.parameters()).device, chunk)
 
 
 def embed_splits(model: Classifier, splits: DatasetSplits, device: torch.device | None = None) -> DatasetSplits:

@@ -9,8 +9,6 @@ and usable directly by the last-layer methods and by `train` with ``--set model=
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.errors import GroupRobustError
-from grouprobust.rundir import write_json_atomic
+from grouprobust.output import save_npz_atomic, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -32,10 +30,7 @@ def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str
         for key in ("a", "g", "eval_groups"):
             if getattr(ds, key) is not None:
                 arrays[key] = getattr(ds, key)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{ds.split}.", suffix=".npz")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, directory / f"{ds.split}.npz")
+        save_npz_atomic(directory / f"{ds.split}.npz", **arrays)
     train = splits.train
     write_json_atomic(directory / "meta.json", {
         "dataset": splits.name, "n_classes": train.n_classes, "n_attrs": train.n_attrs,

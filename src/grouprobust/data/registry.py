@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.errors import GroupRobustError
-from grouprobust.options import coerce
+from grouprobust.params import Choice, Interval, Param, resolve_params
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,32 @@ class DatasetEntry:
     train_defaults: dict[str, Any] = field(default_factory=dict)
     embedded: bool = True
 
+    def option_params(self) -> dict[str, Param]:
+        """The builder's options (its keyword-only arguments) as `Param` declarations."""
+        return builder_options(self.builder)
+
     def option_defaults(self) -> dict[str, Any]:
-        """The builder's options (everything but ``seed``) with their defaults."""
-        sig = inspect.signature(self.builder)
-        return {k: p.default for k, p in sig.parameters.items() if k != "seed" and p.kind == p.KEYWORD_ONLY}
+        """The builder's options with their defaults."""
+        return {k: p.default for k, p in self.option_params().items()}
+
+
+def builder_options(builder: Callable[..., Any]) -> dict[str, Param]:
+    """The keyword-only arguments of ``builder`` as `Param` declarations: the default (which fixes the
+    type) and, from ``typing.Annotated`` metadata, an `Interval` or `Choice` constraint and a help text
+    (a string)::
+
+        def build(seed: int = 0, *, p: Annotated[float, Interval(0, 1), "agreement in train"] = 0.95): ...
+    """
+    hints = typing.get_type_hints(builder, include_extras=True)
+    out = {}
+    for name, arg in inspect.signature(builder).parameters.items():
+        if arg.kind != arg.KEYWORD_ONLY:
+            continue
+        meta = getattr(hints.get(name), "__metadata__", ())
+        constraint = next((m for m in meta if isinstance(m, (Interval, Choice))), None)
+        text = next((m for m in meta if isinstance(m, str)), "")
+        out[name] = Param(arg.default, None, text, constraint)
+    return out
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -42,17 +66,19 @@ def register_dataset(name: str, description: str, train_defaults: dict[str, Any]
     return wrap
 
 
-def _unknown(kind: str, name: str, known: list[str], how: str) -> GroupRobustError:
+def _unknown(kind: str, name: str, known: list[str], how: str = "", subject: str | None = None) -> GroupRobustError:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return GroupRobustError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(sorted(known))} ({how})")
+    tail = f" ({how})" if how else ""
+    return GroupRobustError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(sorted(known))}{tail}",
+                            subject=subject)
 
 
 def get_dataset_entry(name: str) -> DatasetEntry:
     """The registry entry for ``name``; raises a one-line error listing the known names."""
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise _unknown("dataset", name, list(_REGISTRY), "see `grouprobust datasets`")
+        raise _unknown("dataset", name, list(_REGISTRY), subject="dataset")
     return _REGISTRY[name]
 
 
@@ -63,15 +89,11 @@ def list_datasets() -> list[DatasetEntry]:
 
 
 def resolve_dataset_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The builder's full option dict: defaults overridden by ``options`` (coerced to the defaults' types)."""
+    """The builder's full option dict: defaults overridden by ``options``, each converted to its type and
+    checked against its constraint (one-line errors name the option, the value and the allowed range)."""
     entry = get_dataset_entry(name)
-    defaults = entry.option_defaults()
-    resolved = dict(defaults)
-    for key, value in (options or {}).items():
-        if key not in defaults:
-            raise _unknown(f"option for dataset {name!r}:", key, list(defaults), "pass them as --data key=value")
-        resolved[key] = coerce(value, defaults[key], f"--data {key}")
-    return resolved
+    return resolve_params(entry.option_params(), options, what="dataset option", owner=f"dataset {name!r}",
+                          subject_prefix="data")
 
 
 def load_dataset(name: str, seed: int = 0, **options: Any) -> DatasetSplits:
@@ -85,6 +107,10 @@ def load_dataset(name: str, seed: int = 0, **options: Any) -> DatasetSplits:
     return splits
 
 
+_DATASET_MODULES = ("grouprobust.data.embedded", "grouprobust.data.feature_files", "grouprobust.data.readers")
+
+
 def _ensure_loaded() -> None:
-    # Importing the modules registers their datasets; done lazily to keep `import grouprobust` cheap.
-    from grouprobust.data import embedded, features, readers  # noqa: F401
+    # Importing the modules registers their datasets; done on first use to keep `import grouprobust` cheap.
+    for module in _DATASET_MODULES:
+        importlib.import_module(module)

@@ -8,6 +8,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._validation import check_features, check_vector
+from grouprobust.params import Constraint
 
 
 class LinearHead(ClassifierMixin, BaseEstimator):
@@ -15,7 +16,29 @@ class LinearHead(ClassifierMixin, BaseEstimator):
 
     Subclasses fit these attributes; this class gives ``logits`` ``(n, k)``, ``decision_function``,
     ``predict_proba`` (softmax) and ``predict`` (a class of ``classes_``).
+
+    ``parameter_constraints`` maps constructor parameters to their `Interval` or `Choice` (a
+    sequence parameter: every element, and at least one); ``nullable`` lists those that may be
+    None. `_check_params` enforces them at ``fit``; the two-stage methods declare the same
+    constraints to the config layer (`grouprobust.methods.last_layer`), so there is one source.
     """
+
+    parameter_constraints: dict[str, Constraint] = {}
+    nullable: tuple[str, ...] = ()
+
+    def _check_params(self) -> None:
+        """Raise a one-line error naming the first parameter outside its constraint."""
+        for name, constraint in self.parameter_constraints.items():
+            value = getattr(self, name)
+            if value is None and name in self.nullable:
+                continue
+            items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+            if not items or not all(constraint.contains(v) for v in items):
+                allowed = str(constraint)
+                raise GroupRobustError(f"{type(self).__name__}: {name}={value!r} is not allowed: it must be "
+                                       f"{'in ' if not allowed.startswith('one of') else ''}{allowed}"
+                                       f"{' (every element)' if isinstance(value, (list, tuple)) else ''}",
+                                       subject=f"hparam:{name}")
 
     def _encode(self, y, n: int, name: str = "y") -> np.ndarray:
         """Store ``classes_`` from ``y`` and return ``y`` as indices ``0..k-1``."""

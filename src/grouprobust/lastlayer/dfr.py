@@ -11,6 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._base import LinearHead, Standardizer, worst_group_accuracy
 from grouprobust.lastlayer._validation import check_features, check_groups
+from grouprobust.params import POSITIVE, Choice, Interval
+from grouprobust.selection import select_best_index, selection_key
 
 PENALTIES = ("l1", "l2")
 DEFAULT_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
@@ -36,7 +38,8 @@ class DFR(LinearHead):
 
     ``fit(X, y, groups)`` trains on the group-labelled data ``(X, y, groups)`` (in DFR, the
     validation set). The inverse regularisation strength ``C`` is chosen from ``Cs`` by worst-group
-    accuracy on ``(X_val, y_val, groups_val)`` if given; otherwise the data are split into two
+    accuracy on ``(X_val, y_val, groups_val)`` if given (exact ties go to the higher average accuracy,
+    then to the earlier ``C`` in ``Cs``; DFR's own code takes the earlier ``C`` at once); otherwise the data are split into two
     group-stratified halves, ``C`` is chosen on one half trained on the other, and the final head
     is refit on all of the data, as DFR does. Features are standardised with the training data's
     statistics when ``standardize`` (``coef_``/``intercept_`` act on raw features). Each fit
@@ -46,6 +49,9 @@ class DFR(LinearHead):
     Fitted: ``coef_`` ``(k, d)``, ``intercept_`` ``(k,)`` (for two classes: ``[-z/2, z/2]`` of
     the binary score ``z``), ``classes_``, ``C_`` (chosen), ``cv_scores_`` (``{C: worst-group acc}``).
     """
+
+    parameter_constraints = {"penalty": Choice(PENALTIES), "Cs": POSITIVE, "n_subsamples": Interval(1),
+                             "max_iter": Interval(1)}
 
     def __init__(self, penalty: str = "l1", Cs: tuple[float, ...] = DEFAULT_CS, n_subsamples: int = 10,
                  standardize: bool = True, max_iter: int = 1000, random_state: Any = None):
@@ -85,11 +91,8 @@ class DFR(LinearHead):
 
     def fit(self, X, y, groups=None, X_val=None, y_val=None, groups_val=None) -> "DFR":
         """Fit on group-labelled ``(X, y, groups)``; select ``C`` on the validation triple (or a split); returns ``self``."""
-        if self.penalty not in PENALTIES:
-            raise GroupRobustError(f"DFR: unknown penalty {self.penalty!r}; use 'l1' or 'l2'")
+        self._check_params()
         Cs = [float(c) for c in np.atleast_1d(self.Cs)]
-        if not Cs or min(Cs) <= 0 or int(self.n_subsamples) < 1:
-            raise GroupRobustError("DFR: Cs must be positive numbers and n_subsamples >= 1; fix the parameters")
         X = check_features(X, "X")
         codes = self._encode(y, len(X))
         g = check_groups(groups, len(X), "groups")
@@ -111,11 +114,14 @@ class DFR(LinearHead):
                 first[idx[: (len(idx) + 1) // 2]] = True
             X_tr, y_tr, g_tr = Xs[first], codes[first], g[first]
             Xv, yv, gv = Xs[~first], codes[~first], g[~first]
-        scores = {}
+        scores, keys = {}, []
         for C in Cs:
             coef, intercept = self._averaged(X_tr, y_tr, g_tr, C, rng)
-            scores[C] = worst_group_accuracy(yv, np.argmax(Xv @ coef.T + intercept, axis=1), gv)
-        self.C_ = max(Cs, key=lambda c: (scores[c], -Cs.index(c)))
+            pred = np.argmax(Xv @ coef.T + intercept, axis=1)
+            scores[C] = worst_group_accuracy(yv, pred, gv)
+            keys.append(selection_key(scores[C], float(np.mean(pred == yv))))
+        # the project's one selection rule: worst-group accuracy, ties to average accuracy, then the first C
+        self.C_ = Cs[select_best_index(keys)]
         self.cv_scores_ = scores
         coef, intercept = self._averaged(Xs, codes, g, self.C_, rng)
         self.coef_, self.intercept_ = scaler.unscale(coef, intercept)

@@ -14,9 +14,11 @@ from scipy.special import log_softmax, softmax
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._base import LinearHead, Standardizer
-from grouprobust.lastlayer._multinomial import MultinomialProblem
+from grouprobust.lastlayer._multinomial import FORMS, MultinomialProblem
 from grouprobust.lastlayer._validation import check_features, check_groups, check_weights
 from grouprobust.lastlayer.influence import exact_influence, influence_scores, set_gradients
+from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
+from grouprobust.selection import select_best_index, selection_key
 
 HESSIANS = ("exact", "free")
 
@@ -30,12 +32,14 @@ class _Split:
         self.members = [np.flatnonzero(g == gid) for gid in self.ids]
 
     def evaluate(self, problem: MultinomialProblem, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(probabilities (n, k), per-group mean cross-entropy (m,), per-group accuracy (m,))``."""
+        """``(probabilities (n, k), per-group mean cross-entropy (m,), per-group accuracy (m,))``; the
+        average accuracy is kept in ``last_avg_acc`` (the selection tie-break)."""
         logp = log_softmax(problem.logits(phi, self.X), axis=1)
         ce = -logp[np.arange(len(self.y)), self.y]
         hit = np.argmax(logp, axis=1) == self.y
         losses = np.array([ce[idx].mean() for idx in self.members])
         accs = np.array([hit[idx].mean() for idx in self.members])
+        self.last_avg_acc = float(hit.mean())
         return np.exp(logp), losses, accs
 
 
@@ -54,8 +58,9 @@ class GSR(LinearHead):
        ``lr = step_size * step_decay ** (t // decay_every)``. ``step_size`` is thus in units of the
        mean weight ``1/n``, so the same value suits any held-out size.
 
-    The returned head is the step with the best validation worst-group accuracy (ties: lower
-    validation worst-group loss); without validation data it is the last step. Step 0 is the
+    The returned head is the step with the best validation worst-group accuracy (ties: higher
+    validation average accuracy, then the earliest step: `grouprobust.selection.select_best_index`);
+    without validation data it is the last step. Step 0 is the
     head trained on the initial (uniform) weights.
 
     With ``standardize=True`` features are centred and scaled by the held-out set's statistics
@@ -65,11 +70,18 @@ class GSR(LinearHead):
     Fitted attributes: ``weights_`` ``(n,)``; ``coef_`` ``(k, d)``; ``intercept_`` ``(k,)``;
     ``classes_``; ``best_step_``; ``history_`` (one dict per step: ``step``,
     ``target_worst_group_acc``, ``target_worst_group_loss``, ``val_worst_group_acc``,
-    ``val_worst_group_loss``, ``gamma``, ``lr``, ``grad_rms``, ``effective_n`` (``1 / sum w^2``),
+    ``val_worst_group_loss``, ``val_avg_acc``, ``gamma``, ``lr``, ``grad_rms``, ``effective_n`` (``1 / sum w^2``),
     ``n_hessians``, ``time_s`` (seconds since fit started) and, if ``groups`` were given,
     ``group_weight`` (weight mass per held-out group, diagnostic only)); ``weight_trajectory_``
     ``(s, n)`` weights at steps ``trajectory_steps_`` (at most about 21 snapshots).
     """
+
+    parameter_constraints = {
+        "l2": POSITIVE, "hessian": Choice(HESSIANS), "n_steps": NON_NEGATIVE, "step_size": NON_NEGATIVE,
+        "tau": POSITIVE, "clip": POSITIVE, "step_decay": Interval(0, 1, lo_open=True), "decay_every": Interval(1),
+        "tol": POSITIVE, "hessian_form": Choice(FORMS),
+    }
+    nullable = ("clip",)
 
     def __init__(self, l2: float = 0.1, hessian: str = "exact", n_steps: int = 100, step_size: float = 1.0,
                  tau: float = 1.0, clip: float = 1.0, step_decay: float = 0.1, decay_every: int = 30,
@@ -90,16 +102,10 @@ class GSR(LinearHead):
         self.random_state = random_state
 
     def _check_params(self) -> None:
-        if self.hessian not in HESSIANS:
-            raise GroupRobustError(f"GSR: unknown hessian {self.hessian!r}; use 'exact' (GSR) or 'free' (GSR-HF)")
-        checks = {"l2": self.l2 > 0, "tau": self.tau > 0, "step_size": self.step_size >= 0,
-                  "n_steps": int(self.n_steps) == self.n_steps and self.n_steps >= 0,
-                  "clip": self.clip is None or self.clip > 0, "step_decay": 0 < self.step_decay <= 1,
-                  "decay_every": int(self.decay_every) >= 1, "tol": self.tol > 0}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise GroupRobustError(f"GSR: invalid {', '.join(bad)} (l2, tau, tol > 0; step_size >= 0; n_steps >= 0; "
-                                   "clip > 0 or None; 0 < step_decay <= 1; decay_every >= 1); fix the parameters")
+        super()._check_params()
+        if int(self.n_steps) != self.n_steps or int(self.decay_every) != self.decay_every:
+            raise GroupRobustError(f"GSR: n_steps and decay_every must be whole numbers, got {self.n_steps} and "
+                                   f"{self.decay_every}", subject="hparam:n_steps")
 
     def _split(self, X, y, g, name: str, scaler: Standardizer, d: int) -> _Split:
         X = check_features(X, f"X_{name}", n_features=d)
@@ -136,24 +142,27 @@ class GSR(LinearHead):
         every = max(1, int(self.n_steps) // 20)
         phi, factor = None, None
         history, snapshots, snapshot_steps = [], [], []
-        best_key, best = None, None
+        best_key: tuple[float, float] | None = None
+        best = None
         for t in range(int(self.n_steps) + 1):
             phi, factor, P, n_h = problem.fit(w, phi, factor, tol=float(self.tol), form=self.hessian_form)
             P_tar, tar_loss, tar_acc = target.evaluate(problem, phi)
             entry: dict[str, Any] = {"step": t, "target_worst_group_acc": float(tar_acc.min()),
                                      "target_worst_group_loss": float(tar_loss.max()),
-                                     "val_worst_group_acc": None, "val_worst_group_loss": None,
+                                     "val_worst_group_acc": None, "val_worst_group_loss": None, "val_avg_acc": None,
                                      "effective_n": float(1.0 / np.sum(w ** 2)), "n_hessians": n_h}
             if val is not None:
                 _, val_loss, val_acc = val.evaluate(problem, phi)
                 entry["val_worst_group_acc"] = float(val_acc.min())
                 entry["val_worst_group_loss"] = float(val_loss.max())
-                key = (entry["val_worst_group_acc"], -entry["val_worst_group_loss"])
+                entry["val_avg_acc"] = val.last_avg_acc
+                # the project's one selection rule: worst-group accuracy, ties to average accuracy, then earliest
+                key = selection_key(entry["val_worst_group_acc"], entry["val_avg_acc"])
             else:
-                key = (t,)
+                key = (float(t), 0.0)  # no validation data: the last step
             if held_groups is not None:
                 entry["group_weight"] = {str(gid): float(w[held_groups == gid].sum()) for gid in np.unique(held_groups)}
-            if best_key is None or key > best_key:
+            if select_best_index([best_key, key]) == 1:
                 best_key, best = key, (t, w.copy(), phi.copy())
             if t % every == 0 or t == self.n_steps:
                 snapshots.append(w.copy())

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
 
 from grouprobust.data.dataset import GroupDataset
-from grouprobust.hparams import Param
 from grouprobust.losses import LossFn
+from grouprobust.params import Interval, Param
 
 if TYPE_CHECKING:
-    from grouprobust.train import Trainer
+    from grouprobust.training import Trainer
 
 #: Label regimes, from least to most group labels given: which splits carry group labels.
 REGIMES = ("none", "val", "full")
@@ -52,14 +52,17 @@ class Method:
     """Base class: ERM's sampler (shuffled minibatches) and objective (mean per-example loss).
 
     Subclasses set ``name``, ``needs`` (the group labels they read: ``none``, ``val`` or ``full``),
-    ``summary`` and ``params`` (their hyper-parameters), and override only what differs:
+    ``summary`` and ``params`` (their hyper-parameters, each with its constraint: values arrive
+    checked and typed in ``hparams``), and override only what differs:
     `batches` (the sampler), `loss` (the objective), `setup` (work before training, e.g. JTT's
     first stage) and `epoch_log` (state written to ``history.jsonl``).
     """
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = "loop"
     needs: ClassVar[str] = "none"
     summary: ClassVar[str] = ""
+    same_as: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
@@ -67,7 +70,7 @@ class Method:
         self.data = data
         self.loss_fn = loss_fn
         self.generator = generator
-        self.batch_size = int(hparams["batch_size"])
+        self.batch_size: int = hparams["batch_size"]
 
     def setup(self, trainer: "Trainer") -> None:
         """Called once before the main training (after the data is on the device)."""
@@ -95,3 +98,51 @@ def to_list(values: torch.Tensor | np.ndarray) -> list:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     return [float(v) for v in np.asarray(values).ravel()]
+
+
+class Stage2Data:
+    """What a two-stage method's estimator is fitted on: frozen stage-1 features of the held-out
+    training samples (labels only), the two validation halves (group-labelled) and the test split.
+
+    The held-out samples' true groups are kept apart in ``heldout_groups`` for reporting (weight
+    mass per group, the largest/smallest-weighted samples); they are never passed to an estimator.
+    """
+
+    def __init__(self, heldout: GroupDataset, target: GroupDataset, validation: GroupDataset, test: GroupDataset):
+        self.heldout_groups = heldout.g
+        self.heldout = heldout.without_groups()
+        self.target, self.validation, self.test = target, validation, test
+
+
+class TwoStageMethod:
+    """Base class of two-stage methods: ERM stage 1 (an ordinary run), then `fit_stage2` on its features.
+
+    Subclasses set ``name``, ``needs``, ``summary``, ``params`` (stage-2 parameters; the stage-1
+    training parameters and the protocol's are added by `grouprobust.config`) and implement
+    `fit_stage2`. ``select`` is the rule the estimator selects by, on the validation half; a run
+    asking for another is refused when its config is resolved. The protocol (held-out split,
+    validation halves, what is reported) is `grouprobust.two_stage`.
+    """
+
+    #: Parameters of the protocol itself, taken by every two-stage method.
+    protocol_params: ClassVar[dict[str, Param]] = {
+        "holdout_frac": Param(0.1, None, "fraction of train held out of stage 1 (the samples GSR reweights)",
+                              Interval(0, 1, lo_open=True, hi_open=True)),
+        "split_seed": Param(1, None, "seed of the held-out split (the GSR paper fixes numpy seed 1)", Interval(0)),
+        "stage1": Param("", None, "stage-1 run directory to reuse; empty: train stage 1 in this run"),
+        "standardize": Param(True, None, "standardise features with the stage-2 training set's mean and std"),
+    }
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "two-stage"
+    needs: ClassVar[str] = "val"
+    summary: ClassVar[str] = ""
+    same_as: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+    select: ClassVar[str] = "val_worst_group_acc"
+
+    @classmethod
+    def fit_stage2(cls, hp: dict[str, Any], data: Stage2Data, seed: int,
+                   log: Callable[[dict[str, Any]], None]) -> tuple[Any, dict[str, Any]]:
+        """Fit the estimator; returns ``(fitted estimator, info)`` where ``info["selected"]`` says what
+        the estimator selected (e.g. ``{"epoch": step}`` or ``{"C": C}``) and the rest is reported."""
+        raise NotImplementedError

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.hparams import Param
 from grouprobust.losses import LossFn
 from grouprobust.methods.base import Batch, Method, TrainData, to_list
 from grouprobust.methods.registry import register_method
 from grouprobust.methods.reweighting import WeightedSampling
 from grouprobust.methods.sampling import balanced_probabilities
+from grouprobust.params import NON_NEGATIVE, Interval, Param
 
 
 @register_method
@@ -34,28 +34,26 @@ class GroupDRO(WeightedSampling):
 
     name = "groupdro"
     needs = "full"
+    same_as = "SubpopBench GroupDRO, group_DRO (Sagawa et al.)"
     summary = "online GroupDRO: group weights q_g <- q_g exp(eta loss_g), objective sum_g q_g loss_g, strong L2"
     params = {
-        "eta": Param(0.1, ("log_uniform", 1e-3, 1.0), "step size of the exponentiated-gradient update of q"),
-        "gen_adj": Param(0.0, ("uniform", 0.0, 4.0), "generalization adjustment C: adds C/sqrt(n_g) to group g's loss"),
+        "eta": Param(0.1, ("log_uniform", 1e-3, 1.0), "step size of the exponentiated-gradient update of q",
+                     NON_NEGATIVE),
+        "gen_adj": Param(0.0, ("uniform", 0.0, 4.0), "generalization adjustment C: adds C/sqrt(n_g) to group g's loss",
+                         NON_NEGATIVE),
         "q_init": Param("uniform", ("choice", ["uniform", "empirical"]),
                         "initial q: uniform over non-empty groups, or the training group frequencies"),
         "sampler": Param("balanced", ("choice", ["balanced", "shuffle"]),
                          "group-balanced draws with replacement, or ERM's shuffled batches"),
         "weight_decay": Param(1e-2, ("log_uniform", 1e-4, 1.0),
-                              "L2 penalty through the optimizer (GroupDRO relies on strong L2)"),
+                              "L2 penalty through the optimizer (GroupDRO relies on strong L2)", NON_NEGATIVE),
     }
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)
         if data.g is None:
-            raise GroupRobustError("groupdro needs training group labels; use --regime full")
-        for key, allowed in (("q_init", ("uniform", "empirical")), ("sampler", ("balanced", "shuffle"))):
-            if hparams[key] not in allowed:
-                raise GroupRobustError(f"unknown {key} {hparams[key]!r}; use {' or '.join(allowed)} (--set {key}=...)")
-        self.eta = float(hparams["eta"])
-        if self.eta < 0:
-            raise GroupRobustError(f"groupdro: eta must be >= 0, got {self.eta}; use e.g. --set eta=0.1")
+            raise GroupRobustError("groupdro needs training group labels; use the label regime 'full'", subject="regime")
+        self.eta: float = hparams["eta"]
         counts = data.dataset.group_counts().astype(np.float64)
         present = counts > 0
         freq = counts / counts.sum()
@@ -67,7 +65,7 @@ class GroupDRO(WeightedSampling):
         with np.errstate(divide="ignore"):
             log_q = np.where(present, np.log(init), -np.inf)
         inv_sampled = np.where(present, 1.0 / np.maximum(sampled, 1e-300), 0.0)
-        adj = np.where(present, float(hparams["gen_adj"]) / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+        adj = np.where(present, hparams["gen_adj"] / np.sqrt(np.maximum(counts, 1.0)), 0.0)
         as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=data.device)  # noqa: E731
         #: log of the group weights q (``-inf`` for groups with no training example).
         self.log_q = as_tensor(log_q)
@@ -146,19 +144,15 @@ def chi2_weights(losses: torch.Tensor, rho: float) -> torch.Tensor:
 class _ExampleDRO(Method):
     """Shared objective: the batch's per-example losses reweighted by a worst-case distribution.
 
-    Subclasses set ``level`` = (parameter name, validity test, text of the valid range) and
-    `worst_case`, which reads the checked value from ``self.level_value``.
+    Subclasses set ``level`` (the name of the parameter that sets the ball's size, whose checked
+    value is ``self.level_value``) and `worst_case`.
     """
 
-    level: ClassVar[tuple[str, Callable[[float], bool], str]]
+    level: ClassVar[str]
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)
-        key, valid, text = self.level
-        self.level_value = float(hparams[key])
-        if not valid(self.level_value):
-            raise GroupRobustError(f"{self.name}: {key} must {text}, got {self.level_value}; "
-                                   f"use e.g. --set {key}={self.params[key].default}")
+        self.level_value: float = hparams[self.level]
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -176,9 +170,11 @@ class CVaRDRO(_ExampleDRO):
 
     name = "cvar-dro"
     needs = "none"
+    same_as = "SubpopBench CVaRDRO"
     summary = "CVaR DRO: minimise the mean of the worst alpha fraction of per-example losses in each batch"
-    params = {"alpha": Param(0.2, ("log_uniform", 0.01, 1.0), "CVaR level: fraction of worst examples averaged")}
-    level = ("alpha", lambda a: 0 < a <= 1, "lie in (0, 1]")
+    params = {"alpha": Param(0.2, ("log_uniform", 0.01, 1.0), "CVaR level: fraction of worst examples averaged",
+                             Interval(0, 1, lo_open=True))}
+    level = "alpha"
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
         return cvar_weights(losses, self.level_value)
@@ -191,8 +187,8 @@ class Chi2DRO(_ExampleDRO):
     name = "chi2-dro"
     needs = "none"
     summary = "chi-square DRO: worst-case mean loss over distributions within chi-square radius rho of each batch"
-    params = {"rho": Param(1.0, ("log_uniform", 0.01, 10.0), "chi-square ball radius rho")}
-    level = ("rho", lambda r: r >= 0, "be >= 0")
+    params = {"rho": Param(1.0, ("log_uniform", 0.01, 10.0), "chi-square ball radius rho", NON_NEGATIVE)}
+    level = "rho"
 
     def worst_case(self, losses: torch.Tensor) -> torch.Tensor:
         return chi2_weights(losses, self.level_value)

@@ -9,3 +9,4 @@ class ERM(Method):
     name = "erm"
     needs = "none"
     summary = "empirical risk minimisation: mean loss over shuffled minibatches"
+    same_as = "SubpopBench ERM"

@@ -44,21 +44,21 @@ group labels are read (for model selection, by the loop).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.hparams import Param
 from grouprobust.methods.base import Batch, Method, to_list
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import register_method
 from grouprobust.methods.sampling import batches_per_epoch, per_sample_probabilities, weighted_batches
+from grouprobust.models import predict_logits
+from grouprobust.params import TRAIN_PARAMS, Interval, Param
 
 if TYPE_CHECKING:
-    from grouprobust.train import Trainer
+    from grouprobust.training import Trainer
 
 
 # -- the distributions and the beta bounds (pure functions on a (classes x attributes) count table) --
@@ -106,7 +106,7 @@ def beta_range(counts: np.ndarray, c: float) -> tuple[float, float]:
 def check_c(c: float) -> None:
     """Raise unless ``0 < c <= 1``."""
     if not 0.0 < c <= 1.0:
-        raise GroupRobustError(f"gerne: c must lie in (0, 1], got {c}; use e.g. --set c=0.5")
+        raise GroupRobustError(f"gerne: c must lie in (0, 1], got {c}; use e.g. c=0.5", subject="hparam:c")
 
 
 def check_beta(beta: float, counts: np.ndarray, c: float) -> tuple[float, float]:
@@ -115,7 +115,8 @@ def check_beta(beta: float, counts: np.ndarray, c: float) -> tuple[float, float]
     if not lo <= beta <= hi + 1e-9:
         raise GroupRobustError(
             f"gerne: beta={beta} is outside the admissible range [{lo:g}, {hi:.4g}] for c={c} on these training "
-            f"groups (beyond it some group's effective weight is negative); pick --set beta in that range")
+            f"groups (beyond it some group's effective weight is negative); pick beta in that range",
+            subject="hparam:beta")
     return lo, hi
 
 
@@ -137,9 +138,13 @@ def count_table(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: int) -> n
 
 GERNE_PARAMS: dict[str, Param] = {
     # With c <= 0.5 and beta <= 1, k = c (beta + 1) <= 1 <= alpha / (alpha - 1/A): every draw is admissible.
-    "c": Param(0.5, ("choice", [0.25, 0.5]), "less-biased batch strength: p_lb(a|y) = alpha + c (1/A - alpha), 0 < c <= 1"),
+    "c": Param(0.5, ("choice", [0.25, 0.5]), "less-biased batch strength: p_lb(a|y) = alpha + c (1/A - alpha), 0 < c <= 1",
+               Interval(0, 1, lo_open=True)),
+    # The range [-1, beta_max] depends on the training groups: it is checked (and logged) when training starts.
     "beta": Param(1.0, ("uniform", -0.5, 1.0), "extrapolation factor in L_lb + beta (L_lb - L_b); range [-1, beta_max] "
                                                "is computed from the training groups and logged"),
+    "batch_size": Param(TRAIN_PARAMS["batch_size"].default, TRAIN_PARAMS["batch_size"].search,
+                        "examples per step, split into a less-biased and a biased half", Interval(2, None)),
 }
 
 
@@ -148,11 +153,8 @@ class _GERNEBase(Method):
 
     def __init__(self, hparams, data, loss_fn, generator):
         super().__init__(hparams, data, loss_fn, generator)
-        self.c = float(hparams["c"])
-        self.beta = float(hparams["beta"])
-        check_c(self.c)
-        if self.batch_size < 2:
-            raise GroupRobustError("gerne: batch_size must be >= 2 (it is split into a biased and a less-biased half)")
+        self.c: float = hparams["c"]
+        self.beta: float = hparams["beta"]
         self.half = self.batch_size // 2
         self._sums = torch.zeros(2, dtype=torch.float64)
         self._steps = 0
@@ -213,7 +215,8 @@ class GERNE(_GERNEBase):
     def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
         dataset = self.data.dataset
         if dataset.a is None:
-            raise GroupRobustError("gerne needs training attributes; use --regime full, or gerne-pseudo without them")
+            raise GroupRobustError("gerne needs training attributes; use the label regime 'full', or gerne-pseudo "
+                                   "without them", subject="regime")
         if not np.array_equal(dataset.g, dataset.y * dataset.n_attrs + dataset.a):
             raise GroupRobustError("gerne needs groups of the form y * n_attrs + a; this dataset defines its own "
                                    "groups, so use gerne-pseudo")
@@ -243,32 +246,6 @@ def pseudo_attribute_quality(pseudo: np.ndarray, conflicting: np.ndarray) -> dic
             "n_pseudo_conflicting": int(flagged.sum()), "n_true_conflicting": int(truth.sum())}
 
 
-def load_reference_model(run_dir: str, trainer: "Trainer") -> torch.nn.Module:
-    """The ``model.pt`` of a finished run on the same dataset, data options and seed, on the trainer's device."""
-    from grouprobust.config import RunConfig
-    from grouprobust.models import build_model
-    from grouprobust.rundir import read_json
-
-    path = Path(run_dir)
-    if not (path / "model.pt").is_file():
-        raise GroupRobustError(f"gerne-pseudo: {path / 'model.pt'} not found; give erm_run a finished run directory "
-                               "trained with model saving, or leave erm_run empty to train the ERM model here")
-    other = RunConfig.from_dict(read_json(path / "config.json"))
-    mine = trainer.config
-    if (other.dataset, other.data, other.seed) != (mine.dataset, mine.data, mine.seed):
-        raise GroupRobustError(
-            f"gerne-pseudo: {path} was trained on {other.dataset} {other.data} seed {other.seed}, not on this run's "
-            f"{mine.dataset} {mine.data} seed {mine.seed}; its pseudo-attributes would not describe this training set")
-    model = build_model(other.hparams["model"], trainer.train_set.input_shape, trainer.train_set.n_classes,
-                        int(other.hparams["hidden"])).to(trainer.device)
-    try:
-        model.load_state_dict(torch.load(path / "model.pt", map_location=trainer.device, weights_only=True))
-    except (RuntimeError, OSError) as err:
-        raise GroupRobustError(f"gerne-pseudo: cannot load {path / 'model.pt'} ({str(err).splitlines()[0]}); "
-                               "is the file damaged?") from None
-    return model
-
-
 @register_method
 class GERNEPseudo(_GERNEBase):
     name = "gerne-pseudo"
@@ -278,27 +255,26 @@ class GERNEPseudo(_GERNEBase):
     params = {
         **GERNE_PARAMS,
         "threshold": Param(0.9, ("choice", [0.5, 0.8, 0.9, 0.95, 0.99]),
-                           "pseudo bias-aligned if the ERM model's softmax confidence on the true label exceeds this"),
-        "erm_epochs": Param(0, None, "epochs of the first-stage ERM model (0: the run's epochs)"),
+                           "pseudo bias-aligned if the ERM model's softmax confidence on the true label exceeds this",
+                           Interval(0, 1)),
+        "erm_epochs": Param(0, None, "epochs of the first-stage ERM model (0: the run's epochs)", Interval(0, None)),
         "erm_run": Param("", None, "run directory whose model.pt gives the ERM model (same dataset, data and seed); "
                                    "empty: train it in this run"),
     }
 
     def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
-        from grouprobust.train import predict_logits
-
         if self.hparams["erm_run"]:
-            reference = load_reference_model(str(self.hparams["erm_run"]), trainer)
+            reference = trainer.load_reference_model(self.hparams["erm_run"], "erm_run")
         else:
             reference = trainer.new_model()
             erm = trainer.new_method(ERM, self.data)
-            epochs = int(self.hparams["erm_epochs"]) or int(self.hparams["epochs"])
+            epochs = self.hparams["erm_epochs"] or self.hparams["epochs"]
             trainer.run_epochs(erm, reference, epochs, stage="gerne-pseudo ERM stage")
         logits = predict_logits(reference, self.data.dataset.x, trainer.device)
         y = torch.as_tensor(self.data.dataset.y)
         confidence = logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1).numpy()
-        pseudo = pseudo_attributes(confidence, float(self.hparams["threshold"]))
-        self.pseudo_info: dict[str, Any] = {"threshold": float(self.hparams["threshold"]),
+        pseudo = pseudo_attributes(confidence, self.hparams["threshold"])
+        self.pseudo_info: dict[str, Any] = {"threshold": self.hparams["threshold"],
                                             "n_pseudo_conflicting": int(pseudo.sum())}
         full = trainer.full_train  # for reporting only: the draws above and below never read it
         if full.a is not None:

@@ -8,14 +8,14 @@ import numpy as np
 import torch
 
 from grouprobust.data.dataset import GroupDataset
-from grouprobust.errors import GroupRobustError
-from grouprobust.hparams import Param
 from grouprobust.methods.base import Method
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import register_method
+from grouprobust.models import predict_logits
+from grouprobust.params import AT_LEAST_ONE, Param
 
 if TYPE_CHECKING:
-    from grouprobust.train import Trainer
+    from grouprobust.training import Trainer
 
 
 @register_method
@@ -28,19 +28,19 @@ class JTT(Method):
 
     name = "jtt"
     needs = "val"
+    same_as = "SubpopBench JTT (lambda_up counts total copies: official --up_weight U = lambda_up - 1)"
     summary = "just train twice: ERM for stage1_epochs, then retrain from scratch with its errors upsampled lambda_up x"
     params = {
-        "stage1_epochs": Param(2, ("int", 1, 10), "epochs of the stage-1 ERM model that finds the error set"),
-        "lambda_up": Param(20, ("int", 2, 100), "how many times each stage-1 error appears per stage-2 epoch"),
+        "stage1_epochs": Param(2, ("int", 1, 10), "epochs of the stage-1 ERM model that finds the error set",
+                               AT_LEAST_ONE),
+        "lambda_up": Param(20, ("int", 2, 100), "how many times each stage-1 error appears per stage-2 epoch "
+                           "(total copies, as in the paper; the official code's --up_weight U is lambda_up = U + 1)",
+                           AT_LEAST_ONE),
     }
 
     def setup(self, trainer: "Trainer") -> None:
         """Train the stage-1 ERM model through the shared loop and build the upsampled index list."""
-        from grouprobust.train import predict_logits
-
-        epochs, lambda_up = int(self.hparams["stage1_epochs"]), int(self.hparams["lambda_up"])
-        if epochs < 1 or lambda_up < 1:
-            raise GroupRobustError(f"jtt: stage1_epochs and lambda_up must be >= 1, got {epochs} and {lambda_up}")
+        epochs, lambda_up = self.hparams["stage1_epochs"], self.hparams["lambda_up"]
         stage1 = trainer.new_method(ERM, self.data, dict(self.hparams, epochs=epochs))
         model = trainer.new_model()
         trainer.run_epochs(stage1, model, epochs, stage="jtt stage 1")

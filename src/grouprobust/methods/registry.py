@@ -1,73 +1,67 @@
-"""The method registry: names → method classes (end-to-end methods in the one training loop)."""
+"""The one method registry: names -> method classes, loop methods and two-stage methods alike.
+
+A method is registered by decorating its class with `register_method`; every module of the
+``grouprobust.methods`` package is imported when the registry is first read, so adding a method
+is writing one module in this package and nothing else.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 
 from grouprobust.errors import GroupRobustError
 
 _METHODS: dict[str, type] = {}
-_EXTRA_ENTRIES: dict[str, dict] = {}
-
-# Modules whose import registers methods; new method modules are added here.
-_METHOD_MODULES = ["grouprobust.methods.erm", "grouprobust.methods.reweighting", "grouprobust.methods.dro",
-                   "grouprobust.methods.jtt", "grouprobust.methods.gerne"]
-# Modules whose import registers pipelines (methods that are not one run of the loop, e.g. last-layer retraining).
-_PIPELINE_MODULES = ["grouprobust.lastlayer.pipelines"]
-_PIPELINES: dict[str, type] = {}
+_loaded = False
 
 
 def register_method(cls: type) -> type:
-    """Class decorator registering a `Method` subclass under ``cls.name``."""
+    """Class decorator registering a method class under ``cls.name``: a `Method` (one run of the
+    training loop) or a `TwoStageMethod` (a trained stage-1 run, then a last-layer estimator)."""
+    if not getattr(cls, "name", ""):
+        raise TypeError(f"{cls.__name__} needs a class attribute `name` to be registered")
+    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
+        raise TypeError(f"two method classes are called {cls.name!r}: {_METHODS[cls.name].__qualname__} "
+                        f"and {cls.__qualname__}")
     _METHODS[cls.name] = cls
     return cls
 
 
-def register_entry(name: str, needs: str, summary: str) -> None:
-    """Register a non-loop method (e.g. a last-layer pipeline run by `train`) for listings."""
-    _EXTRA_ENTRIES[name] = {"name": name, "needs": needs, "summary": summary}
-
-
-def register_pipeline(cls: type) -> type:
-    """Class decorator registering a pipeline under ``cls.name`` (and listing it like `register_entry`).
-
-    A pipeline class declares ``name``, ``needs``, ``summary`` and ``params`` like a `Method`, and a
-    classmethod ``run(config, out, device, on_epoch) -> result`` that `grouprobust.train.run` calls.
-    """
-    _PIPELINES[cls.name] = cls
-    register_entry(cls.name, cls.needs, cls.summary)
-    return cls
-
-
-def get_pipeline(name: str) -> type | None:
-    """The pipeline class called ``name``, or None when ``name`` is not a pipeline."""
-    _ensure_loaded()
-    return _PIPELINES.get(name)
-
-
 def _ensure_loaded() -> None:
-    import importlib
+    global _loaded
+    if _loaded:
+        return
+    package = importlib.import_module("grouprobust.methods")
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"grouprobust.methods.{info.name}")
+    _loaded = True
 
-    for module in _METHOD_MODULES + _PIPELINE_MODULES:
-        importlib.import_module(module)
+
+def method_names() -> list[str]:
+    """Every registered method name, sorted."""
+    _ensure_loaded()
+    return sorted(_METHODS)
 
 
 def get_method(name: str) -> type:
     """The method class called ``name``; a one-line error lists the known ones."""
     _ensure_loaded()
     if name not in _METHODS:
-        known = sorted(set(_METHODS) | set(_EXTRA_ENTRIES))
+        known = sorted(_METHODS)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise GroupRobustError(f"unknown method {name!r}{hint}; choose one of: {', '.join(known)} (see `grouprobust methods`)")
+        raise GroupRobustError(f"unknown method {name!r}{hint}; choose one of: {', '.join(known)}", subject="method")
     return _METHODS[name]
 
 
 def list_methods() -> list[dict]:
-    """Every method as ``{"name", "needs", "summary"}``, sorted by name."""
+    """Every method as ``{"name", "needs", "kind", "summary", "same_as"}``, sorted by name.
+
+    ``kind`` is ``loop`` (one run of the training loop) or ``two-stage``; ``same_as`` names the
+    methods of other libraries this one is (e.g. SubpopBench's ``ReWeight``), empty if none.
+    """
     _ensure_loaded()
-    rows = {n: {"name": n, "needs": c.needs, "summary": c.summary} for n, c in _METHODS.items()}
-    rows.update(_EXTRA_ENTRIES)
-    return [rows[k] for k in sorted(rows)]
-
-
+    return [{"name": n, "needs": c.needs, "kind": c.kind, "summary": c.summary,
+             "same_as": getattr(c, "same_as", "")} for n, c in sorted(_METHODS.items())]

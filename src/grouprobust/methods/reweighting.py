@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.hparams import Param
 from grouprobust.losses import LossFn
 from grouprobust.methods.base import Batch, Method, TrainData
 from grouprobust.methods.registry import register_method
 from grouprobust.methods.sampling import balanced_probabilities, batches_per_epoch
+from grouprobust.params import Param
 
 BALANCE = ("group", "class")
 _BALANCE_PARAM = Param("group", ("choice", list(BALANCE)), "give equal mass to every group, or to every class")
@@ -33,12 +33,11 @@ def inverse_frequency_weights(labels: np.ndarray, n_labels: int) -> np.ndarray:
 
 def balance_labels(data: TrainData, balance: str) -> tuple[np.ndarray, int]:
     """The labels to balance (``group`` ids or ``class`` labels) of the training split, and their number."""
-    if balance not in BALANCE:
-        raise GroupRobustError(f"unknown balance {balance!r}; use group or class (--set balance=...)")
     if balance == "class":
         return data.dataset.y, data.n_classes
     if data.dataset.g is None:
-        raise GroupRobustError("balance=group needs training group labels; use --regime full or --set balance=class")
+        raise GroupRobustError("balance=group needs training group labels; use the label regime 'full' or "
+                               "balance=class", subject="hparam:balance")
     return data.dataset.g, data.n_groups
 
 
@@ -49,6 +48,7 @@ class ImportanceWeighting(Method):
     name = "iw"
     needs = "full"
     summary = "importance weighting: per-example loss x inverse group frequency (balance=class: inverse class frequency)"
+    same_as = "SubpopBench ReWeight"
     params = {"balance": _BALANCE_PARAM}
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
@@ -89,6 +89,7 @@ class Resample(WeightedSampling):
     name = "resample"
     needs = "full"
     summary = "group-balanced resampling (balance=class: class-balanced); GERNE's resampling baseline"
+    same_as = "SubpopBench ReSample"
     params = {"balance": _BALANCE_PARAM}
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):

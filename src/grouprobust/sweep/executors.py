@@ -14,7 +14,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
+from grouprobust.config import RunConfig
 from grouprobust.errors import DivergedError, GroupRobustError
+from grouprobust.rundir import RunDirectory
+from grouprobust.runs import run
 from grouprobust.sweep.trials import Trial
 
 Outcome = dict[str, Any]
@@ -27,15 +32,9 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> 
     ``status`` is ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
     combination only found while training, a bug) is written as a failed run directory with its
     reason instead of stopping the sweep. ``time_s`` is wall-clock and ``cpu_s`` this process's CPU
-    time, in seconds. ``threads`` sets torch's intra-op thread count. Every
-    trial runs through `grouprobust.train.run` (which dispatches last-layer pipelines itself); a
-    method that ever needs another entry point is dispatched here, and nowhere else.
+    time, in seconds. ``threads`` sets torch's intra-op thread count. Every trial, loop or
+    two-stage, runs through `grouprobust.runs.run`.
     """
-    import torch
-
-    from grouprobust.config import RunConfig
-    from grouprobust.rundir import RunDirectory
-    from grouprobust.train import run
 
     if threads is not None:
         torch.set_num_threads(threads)

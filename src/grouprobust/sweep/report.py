@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.rundir import read_json, run_status
-from grouprobust.selection import get_rule
+from grouprobust.output import format_mean_std, read_json, write_atomic
+from grouprobust.rundir import run_status
+from grouprobust.selection import get_rule, select_best_index, selection_key
 from grouprobust.sweep.store import MANIFEST, runs_dir
 
 SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_class_acc", "balanced_acc")
@@ -135,10 +136,13 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
         sel = get_rule(rule or select)
         metric = f"{sel.split}_{sel.metric}"
         if group[metric].isna().all():
-            raise GroupRobustError(f"runs of {method} on {dataset} have no {metric}; choose another rule with --select")
+            raise GroupRobustError(f"runs of {method} on {dataset} have no {metric}; choose another selection rule",
+                                   subject="select")
         tie = f"{sel.split}_avg_acc"
         points = group.groupby("point").agg(score=(metric, "mean"), tie=(tie, "mean"), n=("seed", "size"))
-        best = points.sort_values(["score", "tie"], ascending=False, kind="stable").index[0]
+        # the project's one selection rule (grouprobust.selection), on the means over seeds
+        keys = [selection_key(sc, t, sel.higher_is_better) for sc, t in zip(points["score"], points["tie"])]
+        best = points.index[select_best_index(keys)]
         runs_best = group[group["point"] == best].sort_values("seed")
         varying = _varying_hparams(group["hparams"])
         chosen = json.loads(runs_best["hparams"].iloc[0])
@@ -167,8 +171,8 @@ def display_table(summary: pd.DataFrame, pm: str = " ± ") -> pd.DataFrame:
     """The summary with test accuracies as ``mean ± std`` strings in percent (std "—" for one seed)."""
     out = summary[["dataset", "method", "rule", "n_seeds", "hparams"]].copy()
     for name, label in REPORTED:
-        mean, std = 100 * summary[f"test_{name}_mean"], 100 * summary[f"test_{name}_std"]
-        out[f"{label} %"] = [f"{m:.1f}{pm}{'—' if np.isnan(s) else f'{s:.1f}'}" for m, s in zip(mean, std)]
+        out[f"{label} %"] = [format_mean_std(m, s, 1, 100, pm)
+                             for m, s in zip(summary[f"test_{name}_mean"], summary[f"test_{name}_std"])]
     return out
 
 
@@ -190,14 +194,14 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     report = select_and_aggregate(collect_runs(directory), rule)
     out = Path(out) if out is not None else directory / "report"
     out.mkdir(parents=True, exist_ok=True)
-    report.summary.to_csv(out / "summary.csv", index=False)
-    report.per_group.to_csv(out / "per_group.csv", index=False)
-    report.failures.to_csv(out / "failures.csv", index=False)
+    write_atomic(out / "summary.csv", report.summary.to_csv(index=False))
+    write_atomic(out / "per_group.csv", report.per_group.to_csv(index=False))
+    write_atomic(out / "failures.csv", report.failures.to_csv(index=False))
     table = display_table(report.summary) if len(report.summary) else report.summary
     latex = display_table(report.summary, r" $\pm$ ") if len(report.summary) else report.summary
     text_cols = [c for c in ("dataset", "method", "rule", "hparams") if c in latex]
     styler = latex.style.hide(axis="index").format(escape="latex", subset=text_cols).format_index(escape="latex", axis=1)
-    (out / "summary.tex").write_text(styler.to_latex(hrules=True))
+    write_atomic(out / "summary.tex", styler.to_latex(hrules=True))
     figures = {}
     if plots and len(report.summary):
         from grouprobust.sweep.plots import write_plots
@@ -217,5 +221,5 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     if len(report.failures):
         lines += ["## Failed runs", "", report.failures[["run_id", "dataset", "method", "seed", "reason"]]
                   .to_markdown(index=False), ""]
-    (out / "report.md").write_text("\n".join(lines))
+    write_atomic(out / "report.md", "\n".join(lines))
     return report, out

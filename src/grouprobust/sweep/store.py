@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.rundir import run_status, write_json_atomic
+from grouprobust.output import write_json_atomic
+from grouprobust.rundir import run_status
 from grouprobust.sweep.trials import Trial
 
 RUNS = "runs"

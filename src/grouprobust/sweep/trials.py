@@ -6,8 +6,12 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from grouprobust.config import RunConfig, resolve_config
+from grouprobust.config import RunConfig, param_space, resolve_config, sample_hparams
+from grouprobust.data.registry import get_dataset_entry, resolve_dataset_options
 from grouprobust.errors import GroupRobustError
+from grouprobust.methods.base import REGIMES
+from grouprobust.methods.registry import get_method
+from grouprobust.selection import get_rule
 from grouprobust.sweep.spec import MethodSpec, SweepSpec
 
 
@@ -24,23 +28,9 @@ class Trial:
         return self.config.run_id
 
 
-def method_class(name: str) -> type:
-    """The class behind method ``name``: a last-layer pipeline if one is registered, else a loop method.
-
-    Both declare ``params``; the random search and the up-front checks read them from here.
-    """
-    from grouprobust.methods import registry
-
-    get_pipeline = getattr(registry, "get_pipeline", None)  # pipelines come with the last-layer methods
-    return (get_pipeline(name) if get_pipeline else None) or registry.get_method(name)
-
-
 def _random_names(spec: SweepSpec, method: MethodSpec, dataset: str, fixed: dict[str, Any]) -> list[str]:
-    from grouprobust.data.registry import get_dataset_entry
-    from grouprobust.hparams import param_space
-
     loss = fixed.get("loss", get_dataset_entry(dataset).train_defaults.get("loss", "ce"))
-    space = param_space(method_class(method.name), str(loss))
+    space = param_space(get_method(method.name), str(loss))
     if method.random_params is None:
         return [k for k, p in space.items() if p.search is not None and k not in fixed and k not in method.grid]
     unknown = [k for k in method.random_params if k not in space]
@@ -56,10 +46,6 @@ def _random_names(spec: SweepSpec, method: MethodSpec, dataset: str, fixed: dict
 
 def _check_names(spec: SweepSpec) -> None:
     """Datasets, their options, methods, regime and rule, each checked under its own key."""
-    from grouprobust.data.registry import resolve_dataset_options
-    from grouprobust.methods.base import REGIMES
-    from grouprobust.selection import get_rule
-
     def check(key: str, fn, *args) -> None:
         try:
             fn(*args)
@@ -69,7 +55,7 @@ def _check_names(spec: SweepSpec) -> None:
     for name, options in spec.datasets.items():
         check(f"datasets.{name}", resolve_dataset_options, name, options)
     for method in spec.methods:
-        check(f"methods.{method.name}", method_class, method.name)
+        check(f"methods.{method.name}", get_method, method.name)
     if spec.regime not in REGIMES:
         raise GroupRobustError(f"{spec.where('regime')}: unknown label regime {spec.regime!r}; use one of: {', '.join(REGIMES)}")
     if spec.select is not None:
@@ -79,11 +65,9 @@ def _check_names(spec: SweepSpec) -> None:
 def hparam_points(spec: SweepSpec, method: MethodSpec, dataset: str) -> list[tuple[str, dict[str, Any]]]:
     """``(label, overrides)`` for each hyper-parameter point of ``method``: grid x random draws.
 
-    Draw ``j`` of a random search is `grouprobust.hparams.sample_hparams` with trial ``j``, so each
+    Draw ``j`` of a random search is `grouprobust.config.sample_hparams` with trial ``j``, so each
     value depends only on (sweep seed, j, parameter name); it is the same for every seed and dataset.
     """
-    from grouprobust.hparams import sample_hparams
-
     fixed = {**spec.fixed, **method.fixed}
     names = list(method.grid)
     grid_points = [dict(zip(names, values)) for values in itertools.product(*(method.grid[n] for n in names))]
@@ -94,7 +78,7 @@ def hparam_points(spec: SweepSpec, method: MethodSpec, dataset: str) -> list[tup
     points = []
     for i, g in enumerate(grid_points):
         for j in range(method.random_count):
-            draw = sample_hparams(method_class(method.name), spec.sweep_seed, j, random_names,
+            draw = sample_hparams(get_method(method.name), spec.sweep_seed, j, random_names,
                                   loss=None if loss is None else str(loss))
             points.append((f"{method.name}#{i}.r{j}", {**fixed, **g, **draw}))
     return points

@@ -1,14 +1,6 @@
-"""Features for last-layer methods: extracted from a run's model (cached on disk) or read from a user's file.
+"""Feature files a user computed elsewhere, read as a dataset (``features``).
 
-Extraction. `extract_features(run_dir, ...)` rebuilds the model of a run directory from its
-``config.json`` and ``model.pt``, passes each split of the run's dataset through the model's
-``features`` part (in batches, on the picked device) and returns the feature splits. Each split is
-cached under ``<cache>/<key>/<split>.npz`` in the format of `grouprobust.data.feature_store`, where
-``key`` hashes the SHA-256 of ``model.pt``, the dataset config (name, seed, options) and the model
-architecture; a cache entry is therefore reused only for the very same weights and data.
-The cache root is ``$GROUPROBUST_CACHE/features`` (default ``~/.cache/grouprobust/features``).
-
-User files. `load_user_features(path)` reads features computed elsewhere:
+`load_user_features(path)` reads:
 
 * ``.npz`` file, ``.pt`` file (a dict, saved with ``torch.save``) or a directory of ``.npy`` files, all
   holding arrays named ``x_<split>`` (shape ``(n, d)``), ``y_<split>`` (``(n,)``, classes ``0..k-1``)
@@ -17,134 +9,24 @@ User files. `load_user_features(path)` reads features computed elsewhere:
 * ``.parquet`` file: one row per sample with columns ``split`` (train/val/test), ``y``, optionally ``a``
   or ``g``, and the features in every other column (numeric), in column order.
 
-The dataset ``features`` (``--data path=...``) accepts either a user file or a feature directory
-written by `grouprobust.data.feature_store.save_feature_splits`, so
-``grouprobust train --dataset features --data path=DIR --set model=linear`` trains a linear head on them.
+The dataset ``features`` (option ``path``) accepts either a user file or a feature directory
+written by `grouprobust.data.feature_store.save_feature_splits`, so training with ``model=linear`` on
+it trains a linear head. Features of a trained run's own model are computed (and cached) by
+`grouprobust.trained.TrainedRun.features`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
-from grouprobust.data.feature_store import SPLITS, load_feature_splits, save_feature_splits
-from grouprobust.data.registry import load_dataset, register_dataset
+from grouprobust.data.feature_store import SPLITS, load_feature_splits
+from grouprobust.data.registry import register_dataset
 from grouprobust.errors import GroupRobustError
-
-if TYPE_CHECKING:
-    from grouprobust.config import RunConfig
-    from grouprobust.models import Classifier
-
-
-# -- extraction from a run directory ------------------------------------------------------------------
-
-def cache_root() -> Path:
-    """Root of the feature cache: ``$GROUPROBUST_CACHE/features`` or ``~/.cache/grouprobust/features``."""
-    base = os.environ.get("GROUPROBUST_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "grouprobust") / "features"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_run_model(run_dir: Path, device: torch.device | str | None = None
-                   ) -> tuple["Classifier", "RunConfig", DatasetSplits]:
-    """``(model, config, splits)``: a run directory's `Classifier` with its saved weights (eval mode, on
-    ``device``), its `RunConfig` and its dataset's input splits.
-
-    Raises `GroupRobustError` when the directory, its ``config.json`` or its ``model.pt`` is missing.
-    """
-    from grouprobust.config import RunConfig
-    from grouprobust.models import build_model, pick_device
-    from grouprobust.rundir import read_json
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise GroupRobustError(f"run directory {run_dir} not found; pass the --out of a finished `grouprobust train` run")
-    weights = run_dir / "model.pt"
-    if not weights.is_file():
-        raise GroupRobustError(f"{weights} not found; the run saved no model (train it again with model saving on)")
-    config = RunConfig.from_dict(read_json(run_dir / "config.json"))
-    device = pick_device(device) if not isinstance(device, torch.device) else device
-    splits = load_dataset(config.dataset, config.seed, **config.data)
-    hp = config.hparams
-    model = build_model(hp["model"], splits.train.input_shape, splits.train.n_classes, int(hp["hidden"]))
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, EOFError) as err:
-        raise GroupRobustError(f"{weights} does not fit the model in config.json ({str(err).splitlines()[0]}); "
-                               "the run directory is damaged, train it again") from None
-    return model.to(device).eval(), config, splits
-
-
-def feature_cache_key(model_sha256: str, config: "RunConfig") -> str:
-    """16 hex characters identifying (model weights, dataset config, architecture)."""
-    text = json.dumps({"model": model_sha256, "dataset": config.dataset, "seed": config.seed, "data": config.data,
-                       "arch": [config.hparams.get("model"), config.hparams.get("hidden")]}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@torch.no_grad()
-def compute_features(features: torch.nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 1024) -> np.ndarray:
-    """``features(x)`` in batches on ``device``; returns float32 ``(n, feature_dim)`` on the CPU."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        batch = torch.as_tensor(x[i:i + batch_size]).to(device)
-        out.append(features(batch).reshape(len(batch), -1).float().cpu())
-    return torch.cat(out).numpy()
-
-
-def extract_features(run_dir: Path, cache: Path | None = None, device: torch.device | str | None = None) -> tuple[DatasetSplits, dict[str, Any]]:
-    """Features of a run's dataset under the run's model, ``(feature_splits, info)``.
-
-    ``feature_splits`` has the run dataset's labels and groups with ``x`` replaced by the output of the
-    model's ``features`` part. ``info`` holds ``key`` (the cache key), ``dir`` (the cache entry) and
-    ``hits`` / ``misses`` (the splits read from the cache / computed and written to it). ``cache``
-    overrides `cache_root`.
-    """
-    run_dir = Path(run_dir)
-    model, config, dataset = load_run_model(run_dir, device)
-    key = feature_cache_key(file_sha256(run_dir / "model.pt"), config)
-    entry = Path(cache or cache_root()) / key
-    info: dict[str, Any] = {"key": key, "dir": str(entry), "hits": [], "misses": []}
-    device_used = next(model.parameters()).device
-    parts = []
-    for ds in dataset:
-        path = entry / f"{ds.split}.npz"
-        if path.is_file():
-            with np.load(path) as z:
-                feats = z["x"]
-            info["hits"].append(ds.split)
-        else:
-            feats = compute_features(model.features, ds.x, device_used)
-            info["misses"].append(ds.split)
-        parts.append(_with_x(ds, feats))
-    result = DatasetSplits(*parts, name=dataset.name, description=dataset.description,
-                           meta={"source": {"run_dir": str(run_dir), "cache_key": key}})
-    if info["misses"]:  # save_feature_splits rewrites all splits atomically (cached ones unchanged)
-        save_feature_splits(result, entry, {"run_dir": str(run_dir), "cache_key": key,
-                                                       "dataset": config.dataset, "seed": config.seed,
-                                                       "data": config.data})
-    return result, info
-
-
-def _with_x(ds: GroupDataset, x: np.ndarray) -> GroupDataset:
-    from dataclasses import replace
-
-    return replace(ds, x=x)
 
 
 # -- a user's own feature files -------------------------------------------------------------------------
@@ -226,7 +108,7 @@ def load_user_features(path: Path | str, name: str = "features") -> DatasetSplit
     """
     path = Path(path)
     if not path.exists():
-        raise GroupRobustError(f"feature file {path} not found; check --data path=...")
+        raise GroupRobustError(f"feature file {path} not found; check the dataset option path", subject="data:path")
     arrays = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_arrays(path)
     for split in SPLITS:
         for key in (f"x_{split}", f"y_{split}"):
@@ -270,17 +152,17 @@ def load_user_features(path: Path | str, name: str = "features") -> DatasetSplit
 
 
 @register_dataset("features", "Features from a file: a feature directory, .npz/.pt/.parquet, or a directory of "
-                  ".npy files (--data path=...). Train a head with --set model=linear.",
+                  ".npy files (option path=...). Train a head with model=linear.",
                   train_defaults={"model": "linear"}, embedded=False)
 def features_dataset(seed: int = 0, *, path: str = "") -> DatasetSplits:
     """The feature splits at ``path`` (the seed is unused: the file fixes the data)."""
     if not path:
-        raise GroupRobustError("dataset 'features' needs a file: pass --data path=FILE_OR_DIR")
+        raise GroupRobustError("dataset 'features' needs a file: set the dataset option path=FILE_OR_DIR",
+                               subject="data:path")
     p = Path(path).expanduser()
     if p.is_dir() and (p / "meta.json").is_file():
         return load_feature_splits(p)
     return load_user_features(p)
 
 
-__all__ = ["cache_root", "compute_features", "extract_features", "feature_cache_key", "file_sha256",
-           "load_run_model", "load_user_features"]
+__all__ = ["features_dataset", "load_user_features"]

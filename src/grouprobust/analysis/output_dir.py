@@ -1,4 +1,4 @@
-"""Writing an analysis directory: CSV tables, markdown tables and PNG plots."""
+"""Writing an analysis directory: CSV tables, markdown tables and PNG plots, through the output layer."""
 
 from __future__ import annotations
 
@@ -9,62 +9,46 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grouprobust.output import format_mean_std, frame_markdown, save_figure_atomic, write_atomic
+
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     """``df`` as a GitHub markdown table, floats rounded to ``digits`` significant digits."""
-    def fmt(v: Any) -> str:
-        if isinstance(v, (float, np.floating)):
-            return "nan" if np.isnan(v) else f"{v:.{digits}g}"
-        return str(v)
-
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    return frame_markdown(df, digits)
 
 
 class AnalysisDirectory:
-    """An output directory for one analysis; files are written whole (temp file, then rename)."""
+    """An output directory for one analysis; every file is written atomically (`grouprobust.output`)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.sections: list[str] = []
 
-    def _replace(self, name: str, text: str) -> Path:
-        target = self.path / name
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(target)
-        return target
-
     def table(self, df: pd.DataFrame, name: str, title: str, in_report: bool = True) -> Path:
         """Write ``<name>.csv``; add ``df`` to the markdown report under ``title`` (or just point to the CSV)."""
         body = markdown_table(df) if in_report else f"{len(df)} rows in `{name}.csv`.\n"
         self.sections.append(f"## {title}\n\n{body}")
-        return self._replace(f"{name}.csv", df.to_csv(index=False))
+        return write_atomic(self.path / f"{name}.csv", df.to_csv(index=False))
 
     def figure(self, fig: Any, name: str) -> Path:
         """Save a matplotlib figure as ``<name>.png`` and close it."""
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # matplotlib's pyplot is slow to import; only figures need it
 
-        target = self.path / f"{name}.png"
-        tmp = self.path / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        target = save_figure_atomic(fig, self.path / f"{name}.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        tmp.replace(target)
         self.sections.append(f"![{name}]({name}.png)\n")
         return target
 
     def finish(self, title: str, notes: str, info: dict[str, Any]) -> Path:
         """Write ``report.md`` (notes + tables + plots) and ``info.json``; returns the report path."""
-        self._replace("info.json", json.dumps(info, indent=2, default=str) + "\n")
-        return self._replace("report.md", f"# {title}\n\n{notes.strip()}\n\n" + "\n".join(self.sections))
+        write_atomic(self.path / "info.json", json.dumps(info, indent=2, default=str) + "\n")
+        return write_atomic(self.path / "report.md", f"# {title}\n\n{notes.strip()}\n\n" + "\n".join(self.sections))
 
 
 def new_figure(n_panels: int, width: float = 4.2, height: float = 3.4, sharey: bool = False) -> tuple[Any, Any]:
     """A row of ``n_panels`` matplotlib axes on the Agg backend."""
-    import matplotlib
+    import matplotlib  # matplotlib is slow to import; only figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,25 +58,21 @@ def new_figure(n_panels: int, width: float = 4.2, height: float = 3.4, sharey: b
 
 
 def summarize(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
-    """Mean and standard deviation (over seeds) of ``columns`` per ``by`` group, plus ``n_seeds``.
-
-    Columns come out as ``<col>_mean`` and ``<col>_std`` (std is 0 for a single seed).
-    """
+    """Mean and sample standard deviation (ddof = 1, over seeds) of ``columns`` per ``by`` group, plus
+    ``n_seeds``. Columns come out as ``<col>_mean`` and ``<col>_std`` (std is NaN for a single seed)."""
     columns = [c for c in columns if c in df.columns]
     grouped = df.groupby(by, sort=False)
     out = grouped[columns].agg(["mean", "std"])
     out.columns = [f"{c}_{stat}" for c, stat in out.columns]
-    out = out.fillna({c: 0.0 for c in out.columns if c.endswith("_std")})
     out["n_seeds"] = grouped.size()
     return out.reset_index()
 
 
 def mean_std_table(summary: pd.DataFrame, by: list[str], columns: list[str], digits: int = 3) -> pd.DataFrame:
-    """``summary`` (from `summarize`) with each column shown as ``mean ± std`` text (``—`` where undefined)."""
+    """``summary`` (from `summarize`) with each column shown as ``mean ± std`` text (`format_mean_std`)."""
     table = summary[by].copy()
     for c in columns:
         if f"{c}_mean" in summary:
-            table[c] = ["—" if np.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
-                        for m, s in zip(summary[f"{c}_mean"], summary[f"{c}_std"])]
+            table[c] = [format_mean_std(m, s, digits) for m, s in zip(summary[f"{c}_mean"], summary[f"{c}_std"])]
     table["n_seeds"] = summary["n_seeds"]
     return table

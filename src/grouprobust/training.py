@@ -1,4 +1,5 @@
-"""The one training loop: every end-to-end method runs through `Trainer.run_epochs`."""
+"""The one training loop: every loop method runs through `Trainer.run_epochs`; `Trainer.fit` trains,
+evaluates and selects one run and returns its `RunResult` (`grouprobust.runs.run` writes it)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import torch
 
 from grouprobust.config import RunConfig
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
-from grouprobust.data.registry import load_dataset
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
-from grouprobust.methods.registry import get_method, get_pipeline
+from grouprobust.methods.registry import get_method
 from grouprobust.metrics import dataset_metrics
-from grouprobust.models import Classifier, build_model, pick_device
-from grouprobust.rundir import RunDirectory
-from grouprobust.selection import check_rule_for_split, get_rule, rule_key
+from grouprobust.models import Classifier, build_model, pick_device, predict_logits
+from grouprobust.result import RunResult
+from grouprobust.selection import check_rule_for_split, get_rule, rule_key, select_best_index
+from grouprobust.trained import load_trained_run
 
 EpochCallback = Callable[[int, float], None]
 
@@ -33,26 +34,14 @@ def seed_everything(seed: int) -> None:
 
 def make_optimizer(model: torch.nn.Module, hparams: dict[str, Any]) -> torch.optim.Optimizer:
     """SGD (with momentum), Adam or AdamW with the run's lr and weight decay."""
-    name, lr, wd = hparams["optimizer"], float(hparams["lr"]), float(hparams["weight_decay"])
+    name, lr, wd = hparams["optimizer"], hparams["lr"], hparams["weight_decay"]
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=float(hparams["momentum"]), weight_decay=wd)
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=hparams["momentum"], weight_decay=wd)
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    raise GroupRobustError(f"unknown optimizer {name!r}; use sgd, adam or adamw (--set optimizer=NAME)")
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, device: torch.device,
-                   chunk: int = 4096) -> torch.Tensor:
-    """Logits for all of ``x``, computed in chunks in eval mode; returned on the CPU."""
-    was_training = model.training
-    model.eval()
-    x = torch.as_tensor(x)
-    out = [model(x[i:i + chunk].to(device)).cpu() for i in range(0, len(x), chunk)]
-    model.train(was_training)
-    return torch.cat(out)
+    raise GroupRobustError(f"unknown optimizer {name!r}; use sgd, adam or adamw", subject="hparam:optimizer")
 
 
 def evaluate(model: torch.nn.Module, dataset: GroupDataset, device: torch.device,
@@ -82,6 +71,9 @@ class Trainer:
         self.log = log or (lambda entry: None)
         self.on_epoch = on_epoch
         self.method_cls: type[Method] = get_method(config.method)
+        if not issubclass(self.method_cls, Method):
+            raise GroupRobustError(f"method {config.method!r} is a {self.method_cls.kind} method, not one run of the "
+                                   "training loop; run it with grouprobust.runs.run", subject="method")
         gives_train_groups = config.regime == "full" and self.method_cls.needs == "full"
         self.train_set = splits.train if gives_train_groups else splits.train.without_groups()
         self.val_set = splits.val if config.regime != "none" else splits.val.without_groups()
@@ -94,7 +86,20 @@ class Trainer:
     def new_model(self) -> Classifier:
         """A freshly initialised model of the configured architecture, on the device."""
         return build_model(self.hparams["model"], self.train_set.input_shape, self.train_set.n_classes,
-                           int(self.hparams["hidden"])).to(self.device)
+                           self.hparams["hidden"]).to(self.device)
+
+    def load_reference_model(self, run_dir: str | Path, subject: str) -> Classifier:
+        """The model of a finished run on this run's dataset, data options and seed (e.g. gerne-pseudo's
+        ERM reference), on the trainer's device; ``subject`` names the parameter that gave the path."""
+        other = load_trained_run(run_dir, self.device, subject=f"hparam:{subject}")
+        mine = self.config
+        theirs = other.config
+        if (theirs.dataset, theirs.data, theirs.seed) != (mine.dataset, mine.data, mine.seed):
+            raise GroupRobustError(
+                f"{subject}: {other.path} was trained on {theirs.dataset} {theirs.data} seed {theirs.seed}, not on this "
+                f"run's {mine.dataset} {mine.data} seed {mine.seed}; its model would not describe this training set",
+                subject=f"hparam:{subject}")
+        return other.model
 
     def new_method(self, method_cls: type[Method], data: TrainData, hparams: dict[str, Any] | None = None) -> Method:
         """An instance of ``method_cls`` on ``data`` with the run's loss and a seeded generator."""
@@ -119,7 +124,7 @@ class Trainer:
                 value = float(loss.detach())
                 if not np.isfinite(value):
                     raise DivergedError(f"{stage}: loss became {value} at epoch {epoch} step {steps + 1}; "
-                                        "lower the learning rate (--set lr=...) or check the inputs")
+                                        "lower the learning rate lr or check the inputs", subject="hparam:lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -129,8 +134,8 @@ class Trainer:
                 after_epoch(epoch, total / max(steps, 1))
 
     # -- the run -----------------------------------------------------------------------------------
-    def fit(self) -> dict[str, Any]:
-        """Train, evaluate every ``eval_every`` epochs, select by the rule; returns the result dict.
+    def fit(self) -> RunResult:
+        """Train, evaluate every ``eval_every`` epochs, select by the rule; returns the `RunResult`.
 
         The selected model's weights are kept in ``self.selected_state``.
         """
@@ -142,7 +147,7 @@ class Trainer:
         seed_everything(self.config.seed)
         model = self.new_model()
         self.model = model
-        epochs, every = int(self.hparams["epochs"]), max(1, int(self.hparams["eval_every"]))
+        epochs, every = self.hparams["epochs"], self.hparams["eval_every"]
         entries: list[dict[str, Any]] = []
         best: dict[str, Any] = {"key": None, "entry": None}
         self.selected_state = None
@@ -156,7 +161,7 @@ class Trainer:
                 entry["metrics"] = {"val": evaluate(model, self.val_set, self.device, train_counts),
                                     "test": evaluate(model, self.test_set, self.device, train_counts)}
                 key = rule_key(entry, self.rule)
-                if key is not None and (best["key"] is None or key > best["key"]):
+                if select_best_index([best["key"], key]) == 1:
                     best["key"], best["entry"] = key, entry
                     self.selected_state = copy.deepcopy(model.state_dict())
             entry["time_s"] = time.perf_counter() - epoch_start[0]
@@ -170,52 +175,15 @@ class Trainer:
         chosen = best["entry"]
         if chosen is None:
             raise GroupRobustError(f"selection rule {self.rule.name!r} found no value on {self.rule.split}; "
-                                   "that split may carry no group labels: pick another --select")
-        return {
-            "dataset": self.config.dataset,
-            "method": self.config.method,
-            "seed": self.config.seed,
-            "regime": self.config.regime,
-            "selected": {"rule": self.rule.name, "epoch": chosen["epoch"], "oracle": self.rule.oracle},
-            "metrics": chosen["metrics"],
+                                   "that split may carry no group labels: pick another rule", subject="select")
+        return RunResult.of(
+            self.config,
+            selected={"rule": self.rule.name, "epoch": chosen["epoch"], "oracle": self.rule.oracle},
+            metrics=chosen["metrics"],
             # Test numbers are reported for the selected epoch only; the last epoch gets its validation figures.
-            "final": {"epoch": entries[-1]["epoch"], "val": (entries[-1].get("metrics") or {}).get("val")},
-            "train_group_counts": None if train_counts is None else train_counts.tolist(),
-            "train_empty_groups": self.full_train.empty_groups(),
-            "method_info": method.run_info(),
-            "hparams": self.hparams,
-            "time_s": time.perf_counter() - start,
-        }
-
-
-def run(config: RunConfig, out: Path | None = None, splits: DatasetSplits | None = None,
-        device: torch.device | str | None = None, on_epoch: EpochCallback | None = None,
-        save_model: bool = True) -> dict[str, Any]:
-    """Run one configured training and write its run directory at ``out`` (if given).
-
-    Returns the result dict (also written as ``result.json``). If ``out`` already holds this
-    finished run, its stored result is returned without training (``result["reused"] = True``).
-    A diverging run is written with ``error.json`` and raises `DivergedError`; an interrupted
-    one leaves nothing at ``out``.
-    """
-    device = pick_device(device) if not isinstance(device, torch.device) else device
-    pipeline = get_pipeline(config.method)
-    if pipeline is not None:  # e.g. last-layer retraining: runs its own stages (stage 1 through this function)
-        return pipeline.run(config, out, device=device, on_epoch=on_epoch, splits=splits)
-    writer = None
-    if out is not None:
-        writer = RunDirectory(Path(out), config.to_dict())
-        stored = writer.reusable_result()
-        if stored is not None:
-            return stored
-    splits = splits or load_dataset(config.dataset, config.seed, **config.data)
-    trainer = Trainer(config, splits, device, log=writer.log if writer else None, on_epoch=on_epoch)
-    if writer is None:
-        return trainer.fit()
-    with writer.writing():
-        result = trainer.fit()
-        result["run_id"] = config.run_id
-        if save_model and trainer.selected_state is not None:
-            torch.save(trainer.selected_state, writer.file("model.pt"))
-        writer.finish(result)
-    return result
+            final={"epoch": entries[-1]["epoch"], "val": (entries[-1].get("metrics") or {}).get("val")},
+            train_group_counts=None if train_counts is None else train_counts.tolist(),
+            train_empty_groups=self.full_train.empty_groups(),
+            method_info=method.run_info(),
+            time_s=time.perf_counter() - start,
+        )

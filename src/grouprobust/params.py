@@ -1,0 +1,303 @@
+"""Declarative parameters: each declared once with its type, default, search range and constraint.
+
+A `Param` is the single source of truth for one hyper-parameter or option: its default (which
+fixes its type), its random-search distribution, and the constraint every value must satisfy (an
+`Interval` or a `Choice`). `resolve_params` turns user values (often strings from a command line
+or a sweep file) into typed values and checks each against its constraint, once, when a config is
+resolved; after that, code receives typed values and never re-casts them.
+
+Method classes and losses declare their parameters in a ``params`` mapping; training parameters
+live in `TRAIN_PARAMS`; dataset builders declare their options in their signature, with a
+constraint as ``typing.Annotated`` metadata (see `grouprobust.data.registry`). Random draws are
+seeded by (sweep seed, trial, parameter name): adding a parameter never changes the draws of the
+others. This is a leaf module (it imports only numpy and `grouprobust.errors`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from grouprobust.errors import GroupRobustError
+
+
+def _num(v: float) -> str:
+    return "inf" if v == math.inf else ("-inf" if v == -math.inf else f"{v:g}")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Values ``lo <= v <= hi`` (``<`` on an open end); ``None`` ends are unbounded."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, value: Any) -> bool:
+        """Whether the number ``value`` lies in the interval (NaN never does)."""
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return False
+        if math.isnan(v):
+            return False
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        lo = "(-inf" if self.lo is None else ("(" if self.lo_open else "[") + _num(self.lo)
+        hi = "inf)" if self.hi is None else _num(self.hi) + (")" if self.hi_open else "]")
+        return f"{lo}, {hi}"
+
+    def describe(self, name: str) -> str:
+        """The interval as an inequality on ``name``: ``lr > 0``, ``0 <= p <= 1``, ``epochs >= 1``."""
+        lo = "" if self.lo is None else f"{_num(self.lo)} {'<' if self.lo_open else '<='} "
+        hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {_num(self.hi)}"
+        if self.lo is not None and self.hi is None:
+            return f"{name} {'>' if self.lo_open else '>='} {_num(self.lo)}"
+        return f"{lo}{name}{hi}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of values."""
+
+    values: tuple
+
+    def __init__(self, values: Iterable[Any]):
+        object.__setattr__(self, "values", tuple(values))
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one of the choices."""
+        return value in self.values
+
+    def __str__(self) -> str:
+        return "one of: " + ", ".join(map(str, self.values))
+
+    def describe(self, name: str) -> str:
+        """``one of: a, b`` (the name is implied)."""
+        return str(self)
+
+
+Constraint = Interval | Choice
+
+#: Common constraints.
+POSITIVE = Interval(0, None, lo_open=True)
+NON_NEGATIVE = Interval(0, None)
+FRACTION = Interval(0, 1)
+AT_LEAST_ONE = Interval(1, None)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter: ``default`` (its type is the parameter's type), a search distribution, a help
+    text and a ``constraint``.
+
+    ``search`` is ``None`` (fixed), ``("log_uniform", lo, hi)``, ``("uniform", lo, hi)``,
+    ``("int", lo, hi)`` (inclusive) or ``("choice", [values...])``. A string parameter searched
+    over choices is constrained to them unless a constraint is given; numeric choices are only a
+    search grid. ``kind`` overrides the type taken from the default (e.g. ``str`` for an empty path).
+    """
+
+    default: Any
+    search: tuple | None = None
+    help: str = ""
+    constraint: Constraint | None = None
+    kind: type | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            object.__setattr__(self, "kind", _kind_of(self.default))
+        if self.constraint is None and self.search is not None and self.search[0] == "choice" and self.kind is str:
+            object.__setattr__(self, "constraint", Choice(self.search[1]))
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        """One draw from the search distribution (the default when the parameter is fixed)."""
+        if self.search is None:
+            return self.default
+        kind = self.search[0]
+        if kind == "log_uniform":
+            return float(math.exp(rng.uniform(math.log(self.search[1]), math.log(self.search[2]))))
+        if kind == "uniform":
+            return float(rng.uniform(self.search[1], self.search[2]))
+        if kind == "int":
+            return int(rng.integers(self.search[1], self.search[2] + 1))
+        if kind == "choice":
+            values = self.search[1]
+            return values[int(rng.integers(len(values)))]
+        raise ValueError(f"unknown search kind {kind!r}")
+
+    def search_values(self) -> list[Any]:
+        """The end points (or choices) of the search distribution; empty when fixed."""
+        if self.search is None:
+            return []
+        return list(self.search[1]) if self.search[0] == "choice" else [self.search[1], self.search[2]]
+
+    def check(self, name: str, value: Any, what: str = "hyper-parameter", subject: str | None = None) -> Any:
+        """``value`` itself if it satisfies the constraint (a list or tuple: every element, and at least
+        one); else a one-line error naming the parameter, the value and the allowed range."""
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if self.constraint is not None and (not items or not all(self.constraint.contains(v) for v in items)):
+            if isinstance(self.constraint, Choice):
+                raise GroupRobustError(f"{what} {name}={value} is not {self.constraint}", subject=subject)
+            raise GroupRobustError(f"{what} {name} must lie in {self.constraint}, got {value}: "
+                                   f"{self.constraint.describe(name)} is required", subject=subject)
+        return value
+
+    def resolve(self, name: str, value: Any, what: str = "hyper-parameter", subject: str | None = None) -> Any:
+        """``value`` converted to the parameter's type and checked against its constraint."""
+        return self.check(name, coerce(value, self.kind, name, what, subject), what, subject)
+
+
+def _kind_of(default: Any) -> type | None:
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    if isinstance(default, (list, tuple)):
+        return tuple if isinstance(default, tuple) else list
+    return type(default)
+
+
+def coerce(value: Any, kind: type | None, name: str, what: str = "hyper-parameter",
+           subject: str | None = None) -> Any:
+    """``value`` (often a string from a command line or sweep file) converted to ``kind``.
+
+    ``kind`` None accepts JSON text or leaves the value as it is. Raises a one-line
+    `GroupRobustError` naming ``what`` and ``name`` when the value cannot be converted.
+    """
+    def bad() -> GroupRobustError:
+        label = "true/false" if kind is bool else ("a list" if kind in (list, tuple) else
+                                                   (kind.__name__ if kind else "a value"))
+        return GroupRobustError(f"{what} {name} must be {label}, got {value!r}", subject=subject)
+
+    if kind is None:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
+        return value
+    if not isinstance(value, str) or kind is str:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise bad()
+        if kind is int and not isinstance(value, bool):
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad()
+        if kind is float and not isinstance(value, bool):
+            if isinstance(value, (int, float)):
+                return float(value)
+            raise bad()
+        if kind in (list, tuple) and isinstance(value, (list, tuple)):
+            return kind(value)
+        if kind is str:
+            return value if isinstance(value, str) else str(value)
+        if isinstance(value, kind):
+            return value
+        raise bad()
+    text = value.strip()
+    try:
+        if kind is bool:
+            low = text.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind in (list, tuple):
+            parsed = json.loads(text) if text.startswith("[") else [_scalar(t) for t in text.split(",") if t.strip()]
+            return kind(parsed)
+    except ValueError:
+        raise bad() from None
+    return text
+
+
+def _scalar(text: str) -> Any:
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def resolve_params(space: Mapping[str, Param], values: Mapping[str, Any] | None = None,
+                   defaults: Mapping[str, Any] | None = None, *, what: str = "hyper-parameter",
+                   owner: str = "", subject_prefix: str = "hparam") -> dict[str, Any]:
+    """Typed, checked values of every parameter in ``space``: its default < ``defaults`` < ``values``.
+
+    ``defaults`` (e.g. a dataset's training defaults) may name parameters outside ``space``; they
+    are ignored. An unknown name in ``values`` raises a one-line error listing the valid ones
+    (``owner`` says whose parameters they are); a value of the wrong type or outside its
+    constraint raises naming the parameter, the value and the allowed range.
+    """
+    values = dict(values or {})
+    unknown = [k for k in values if k not in space]
+    if unknown:
+        where = f" for {owner}" if owner else ""
+        close = difflib.get_close_matches(unknown[0], list(space), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        noun = "option" if what == "dataset option" else what
+        raise GroupRobustError(f"unknown {noun} {unknown[0]!r}{where}{hint}; valid: {', '.join(sorted(space))}",
+                               subject=f"{subject_prefix}:{unknown[0]}")
+    resolved = {}
+    for name, param in space.items():
+        if name in values:
+            raw = values[name]
+        elif defaults is not None and name in defaults:
+            raw = defaults[name]
+        else:
+            raw = param.default
+        resolved[name] = param.resolve(name, raw, what, f"{subject_prefix}:{name}")
+    return resolved
+
+
+def draw_seed(sweep_seed: int, trial: int, name: str) -> int:
+    """A 32-bit seed that depends only on (sweep seed, trial, parameter name)."""
+    digest = hashlib.sha256(f"{sweep_seed}:{trial}:{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def sample_params(space: Mapping[str, Param], sweep_seed: int, trial: int,
+                  names: list[str] | None = None) -> dict[str, Any]:
+    """Random-search draw of ``names`` (default: every searchable parameter of ``space``) for one trial."""
+    names = names if names is not None else [k for k, p in space.items() if p.search is not None]
+    return {k: space[k].sample(np.random.default_rng(draw_seed(sweep_seed, trial, k))) for k in names}
+
+
+#: Training parameters every loop method takes (a method may redeclare one with other defaults).
+TRAIN_PARAMS: dict[str, Param] = {
+    "model": Param("mlp", ("choice", ["linear", "mlp", "cnn"]), "network: linear, mlp or cnn (about 5k parameters)"),
+    "hidden": Param(64, ("choice", [32, 64, 128]), "width of the MLP's hidden layers", AT_LEAST_ONE),
+    "optimizer": Param("adam", ("choice", ["sgd", "adam", "adamw"]), "sgd (with momentum), adam or adamw"),
+    "lr": Param(1e-3, ("log_uniform", 1e-4, 1e-1), "learning rate", POSITIVE),
+    "momentum": Param(0.9, None, "SGD momentum", Interval(0, 1, hi_open=True)),
+    "weight_decay": Param(0.0, ("choice", [0.0, 1e-4, 1e-3, 1e-2, 1e-1]), "L2 penalty through the optimizer",
+                          NON_NEGATIVE),
+    "batch_size": Param(64, ("choice", [32, 64, 128, 256]), "examples per step", AT_LEAST_ONE),
+    "epochs": Param(20, None, "passes over the training set", AT_LEAST_ONE),
+    "loss": Param("ce", None, "per-example loss; see `grouprobust losses` (grouprobust.losses.LOSSES)"),
+    "eval_every": Param(1, None, "evaluate val/test every this many epochs (and always at the last)", AT_LEAST_ONE),
+}

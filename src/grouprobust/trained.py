@@ -1,0 +1,134 @@
+"""Reading a finished run back: `load_trained_run` rebuilds its model, config and data.
+
+The one public way to use a trained run as an input: a two-stage method's second stage reads its
+stage-1 run through it, ``gerne-pseudo`` reads its ERM reference model through it, and
+`TrainedRun.features` gives the frozen features of the run's model on every split, cached on disk.
+
+Feature cache: ``<cache>/<key>/<split>.npz`` in the format of `grouprobust.data.feature_store`,
+where ``key`` hashes the SHA-256 of ``model.pt``, the dataset config (name, seed, options) and the
+model architecture, so an entry is reused only for the very same weights and data. The cache
+root is ``$GROUPROBUST_CACHE/features`` (default ``~/.cache/grouprobust/features``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from grouprobust.config import RunConfig
+from grouprobust.data.dataset import DatasetSplits
+from grouprobust.data.feature_store import save_feature_splits
+from grouprobust.data.registry import load_dataset
+from grouprobust.errors import GroupRobustError
+from grouprobust.models import Classifier, build_model, compute_features, pick_device
+from grouprobust.output import read_json
+
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainedRun:
+    """A finished run: its directory, `RunConfig`, stored result (None if it has no ``result.json``),
+    its model (eval mode, on ``device``) and its dataset's splits."""
+
+    path: Path
+    config: RunConfig
+    result: dict[str, Any] | None
+    model: Classifier
+    splits: DatasetSplits
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives."""
+        return next(self.model.parameters()).device
+
+    def features(self, cache: Path | None = None) -> tuple[DatasetSplits, dict[str, Any]]:
+        """The run dataset's splits with ``x`` replaced by ``model.features(x)``, and cache info.
+
+        ``info`` holds ``key`` (the cache key), ``dir`` (the cache entry) and ``hits`` / ``misses``
+        (splits read from the cache / computed and written to it). ``cache`` overrides `cache_root`.
+        """
+        key = feature_cache_key(file_sha256(self.path / MODEL_FILE), self.config)
+        entry = Path(cache or cache_root()) / key
+        info: dict[str, Any] = {"key": key, "dir": str(entry), "hits": [], "misses": []}
+        parts = []
+        for ds in self.splits:
+            path = entry / f"{ds.split}.npz"
+            if path.is_file():
+                with np.load(path) as z:
+                    feats = z["x"]
+                info["hits"].append(ds.split)
+            else:
+                feats = compute_features(self.model, ds.x, self.device)
+                info["misses"].append(ds.split)
+            parts.append(replace(ds, x=feats))
+        source = {"run_dir": str(self.path), "cache_key": key}
+        result = DatasetSplits(*parts, name=self.splits.name, description=self.splits.description,
+                               meta={"source": source})
+        if info["misses"]:  # save_feature_splits rewrites all splits atomically (cached ones unchanged)
+            save_feature_splits(result, entry, {**source, "dataset": self.config.dataset, "seed": self.config.seed,
+                                                "data": self.config.data})
+        return result, info
+
+
+def load_trained_run(path: Path | str, device: torch.device | str | None = None,
+                     subject: str | None = None) -> TrainedRun:
+    """The finished run at ``path`` with its model rebuilt from ``config.json`` and ``model.pt``.
+
+    Raises a one-line `GroupRobustError` (with ``subject``, e.g. the option that named the path)
+    when the directory, its ``config.json`` or its ``model.pt`` is missing or does not fit.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise GroupRobustError(f"{path / MODEL_FILE} not found: there is no run directory {path}; pass the output "
+                               "directory of a finished training run", subject=subject)
+    weights = path / MODEL_FILE
+    if not weights.is_file():
+        raise GroupRobustError(f"{weights} not found; the run saved no model (train it again with model saving on)",
+                               subject=subject)
+    config = RunConfig.from_dict(read_json(path / "config.json"))
+    splits = load_dataset(config.dataset, config.seed, **config.data)
+    hp = config.hparams
+    model = build_model(hp["model"], splits.train.input_shape, splits.train.n_classes, hp["hidden"])
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, EOFError) as err:
+        raise GroupRobustError(f"{weights} does not fit the model in config.json ({str(err).splitlines()[0]}); "
+                               "the run directory is damaged, train it again", subject=subject) from None
+    result = read_json(path / "result.json") if (path / "result.json").is_file() else None
+    return TrainedRun(path, config, result, model.to(pick_device(device)).eval(), splits)
+
+
+def cache_root() -> Path:
+    """Root of the feature cache: ``$GROUPROBUST_CACHE/features`` or ``~/.cache/grouprobust/features``."""
+    base = os.environ.get("GROUPROBUST_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "grouprobust") / "features"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def feature_cache_key(model_sha256: str, config: RunConfig) -> str:
+    """16 hex characters identifying (model weights, dataset config, architecture)."""
+    text = json.dumps({"model": model_sha256, "dataset": config.dataset, "seed": config.seed, "data": config.data,
+                       "arch": [config.hparams.get("model"), config.hparams.get("hidden")]}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_features(path: Path | str, cache: Path | None = None, device: torch.device | str | None = None
+                 ) -> tuple[DatasetSplits, dict[str, Any]]:
+    """`TrainedRun.features` of the finished run at ``path``: ``(feature splits, cache info)``."""
+    return load_trained_run(path, device).features(cache)
