@@ -1,5 +1,15 @@
 """Evaluation metrics of one split: accuracies per group and class, precision / F1, AUROC, AUPRC, calibration.
 
+`group_metrics` (and `dataset_metrics` on a `GroupDataset`) return the whole metrics dict ``M``. It is
+the `merge_metrics` of small pieces, each usable alone and returning the fragment of ``M`` it fills
+(same keys and nesting; an ``"undefined"`` entry gives the reason of each figure that can be ``None``):
+`group_accuracy_metrics` (accuracies, from hard predictions), `train_weighted_accuracy`,
+`precision_f1_metrics`, `class_acc_difference`, `group_cell_metrics` (per-group precision / F1),
+and from probabilities `ranking_metrics` (AUROC / AUPRC), `calibration_metrics` (ECE),
+`attribute_metrics` (per attribute value) and `eval_group_metrics` (WILDS overlapping groups).
+Lower-level: `ranking_scores_by_block`, `binary_ranking_scores`, `ranking_score`,
+`expected_calibration_error`, `cell_precision_f1`, `check_probabilities`.
+
 All figures are fractions in [0, 1]. A group or class with no sample in the split is reported with
 ``n = 0`` and ``None`` figures and left out of every worst-case and average figure. A figure that
 is undefined (AUROC of a subset holding one class only, figures that need group labels the split
@@ -14,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.grouping import Grouper
 
 if TYPE_CHECKING:
     from grouprobust.data.dataset import GroupDataset
@@ -31,6 +42,17 @@ def _accuracy_table(correct: np.ndarray, membership: np.ndarray, names: Sequence
         n = int(counts[j])
         table[str(j)] = {"name": name, "acc": float(hits[j] / n) if n else None, "n": n}
     return table
+
+
+def _accuracies(correct: np.ndarray, ids: np.ndarray, n_ids: int) -> np.ndarray:
+    """Accuracy of each id 0..n_ids-1 (NaN where no sample has it; other ids are ignored), the values of
+    `_accuracy_table` in one bincount."""
+    ids = np.asarray(ids)
+    keep = (ids >= 0) & (ids < n_ids)
+    counts = np.bincount(ids[keep], minlength=n_ids)
+    hits = np.bincount(ids[keep], weights=np.asarray(correct)[keep], minlength=n_ids)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 
 def _summaries(table: dict[str, dict[str, Any]], key: str = "acc") -> tuple[float | None, float | None]:
@@ -226,33 +248,168 @@ def cell_precision_f1(y_true: np.ndarray, y_pred: np.ndarray, attrs: np.ndarray,
     return precision, f1, n_true, n_predicted
 
 
-def _class_precision_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_class: dict) -> dict[str, Any]:
+# -- the pieces of the metrics dict ----------------------------------------------------------------------
+# Each piece computes one family of figures of one split and returns a fragment of ``M`` (same keys and
+# nesting); `merge_metrics` combines fragments, and `group_metrics` is their composition. A piece's
+# ``"undefined"`` entry maps each of its ``None`` figures to the reason.
+
+NO_GROUPS = "this split carries no group labels"
+NO_ATTRS = "this split carries no attribute labels"
+
+
+def _figures(**figures: tuple[float | None, str | None]) -> dict[str, Any]:
+    """``{key: value, ..., "undefined": {key: reason, ...}}`` from ``key=(value, reason)``; a reason is
+    kept only for a value that is None."""
+    out: dict[str, Any] = {key: value for key, (value, _) in figures.items()}
+    out["undefined"] = {key: reason or "undefined" for key, (value, reason) in figures.items() if value is None}
+    return out
+
+
+def check_probabilities(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, probs)`` as int64 labels and float64 probabilities (n, n_classes), validated.
+
+    Raises `GroupRobustError` on probabilities of the wrong shape, not finite, negative, or whose
+    rows do not sum to 1 (logits passed instead of softmax(logits)).
+    """
+    y = np.asarray(y_true).astype(np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] != len(y) or probs.shape[1] < 2:
+        raise GroupRobustError(f"probabilities must have shape ({len(y)}, n_classes >= 2), got {probs.shape}; "
+                               "pass softmax(logits) for every sample")
+    if not np.all(np.isfinite(probs)):
+        raise GroupRobustError("probabilities contain NaN or inf; the model diverged or the inputs are not finite")
+    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-4) or probs.min(initial=0.0) < 0:
+        raise GroupRobustError("probabilities must be non-negative and sum to 1 per sample; pass softmax(logits), "
+                               "not logits")
+    return y, probs
+
+
+def merge_metrics(*fragments: dict[str, Any]) -> dict[str, Any]:
+    """One dict from metric fragments: nested dicts are merged key by key (a key keeps the position
+    of its first appearance), any other value of a later fragment replaces an earlier one. The
+    fragments are not modified."""
+    out: dict[str, Any] = {}
+    for fragment in fragments:
+        _merge_into(out, fragment)
+    return out
+
+
+def _merge_into(out: dict[str, Any], fragment: dict[str, Any]) -> None:
+    for key, value in fragment.items():
+        if isinstance(value, dict):
+            if not isinstance(out.get(key), dict):
+                out[key] = {}
+            _merge_into(out[key], value)
+        else:
+            out[key] = value
+
+
+def train_weighted_accuracy(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray | None, n_groups: int,
+                            train_group_counts: np.ndarray | None) -> dict[str, Any]:
+    """``{"train_weighted_avg_acc", "undefined"}``: the split's group accuracies weighted by the training
+    group proportions ``train_group_counts`` (n_groups,), renormalised over the groups with both training
+    samples and samples in the split. None (with the reason) without groups or training counts.
+    Raises `GroupRobustError` when the counts do not have one entry per group."""
+    if groups is None:
+        return _figures(train_weighted_avg_acc=(None, NO_GROUPS))
+    if train_group_counts is None:
+        return _figures(train_weighted_avg_acc=(None, "training group counts were not given"))
+    weights = np.asarray(train_group_counts, dtype=float)
+    if len(weights) != n_groups:
+        raise GroupRobustError(f"train group counts have {len(weights)} entries for {n_groups} groups; "
+                               "pass the training split's group_counts() of the same dataset")
+    accs = _accuracies(np.asarray(y_true) == np.asarray(y_pred), groups, n_groups)
+    use = (weights > 0) & ~np.isnan(accs)
+    if not use.any():
+        return _figures(train_weighted_avg_acc=(None, "no group has both training samples and samples in this split"))
+    return _figures(train_weighted_avg_acc=(float((weights[use] * accs[use]).sum() / weights[use].sum()), None))
+
+
+def precision_f1_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
     """SubpopBench's class-level precision and F1 (its ``classification_report(zero_division=0)`` figures).
 
-    Macro = mean over the classes present in ``y_true`` or ``y_pred``; worst = min over the classes
-    present in ``y_true``; a class predicted but never present gets precision 0.
+    Returns ``{"macro_precision", "macro_f1", "worst_class_precision", "worst_class_f1",
+    "per_class": {"<c>": {"precision", "f1"}}}``. Macro = mean over the classes present in ``y_true``
+    or ``y_pred``; worst = min over the classes present in ``y_true``; a class predicted but never
+    present gets precision 0; a class neither present nor predicted gets None entries. All None for
+    an empty split.
     """
+    y_true, y_pred = np.asarray(y_true).astype(np.int64), np.asarray(y_pred).astype(np.int64)
     precision, f1, n_true, n_predicted = (v[0] for v in cell_precision_f1(
         y_true, y_pred, np.zeros_like(y_true), n_classes, 1))
     labels = np.flatnonzero((n_true > 0) | (n_predicted > 0))
-    for c, entry in per_class.items():
-        shown = n_true[int(c)] > 0 or n_predicted[int(c)] > 0
-        entry.update(precision=float(precision[int(c)]) if shown else None, f1=float(f1[int(c)]) if shown else None)
+    per_class = {}
+    for c in range(n_classes):
+        shown = n_true[c] > 0 or n_predicted[c] > 0
+        per_class[str(c)] = {"precision": float(precision[c]) if shown else None,
+                             "f1": float(f1[c]) if shown else None}
     seen = n_true > 0
     return {
         "macro_precision": float(precision[labels].mean()) if len(labels) else None,
         "macro_f1": float(f1[labels].mean()) if len(labels) else None,
         "worst_class_precision": float(precision[seen].min()) if seen.any() else None,
         "worst_class_f1": float(f1[seen].min()) if seen.any() else None,
+        "per_class": per_class,
     }
 
 
-def _attribute_table(y: np.ndarray, probs: np.ndarray, correct: np.ndarray, attrs: np.ndarray,
-                     n_attrs: int) -> dict[str, dict[str, Any]]:
-    """Accuracy and AUROC within each attribute value (SubpopBench's ``per_attribute``).
+def class_acc_difference(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """``{"class_acc_diff"}``: the sum over pairs of classes present of the absolute difference of their
+    accuracies (SubpopBench's "minimum class difference" selection figure; 0.0 with one class)."""
+    accs = [float(v) for v in _accuracies(np.asarray(y_true) == np.asarray(y_pred), y_true, n_classes)
+            if not np.isnan(v)]
+    return {"class_acc_diff": float(sum(abs(a - b) for i, a in enumerate(accs) for b in accs[i + 1:]))}
 
-    AUROC: binary, of class 1; multiclass, the one-vs-rest mean over the classes present in the subset.
+
+def ranking_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """AUROC and AUPRC overall and one-vs-rest per class, from class probabilities (n, n_classes).
+
+    Returns ``{"auroc", "auprc", "per_class": {"<c>": {"auroc"[, "auroc_undefined"]}}, "undefined"}``.
+    Overall: binary, the scores of class 1; multiclass, the mean over the classes present (see
+    `ranking_score`). A class absent or the only one present gets ``auroc`` None and its reason.
     """
+    return _ranking_metrics(*check_probabilities(y_true, probs))
+
+
+def _ranking_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    class_scores = _class_ranking_scores(y, probs)
+    per_class: dict[str, dict[str, Any]] = {}
+    for c, (pair, reason) in class_scores.items():
+        per_class[str(c)] = {"auroc": None if pair is None else pair[0]}
+        if reason:
+            per_class[str(c)]["auroc_undefined"] = reason
+    pair, reason = _combine(class_scores, y, probs.shape[1])
+    return {**_figures(auroc=(None if pair is None else pair[0], reason),
+                       auprc=(None if pair is None else pair[1], reason)), "per_class": per_class}
+
+
+def calibration_metrics(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, Any]:
+    """``{"ece", "ece_bins"}``: top-label `expected_calibration_error` with ``n_bins`` bins (None when empty)."""
+    y, probs = check_probabilities(y_true, probs)
+    return _calibration_metrics(y, probs, n_bins)
+
+
+def _calibration_metrics(y: np.ndarray, probs: np.ndarray, n_bins: int) -> dict[str, Any]:
+    return {"ece": expected_calibration_error(y, probs, n_bins), "ece_bins": n_bins}
+
+
+def attribute_metrics(y_true: np.ndarray, probs: np.ndarray, attrs: np.ndarray | None,
+                      n_attrs: int | None) -> dict[str, Any]:
+    """Accuracy and AUROC within each attribute value (SubpopBench's ``per_attribute``) and their worst.
+
+    Returns ``{"per_attr": {"<a>": {"name", "acc", "n", "auroc"[, "auroc_undefined"]}}, "worst_attr_auroc",
+    "undefined"}``; ``per_attr`` is None without attributes. AUROC: binary, of class 1; multiclass,
+    the one-vs-rest mean over the classes present in the subset; None for a subset of one class.
+    """
+    return _attribute_metrics(*check_probabilities(y_true, probs), attrs, n_attrs)
+
+
+def _attribute_metrics(y: np.ndarray, probs: np.ndarray, attrs: np.ndarray | None, n_attrs: int | None
+                       ) -> dict[str, Any]:
+    if attrs is None or not n_attrs:
+        return {"per_attr": None, **_figures(worst_attr_auroc=(None, NO_ATTRS))}
+    attrs = np.asarray(attrs).astype(np.int64)
+    correct = probs.argmax(axis=1) == y
     table = _accuracy_table(correct, attrs[:, None] == np.arange(n_attrs)[None, :], [f"a={a}" for a in range(n_attrs)])
     k = probs.shape[1]
     counts = np.bincount(attrs * k + y, minlength=n_attrs * k).reshape(n_attrs, k)
@@ -264,18 +421,70 @@ def _attribute_table(y: np.ndarray, probs: np.ndarray, correct: np.ndarray, attr
             entry["auroc_undefined"] = f"only one class present ({entry['n']} samples)" if entry["n"] else "no samples"
         else:
             entry["auroc"] = float(np.nanmean(aucs[:, a]))
-    return table
+    return {"per_attr": table, **_figures(worst_attr_auroc=_worst(table, "auroc", "attribute value"))}
 
 
-def _add_auroc(table: dict[str, dict[str, Any]], y: np.ndarray, probs: np.ndarray,
-               membership: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Add each subset's AUROC (``auroc``, and ``auroc_undefined`` with the reason) to a per-subset table."""
-    for j, entry in enumerate(table.values()):
-        mask = membership[:, j]
-        entry["auroc"], reason = ranking_score(y[mask], probs[mask])
-        if reason:
-            entry["auroc_undefined"] = reason
-    return table
+def group_cell_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray | None, n_groups: int | None,
+                       n_classes: int, attrs: np.ndarray | None, n_attrs: int | None) -> dict[str, Any]:
+    """Precision and F1 of each (class, attribute) group and their worst, from hard predictions.
+
+    Group g = (y, a) has precision P(Y = y | prediction y, A = a) and recall acc(g) (see
+    `cell_precision_f1`). Returns ``{"per_group": {"<g>": {"precision", "f1"}}, "worst_group_precision",
+    "worst_group_f1", "undefined"}``; groups with no sample get None and stay out of the worst figures.
+    Defined only when ``groups`` are the (class, attribute) crossing of ``attrs`` (`Grouper.is_cross`),
+    otherwise both figures are None with the reason and there is no ``per_group``.
+    """
+    y, pred = np.asarray(y_true).astype(np.int64), np.asarray(y_pred).astype(np.int64)
+    if attrs is not None and n_attrs:
+        attrs = np.asarray(attrs).astype(np.int64)
+    grouper = Grouper(n_classes, n_attrs) if attrs is not None and n_attrs else None
+    if groups is None or grouper is None or n_groups != grouper.n_groups or not grouper.is_cross(groups, y, attrs):
+        reason = NO_GROUPS if groups is None else "groups are not (class, attribute) pairs y * n_attrs + a"
+        return _figures(worst_group_precision=(None, reason), worst_group_f1=(None, reason))
+    # group g = (y, a) is cell [a, y]: transposed and flattened, the cells come in group-id order
+    precision, f1, n_true, _ = (v.T.reshape(-1) for v in cell_precision_f1(y, pred, attrs, n_classes, n_attrs))
+    per_group = {str(g): {"precision": float(precision[g]), "f1": float(f1[g])} if n_true[g] > 0
+                 else {"precision": None, "f1": None} for g in range(grouper.n_groups)}
+    return {"per_group": per_group, **_figures(worst_group_precision=_worst(per_group, "precision", "group"),
+                                               worst_group_f1=_worst(per_group, "f1", "group"))}
+
+
+def eval_group_metrics(y_true: np.ndarray, probs: np.ndarray, eval_groups: np.ndarray,
+                       eval_group_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """WILDS CivilComments worst-group accuracy over overlapping evaluation groups, and subgroup AUROC.
+
+    WILDS (wilds/datasets/civilcomments_dataset.py, ``CivilCommentsDataset.eval``) crosses each identity
+    with the label (groupers over ``[identity, 'y']``) and takes the minimum accuracy over the cells where
+    the identity is present: one cell per (evaluation group, class). Empty cells are left out (WILDS
+    counts an empty cell as accuracy 0, which never happens on its data). Returns ``{"eval_groups":
+    {"per_group": {"<j>": {"auroc"[, "auroc_undefined"]}}, "wilds_worst_group_acc", "per_group_class":
+    {"<cell>": {"name", "acc", "n"}}, "worst_group_auroc", "undefined"}}``: each group's AUROC is Borkan
+    et al.'s "subgroup AUC". The accuracy figures of the groups themselves come from `group_accuracy_metrics`.
+    """
+    return _eval_group_metrics(*check_probabilities(y_true, probs), eval_groups, eval_group_names)
+
+
+def _eval_group_metrics(y: np.ndarray, probs: np.ndarray, eval_groups: np.ndarray,
+                        eval_group_names: Sequence[str] | None) -> dict[str, Any]:
+    eval_groups = np.asarray(eval_groups, dtype=bool)
+    m, n_classes = eval_groups.shape[1], probs.shape[1]
+    names = list(eval_group_names) if eval_group_names is not None else [f"eval{j}" for j in range(m)]
+    correct = probs.argmax(axis=1) == y
+    cells = np.concatenate([eval_groups & (y == c)[:, None] for c in range(n_classes)], axis=1)
+    cell_table = _accuracy_table(correct, cells, [f"{name},y={c}" for c in range(n_classes) for name in names])
+    per_group: dict[str, dict[str, Any]] = {}
+    for j in range(m):
+        mask = eval_groups[:, j]
+        auroc, reason = ranking_score(y[mask], probs[mask])
+        per_group[str(j)] = {"auroc": auroc, **({"auroc_undefined": reason} if reason else {})}
+    worst_auroc, reason = _worst(per_group, "auroc", "evaluation group (each holds one class only)")
+    return {"eval_groups": {
+        "per_group": per_group,
+        "wilds_worst_group_acc": _summaries(cell_table)[0],
+        "per_group_class": cell_table,
+        "worst_group_auroc": worst_auroc,
+        "undefined": {"worst_group_auroc": reason} if reason else {},
+    }}
 
 
 def _worst(table: dict[str, dict[str, Any]], key: str, what: str) -> tuple[float | None, str | None]:
@@ -283,18 +492,7 @@ def _worst(table: dict[str, dict[str, Any]], key: str, what: str) -> tuple[float
     return (worst, None) if worst is not None else (None, f"{key} is undefined for every {what}")
 
 
-def _train_weighted(per_group: dict[str, dict[str, Any]], train_counts: np.ndarray) -> tuple[float | None, str | None]:
-    """Test group accuracies weighted by training group proportions (renormalised over groups present)."""
-    weights = np.asarray(train_counts, dtype=float)
-    if len(weights) != len(per_group):
-        raise GroupRobustError(f"train group counts have {len(weights)} entries for {len(per_group)} groups; "
-                               "pass the training split's group_counts() of the same dataset")
-    accs = np.array([v["acc"] if v["acc"] is not None else np.nan for v in per_group.values()])
-    use = (weights > 0) & ~np.isnan(accs)
-    if not use.any():
-        return None, "no group has both training samples and samples in this split"
-    return float((weights[use] * accs[use]).sum() / weights[use].sum()), None
-
+# -- the whole dict --------------------------------------------------------------------------------------
 
 def group_metrics(y_true: np.ndarray, probs: np.ndarray, groups: np.ndarray | None = None,
                   n_groups: int | None = None, group_names: Sequence[str] | None = None,
@@ -310,112 +508,43 @@ def group_metrics(y_true: np.ndarray, probs: np.ndarray, groups: np.ndarray | No
     ``per_attr`` (given ``attrs``), ``auprc``, ``ece`` with ``ece_bins``, per-class precision / F1 /
     AUROC, and for ``eval_groups`` the WILDS worst-group accuracy over (evaluation group, class)
     cells (``eval_groups.wilds_worst_group_acc``). ``undefined`` maps every ``None`` figure to its reason.
+    It is the `merge_metrics` of the pieces `group_accuracy_metrics`, `train_weighted_accuracy`,
+    `precision_f1_metrics`, `class_acc_difference`, `ranking_metrics`, `calibration_metrics`,
+    `attribute_metrics`, `group_cell_metrics` and `eval_group_metrics`.
     Raises `GroupRobustError` on probabilities that are not finite or of the wrong shape.
     """
-    y = np.asarray(y_true).astype(np.int64)
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[0] != len(y) or probs.shape[1] < 2:
-        raise GroupRobustError(f"probabilities must have shape ({len(y)}, n_classes >= 2), got {probs.shape}; "
-                               "pass softmax(logits) for every sample")
-    if not np.all(np.isfinite(probs)):
-        raise GroupRobustError("probabilities contain NaN or inf; the model diverged or the inputs are not finite")
-    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-4) or probs.min(initial=0.0) < 0:
-        raise GroupRobustError("probabilities must be non-negative and sum to 1 per sample; pass softmax(logits), "
-                               "not logits")
-    n_classes = probs.shape[1]
-    pred = probs.argmax(axis=1)
+    y, probs = check_probabilities(y_true, probs)
     if groups is not None and n_groups is None:
         raise GroupRobustError("n_groups is required with groups; pass the dataset's n_groups")
-    out = group_accuracy_metrics(y, pred, groups, n_groups or 0, n_classes, group_names, eval_groups, eval_group_names)
-    undefined: dict[str, str] = {}
-    correct = pred == y
-
-    def put(key: str, value: float | None, reason: str | None) -> None:
-        out[key] = value
-        if value is None:
-            undefined[key] = reason or "undefined"
-
-    no_groups = "this split carries no group labels"
+    n_classes = probs.shape[1]
+    pred = probs.argmax(axis=1)
+    accuracy = group_accuracy_metrics(y, pred, groups, n_groups or 0, n_classes, group_names, eval_groups,
+                                      eval_group_names)
     # SubpopBench's "adjusted accuracy": the unweighted mean of per-group accuracies over the groups present
     # in the split (subpopbench/utils/eval_helper.py, eval_metrics: res['adjusted_accuracy']), which is
     # our group_balanced_acc.
-    put("adjusted_acc", out["group_balanced_acc"], None if groups is not None else no_groups)
-    if groups is None:
-        put("train_weighted_avg_acc", None, no_groups)
-    elif train_group_counts is None:
-        put("train_weighted_avg_acc", None, "training group counts were not given")
-    else:
-        put("train_weighted_avg_acc", *_train_weighted(out["per_group"], train_group_counts))
-
-    out.update(_class_precision_f1(y, pred, n_classes, out["per_class"]))
-    class_accs = [v["acc"] for v in out["per_class"].values() if v["acc"] is not None]
-    out["class_acc_diff"] = float(sum(abs(a - b) for i, a in enumerate(class_accs) for b in class_accs[i + 1:]))
-    class_scores = _class_ranking_scores(y, probs)
-    for c, entry in out["per_class"].items():
-        pair, reason = class_scores[int(c)]
-        entry["auroc"] = None if pair is None else pair[0]
-        if reason:
-            entry["auroc_undefined"] = reason
-    pair, reason = _combine(class_scores, y, n_classes)
-    put("auroc", None if pair is None else pair[0], reason)
-    put("auprc", None if pair is None else pair[1], reason)
-    out["ece"] = expected_calibration_error(y, probs, ece_bins)
-    out["ece_bins"] = ece_bins
-
-    if attrs is not None and n_attrs:
-        attrs = np.asarray(attrs).astype(np.int64)
-        out["per_attr"] = _attribute_table(y, probs, correct, attrs, n_attrs)
-        put("worst_attr_auroc", *_worst(out["per_attr"], "auroc", "attribute value"))
-    else:
-        out["per_attr"] = None
-        put("worst_attr_auroc", None, "this split carries no attribute labels")
-
-    cells_are_groups = (groups is not None and attrs is not None and n_attrs and n_groups == n_classes * n_attrs
-                        and np.array_equal(np.asarray(groups), y * n_attrs + attrs))
-    if cells_are_groups:
-        # group g = (y, a) is cell [a, y]; groups with no sample get None and stay out of the worst figures
-        precision, f1, n_true, _ = (v.T.reshape(-1) for v in cell_precision_f1(y, pred, attrs, n_classes, n_attrs))
-        for g, entry in out["per_group"].items():
-            has = n_true[int(g)] > 0
-            entry["precision"], entry["f1"] = (float(precision[int(g)]), float(f1[int(g)])) if has else (None, None)
-        put("worst_group_precision", *_worst(out["per_group"], "precision", "group"))
-        put("worst_group_f1", *_worst(out["per_group"], "f1", "group"))
-    else:
-        reason = no_groups if groups is None else "groups are not (class, attribute) pairs y * n_attrs + a"
-        put("worst_group_precision", None, reason)
-        put("worst_group_f1", None, reason)
-
+    adjusted = _figures(adjusted_acc=(accuracy["group_balanced_acc"], None if groups is not None else NO_GROUPS))
+    fragments = [
+        accuracy, adjusted,
+        train_weighted_accuracy(y, pred, groups, n_groups or 0, train_group_counts),
+        precision_f1_metrics(y, pred, n_classes),
+        class_acc_difference(y, pred, n_classes),
+        _ranking_metrics(y, probs),  # the pieces on probabilities, without checking them again
+        _calibration_metrics(y, probs, ece_bins),
+        _attribute_metrics(y, probs, attrs, n_attrs),
+        group_cell_metrics(y, pred, groups, n_groups, n_classes, attrs, n_attrs),
+    ]
     if eval_groups is not None:
-        out["eval_groups"].update(_eval_group_figures(out["eval_groups"]["per_group"], y, probs, correct,
-                                                      np.asarray(eval_groups, dtype=bool), n_classes))
+        fragments.append(_eval_group_metrics(y, probs, eval_groups, eval_group_names))
+    undefined: dict[str, str] = {}
+    for fragment in fragments:
+        undefined.update(fragment.get("undefined", {}))
+    out = merge_metrics(*({k: v for k, v in f.items() if k != "undefined"} for f in fragments))
     for key in ("worst_group_acc", "group_balanced_acc"):
         if out[key] is None:
-            undefined[key] = no_groups if groups is None else "every group is empty in this split"
+            undefined[key] = NO_GROUPS if groups is None else "every group is empty in this split"
     out["undefined"] = undefined
     return out
-
-
-def _eval_group_figures(per_group: dict[str, dict[str, Any]], y: np.ndarray, probs: np.ndarray,
-                        correct: np.ndarray, eval_groups: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """WILDS CivilComments worst-group accuracy over overlapping evaluation groups.
-
-    WILDS (wilds/datasets/civilcomments_dataset.py, ``CivilCommentsDataset.eval``) crosses each identity
-    with the label (groupers over ``[identity, 'y']``) and takes the minimum accuracy over the cells where
-    the identity is present: one cell per (evaluation group, class). Empty cells are left out (WILDS
-    counts an empty cell as accuracy 0, which never happens on its data). Also adds each group's AUROC
-    (Borkan et al.'s "subgroup AUC") to ``per_group`` and their minimum.
-    """
-    names = [v["name"] for v in per_group.values()]
-    cells = np.concatenate([eval_groups & (y == c)[:, None] for c in range(n_classes)], axis=1)
-    cell_table = _accuracy_table(correct, cells, [f"{name},y={c}" for c in range(n_classes) for name in names])
-    _add_auroc(per_group, y, probs, eval_groups)
-    worst_auroc, reason = _worst(per_group, "auroc", "evaluation group (each holds one class only)")
-    return {
-        "wilds_worst_group_acc": _summaries(cell_table)[0],
-        "per_group_class": cell_table,
-        "worst_group_auroc": worst_auroc,
-        "undefined": {"worst_group_auroc": reason} if reason else {},
-    }
 
 
 def dataset_metrics(dataset: "GroupDataset", probs: np.ndarray, train_group_counts: np.ndarray | None = None,

@@ -38,9 +38,7 @@ def spurious_label_splits(splits: DatasetSplits) -> DatasetSplits:
     if train.a is None:
         raise GroupRobustError("the alignment analysis needs attribute labels on the training split; "
                                "use a dataset or feature directory that carries them")
-    table = np.zeros((train.n_attrs, train.n_classes))
-    np.add.at(table, (train.a, train.y), 1)
-    label_of_attr = table.argmax(axis=1)
+    label_of_attr = train.grouper.count_table(train.y, train.a).argmax(axis=0)  # per attribute value
     parts = [ds if ds.a is None else replace(ds, y=label_of_attr[ds.a]) for ds in splits]
     return DatasetSplits(*parts, name=splits.name, meta=dict(splits.meta))
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.grouping import Grouper
 
 
 def _as_int_array(values: Any, what: str, split: str) -> np.ndarray:
@@ -28,8 +29,8 @@ def _as_int_array(values: Any, what: str, split: str) -> np.ndarray:
 class GroupDataset:
     """One split: inputs ``x``, labels ``y``, spurious attributes ``a`` and groups ``g``.
 
-    ``g`` defaults to ``y * n_attrs + a``. ``a`` and ``g`` may be ``None`` when a split carries
-    no group labels (or a method must not see them). ``eval_groups`` is an optional boolean
+    ``g`` defaults to the (class, attribute) groups ``y * n_attrs + a`` of `grouper`. ``a`` and ``g``
+    may be ``None`` when a split carries no group labels (or a method must not see them). ``eval_groups`` is an optional boolean
     membership matrix ``(n, m)`` of possibly overlapping evaluation groups (CivilComments-style).
     Construction validates lengths, ranges and finiteness and raises `GroupRobustError`.
     """
@@ -66,6 +67,8 @@ class GroupDataset:
             raise GroupRobustError(f"{where}: x has {n} samples but y has {len(self.y)}; they must match")
         if self.n_classes < 2:
             raise GroupRobustError(f"{where}: n_classes must be at least 2, got {self.n_classes}")
+        if self.n_attrs < 1:
+            raise GroupRobustError(f"{where}: n_attrs must be at least 1, got {self.n_attrs}; use 1 without attributes")
         if self.y.min() < 0 or self.y.max() >= self.n_classes:
             raise GroupRobustError(f"{where}: y values must lie in 0..{self.n_classes - 1}, found {self.y.min()}..{self.y.max()}")
         if self.a is not None:
@@ -75,7 +78,7 @@ class GroupDataset:
             if self.a.min() < 0 or self.a.max() >= self.n_attrs:
                 raise GroupRobustError(f"{where}: attribute values must lie in 0..{self.n_attrs - 1}, found {self.a.min()}..{self.a.max()}")
             if self.g is None:
-                self.g = self.y * self.n_attrs + self.a
+                self.g = self.grouper.group_ids(self.y, self.a)
         if self.g is not None:
             self.g = _as_int_array(self.g, "g", where)
             if len(self.g) != n:
@@ -83,7 +86,7 @@ class GroupDataset:
             if self.g.min() < 0 or self.g.max() >= self.n_groups:
                 raise GroupRobustError(f"{where}: group ids must lie in 0..{self.n_groups - 1}, found {self.g.min()}..{self.g.max()}")
         if self.group_names is None:
-            self.group_names = [f"y={g // self.n_attrs},a={g % self.n_attrs}" for g in range(self.n_groups)]
+            self.group_names = self.grouper.names
         elif len(self.group_names) != self.n_groups:
             raise GroupRobustError(f"{where}: {len(self.group_names)} group names for {self.n_groups} groups; give one name per group")
         if self.eval_groups is not None:
@@ -98,9 +101,14 @@ class GroupDataset:
                 raise GroupRobustError(f"{where}: {len(self.eval_group_names)} evaluation-group names for {m} groups")
 
     @property
+    def grouper(self) -> Grouper:
+        """The (class, attribute) `Grouper` of this dataset's ``n_classes`` and ``n_attrs``."""
+        return Grouper(self.n_classes, self.n_attrs)
+
+    @property
     def n_groups(self) -> int:
         """Number of (class, attribute) groups, ``n_classes * n_attrs``."""
-        return self.n_classes * self.n_attrs
+        return self.grouper.n_groups
 
     @property
     def has_groups(self) -> bool:

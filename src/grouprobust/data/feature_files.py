@@ -27,6 +27,7 @@ from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.feature_store import SPLITS, load_feature_splits
 from grouprobust.data.registry import register_dataset
 from grouprobust.errors import GroupRobustError
+from grouprobust.grouping import Grouper
 
 
 # -- a user's own feature files -------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def load_user_features(path: Path | str, name: str = "features") -> DatasetSplit
         n_attrs = int(max(int(np.max(arrays[f"a_{s}"])) for s in SPLITS)) + 1
     elif has_g:
         n_groups = int(max(int(np.max(arrays[f"g_{s}"])) for s in SPLITS)) + 1
-        n_attrs = -(-n_groups // n_classes)
+        n_attrs = Grouper.from_groups(n_groups, n_classes).n_attrs
     else:
         n_attrs = 1
     parts = []

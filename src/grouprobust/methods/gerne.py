@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.grouping import Grouper
 from grouprobust.methods.base import Batch, Method, to_list
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import register_method
@@ -125,13 +126,12 @@ def sample_probabilities(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: 
     """Per-sample draw probabilities: classes uniform, attribute ``a`` given ``y`` with ``conditional[y, a]``,
     uniform over the samples of a group (float64, sums to 1; empty classes get no mass)."""
     group_mass = (np.asarray(conditional, dtype=np.float64) / n_classes).ravel()
-    return per_sample_probabilities(np.asarray(y) * n_attrs + np.asarray(a), group_mass)
+    return per_sample_probabilities(Grouper(n_classes, n_attrs).group_ids(y, a), group_mass)
 
 
 def count_table(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: int) -> np.ndarray:
     """Samples per (class, attribute), shape ``(n_classes, n_attrs)``."""
-    flat = np.bincount(np.asarray(y) * n_attrs + np.asarray(a), minlength=n_classes * n_attrs)
-    return flat.reshape(n_classes, n_attrs)
+    return Grouper(n_classes, n_attrs).count_table(y, a)
 
 
 # -- the method ---------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ class GERNE(_GERNEBase):
         if dataset.a is None:
             raise GroupRobustError("gerne needs training attributes; use the label regime 'full', or gerne-pseudo "
                                    "without them", subject="regime")
-        if not np.array_equal(dataset.g, dataset.y * dataset.n_attrs + dataset.a):
+        if not dataset.grouper.is_cross(dataset.g, dataset.y, dataset.a):
             raise GroupRobustError("gerne needs groups of the form y * n_attrs + a; this dataset defines its own "
                                    "groups, so use gerne-pseudo")
         return dataset.a, dataset.n_attrs

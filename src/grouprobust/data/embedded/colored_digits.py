@@ -7,6 +7,7 @@ import numpy as np
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.registry import register_dataset
 from grouprobust.errors import GroupRobustError
+from grouprobust.grouping import Grouper
 
 # Ten well separated RGB colors, one per class (GERNE's colored-MNIST uses one color per digit).
 PALETTE = np.array([
@@ -85,7 +86,7 @@ def colored_digits(seed: int = 0, *, conflict: float = 0.01, variant: str = "mul
         parts["val"] += idx[n_tr:n_tr + n_va].tolist()
         parts["test"] += idx[n_tr + n_va:].tolist()
 
-    group_names = [f"y={y},color={c}" for y in range(n_classes) for c in range(n_colors)]
+    group_names = Grouper(n_classes, n_colors, attr_names=[f"color={c}" for c in range(n_colors)]).names  # y=0,color=1
     meta = {"palette": PALETTE[palette_ids], "variant": variant}
 
     tr = np.repeat(np.array(sorted(parts["train"])), copies)

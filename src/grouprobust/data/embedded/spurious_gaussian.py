@@ -51,10 +51,9 @@ def spurious_gaussian(seed: int = 0, *, n: int = 2000, n_val: int = 1000, n_test
     spur_dir = np.zeros(d)
     spur_dir[core_dims:core_dims + spurious_dims] = 1 / np.sqrt(spurious_dims)
     meta = {"core_direction": core_dir, "spurious_direction": spur_dir}
-    names = ["y=0,a=0", "y=0,a=1", "y=1,a=0", "y=1,a=1"]
     splits = []
     for split, size, prob in (("train", n, p), ("val", n_val, 0.5), ("test", n_test, 0.5)):
         x, y, a = _draw(rng, size, prob, *args)
         splits.append(GroupDataset(x, y, a, n_classes=2, n_attrs=2, split=split, name="spurious-gaussian",
-                                   group_names=names, meta=dict(meta)))
+                                   meta=dict(meta)))
     return DatasetSplits(*splits, name="spurious-gaussian", meta=dict(meta))

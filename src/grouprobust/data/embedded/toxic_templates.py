@@ -13,6 +13,7 @@ import numpy as np
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.registry import register_dataset
 from grouprobust.errors import GroupRobustError
+from grouprobust.grouping import Grouper
 
 IDENTITY_WORDS = {
     "male": ["men", "a man", "guys"],
@@ -104,7 +105,7 @@ def toxic_templates(seed: int = 0, *, n: int = 4000, n_val: int = 1000, n_test: 
     if min(n, n_val, n_test) < 1 or n_features < 16:
         raise GroupRobustError("toxic-templates: n, n_val, n_test must be >= 1 and n_features >= 16")
     rng = np.random.default_rng(seed)
-    group_names = [f"{c},{a}" for c in CLASSES for a in ("no identity", "identity")]
+    group_names = Grouper(2, 2, CLASSES, ("no identity", "identity")).names
     eval_names = [f"{ident},{c}" for ident in IDENTITIES for c in CLASSES]
     parts = []
     for split, size, p in (("train", n, spurious), ("val", n_val, eval_spurious), ("test", n_test, eval_spurious)):

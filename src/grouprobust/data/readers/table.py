@@ -17,6 +17,7 @@ import pandas as pd
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.errors import GroupRobustError
+from grouprobust.grouping import Grouper
 
 SPLITS = ("train", "val", "test")
 EVAL_PREFIX = "eval:"
@@ -37,9 +38,14 @@ class BenchmarkTable:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def grouper(self) -> Grouper:
+        """The (class, attribute) `Grouper` of this benchmark, with its class and attribute names."""
+        return Grouper(self.n_classes, self.n_attrs, self.class_names, self.attr_names)
+
+    @property
     def group_names(self) -> list[str]:
-        """Names of the ``n_classes * n_attrs`` groups, ``g = y * n_attrs + a``."""
-        return [f"{c},{a}" for c in self.class_names for a in self.attr_names]
+        """Names ``"<class>,<attr>"`` of the ``n_classes * n_attrs`` groups, in `grouper` id order."""
+        return self.grouper.names
 
     @property
     def eval_group_names(self) -> list[str] | None:
@@ -48,8 +54,8 @@ class BenchmarkTable:
         return names or None
 
     def groups(self) -> np.ndarray:
-        """Group id per row, ``y * n_attrs + a``."""
-        return self.table["y"].to_numpy() * self.n_attrs + self.table["a"].to_numpy()
+        """Group id per row, ``y * n_attrs + a`` (`Grouper.group_ids`)."""
+        return self.grouper.group_ids(self.table["y"].to_numpy(), self.table["a"].to_numpy())
 
     def group_counts(self) -> pd.DataFrame:
         """Samples per group (rows, by name) and split (columns)."""
