@@ -17,7 +17,6 @@ import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
-from grouprobust.options import parse_assignments
 from grouprobust.selection import SELECTION_RULES, select_best
 from grouprobust.training import Trainer
 
@@ -38,7 +37,7 @@ def main() -> None:
     dataset = sys.argv[1] if len(sys.argv) > 1 else "spurious-gaussian"
     method = sys.argv[2] if len(sys.argv) > 2 else "erm"
     seeds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    data = parse_assignments(sys.argv[4:], "dataset option")
+    data = dict(item.split("=", 1) for item in sys.argv[4:])  # dataset options, coerced by resolve_config
     runs = histories(dataset, method, seeds, data)
     options = " ".join(sys.argv[4:])
     print(f"{method} on {dataset} {options}, {seeds} seeds, {len(runs[0])} evaluated epochs each")

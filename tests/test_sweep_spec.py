@@ -1,6 +1,7 @@
 """Sweep files: expansion into trials, random draws, and one-line errors for bad files."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -15,6 +16,9 @@ from grouprobust.methods.registry import get_method
 from grouprobust.sweep import expand, load_sweep
 
 TINY = {"n": 200, "n_val": 100, "n_test": 100}
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def write(tmp_path, data, name="sweep.yaml"):
@@ -95,13 +99,20 @@ def test_bad_sweep_file_is_one_line_error_and_runs_nothing(tmp_path, capsys, con
     assert not out.exists()
 
 
-def test_missing_file_and_bad_executor(tmp_path):
+def test_missing_file_and_bad_executor(tmp_path, capsys):
     with pytest.raises(GroupRobustError, match="not found"):
         load_sweep(tmp_path / "nope.yaml")
     from grouprobust.sweep.executors import make_executor
 
-    with pytest.raises(GroupRobustError, match="--executor ray"):
+    with pytest.raises(GroupRobustError, match="executor ray") as err:
         make_executor("local", workers=2)
+    assert err.value.subject == "executor"
+    # the command line names the flag that chooses the executor
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(EXAMPLES / "sweep-toy.yaml"), "--out", str(tmp_path / "out"), "--workers", "2"])
+    err_text = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "executor ray" in err_text and "--executor" in err_text
+    assert not (tmp_path / "out").exists()
     with pytest.raises(GroupRobustError, match="unknown executor"):
         make_executor("dask")
 

@@ -1,23 +1,11 @@
-"""Parsing ``key=value`` strings from the command line into typed options."""
+"""Coercing option values (often strings from a command line or a file) to the types of their defaults."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any
 
 from grouprobust.errors import GroupRobustError
-
-
-def parse_assignments(items: Iterable[str], flag: str) -> dict[str, str]:
-    """Split ``key=value`` strings into a dict of raw strings; ``flag`` names the CLI option in errors."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise GroupRobustError(f"malformed {flag} {item!r}; write it as {flag} key=value")
-        out[key] = value.strip()
-    return out
 
 
 def coerce(value: Any, like: Any, name: str) -> Any:

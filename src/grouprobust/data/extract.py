@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from grouprobust.data.encoders import Encoder
+from grouprobust.data.encoders import Encoder, load_encoder
 from grouprobust.data.feature_store import save_feature_splits
+from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
 
@@ -36,7 +37,7 @@ def extract_features(table: BenchmarkTable, encoder: Encoder, batch_size: int | 
     """``(n_rows, dim)`` float32 features of every table row, in table order; ``progress(done, total)`` per batch."""
     if encoder.kind != table.input_kind:
         raise GroupRobustError(f"backbone {encoder.name!r} encodes {encoder.kind}s but {table.name} has "
-                               f"{table.input_kind}s; choose a {table.input_kind} backbone")
+                               f"{table.input_kind}s; choose a {table.input_kind} backbone", subject="backbone")
     inputs = table_inputs(table)
     size = batch_size or encoder.batch_size
     chunks = []
@@ -57,3 +58,30 @@ def write_features(table: BenchmarkTable, features: np.ndarray, out: Path, sourc
     splits.name = table.name
     return save_feature_splits(splits, Path(out), source={"dataset": table.name, "table": str(table.source),
                                                            "n": len(table.table), **source})
+
+
+def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, out: Path | str,
+                               weights: Path | str | None = None, options: dict[str, Any] | None = None,
+                               batch_size: int | None = None, device: Any = None, download: bool = False,
+                               progress: Progress | None = None) -> np.ndarray:
+    """Read benchmark ``dataset`` under ``root``, encode every row with ``backbone``, write a feature directory.
+
+    ``options`` are the benchmark reader's options; ``weights`` local backbone weights; ``download``
+    allows fetching weights into the backbone's cache; ``device`` None picks CUDA when present.
+    ``progress(done, total)`` is called after every batch. Refuses to replace an existing feature
+    directory. Returns the ``(n_rows, dim)`` features.
+    """
+    out = Path(out)
+    if (out / "meta.json").exists():
+        raise GroupRobustError(f"{out} already holds a feature set; delete it or choose another output directory",
+                               subject="out")
+    if batch_size is not None and batch_size < 1:
+        raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
+    options = dict(options or {})
+    table = read_benchmark(dataset, root, **options)
+    encoder = load_encoder(backbone, table.input_kind, Path(weights) if weights is not None else None, device,
+                           download)
+    features = extract_features(table, encoder, batch_size, progress=progress)
+    write_features(table, features, out, {"backbone": backbone, "weights": str(weights) if weights else None,
+                                          "root": str(root), "options": options})
+    return features

@@ -85,7 +85,7 @@ class RayExecutor:
             import ray
         except ImportError:
             raise GroupRobustError("the Ray executor needs Ray; install it with `pip install grouprobust[ray]` "
-                                   "or use --executor local") from None
+                                   "or use the local executor", subject="executor") from None
         if address is not None:
             _check_reachable(address)
         self.ray = ray
@@ -99,7 +99,7 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as err:
             target = f"the Ray cluster at {address}" if address else "a local Ray instance"
             raise GroupRobustError(f"could not start or join {target} ({str(err).splitlines()[0]}); "
-                                   "check --address or use --executor local") from None
+                                   "check the address or use the local executor", subject="address") from None
         resources = ray.cluster_resources()
         self.slots = max(1, int(resources.get("CPU", workers)))
         gpus = float(resources.get("GPU", 0.0))
@@ -138,19 +138,20 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as err:
         raise GroupRobustError(f"no Ray cluster answers at {address} ({err.strerror or err}); "
-                               "check --address (host:port of the head node) or leave it out for a local instance") from None
+                               "check the address (host:port of the head node) or leave it out for a local instance",
+                               subject="address") from None
 
 
 def check_executor(name: str, workers: int = 1, address: str | None = None) -> None:
     """Raise a one-line error for an unknown executor or a bad combination of its options."""
     if name not in EXECUTORS:
-        raise GroupRobustError(f"unknown executor {name!r}; use --executor local or --executor ray")
+        raise GroupRobustError(f"unknown executor {name!r}; use local or ray", subject="executor")
     if workers < 1:
-        raise GroupRobustError(f"--workers must be >= 1, got {workers}")
+        raise GroupRobustError(f"workers must be >= 1, got {workers}", subject="workers")
     if name == "local":
         if workers > 1 or address:
             raise GroupRobustError("the local executor runs one trial at a time in this process; "
-                                   "use --executor ray for --workers > 1 or --address")
+                                   "use executor ray for workers > 1 or an address", subject="executor")
 
 
 def make_executor(name: str, workers: int = 1, address: str | None = None) -> LocalExecutor | RayExecutor:

@@ -36,7 +36,7 @@ class SweepSummary:
 def prepare(spec_path: Path, out: Path, retry_failed: bool = False) -> tuple[SweepSpec, Plan]:
     """Load and validate the sweep file (every trial), and plan against what ``out`` holds; writes nothing."""
     if Path(out).exists() and not Path(out).is_dir():
-        raise GroupRobustError(f"--out {out} is a file; give a directory for the sweep's runs")
+        raise GroupRobustError(f"out {out} is a file; give a directory for the sweep's runs", subject="out")
     spec = load_sweep(spec_path)
     return spec, plan(expand(spec), out, retry_failed)
 

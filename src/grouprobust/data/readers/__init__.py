@@ -3,13 +3,15 @@
 `read_benchmark(name, root, **options)` returns a `BenchmarkTable` (paths or texts, labels,
 attributes, splits, evaluation groups); `BenchmarkTable.to_splits(features)` turns it into
 `DatasetSplits` once features exist. Importing this package also registers each benchmark in the
-dataset registry (not embedded): ``--dataset waterbirds --data features=DIR`` trains on a feature
-directory written by ``grouprobust features``.
+dataset registry (not embedded): dataset ``waterbirds`` with option ``features=DIR`` trains on a
+feature directory written by `grouprobust.data.extract` (the ``grouprobust features`` command).
+`check_benchmark(name, root)` reads and validates a copy and returns its group counts per split.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +21,7 @@ from grouprobust.data.readers.civilcomments import read_civilcomments
 from grouprobust.data.readers.dfa_layout import read_bffhq, read_colored_cifar10, read_colored_mnist
 from grouprobust.data.readers.metashift import read_metashift
 from grouprobust.data.readers.multinli import load_cached_bert_inputs, read_multinli
-from grouprobust.data.readers.table import BenchmarkTable
+from grouprobust.data.readers.table import SPLITS, BenchmarkTable
 from grouprobust.data.readers.waterbirds import read_waterbirds
 from grouprobust.data.registry import _unknown, register_dataset
 from grouprobust.errors import GroupRobustError
@@ -52,14 +54,46 @@ def get_reader(name: str) -> Callable[..., BenchmarkTable]:
 
 
 def read_benchmark(name: str, root: Path | str, **options: Any) -> BenchmarkTable:
-    """Read and validate benchmark ``name`` under ``root``; options are coerced like ``--data`` values."""
+    """Read and validate benchmark ``name`` under ``root``; string options are coerced to the defaults' types."""
     defaults = reader_options(name)
     resolved = {}
     for key, value in options.items():
         if key not in defaults:
-            raise _unknown(f"option for benchmark {name!r}:", key, list(defaults), "pass them as --data key=value")
-        resolved[key] = coerce(value, defaults[key], f"--data {key}")
+            err = _unknown(f"option for benchmark {name!r}:", key, list(defaults), "they are the reader's options")
+            err.subject = "data"
+            raise err
+        try:
+            resolved[key] = coerce(value, defaults[key], key)
+        except GroupRobustError as err:
+            raise GroupRobustError(str(err), subject=f"data:{key}") from None
     return get_reader(name)(Path(root), **resolved)
+
+
+@dataclass
+class BenchmarkCheck:
+    """What `check_benchmark` found: the table, group counts per split, and sample counts per split.
+
+    ``group_counts`` / ``eval_group_counts``: group x split frames of counts (evaluation groups only
+    for benchmarks that have overlapping ones, else None); ``samples``: split -> number of samples.
+    """
+
+    table: BenchmarkTable
+    group_counts: Any
+    eval_group_counts: Any
+    samples: dict[str, int]
+    splits: tuple[str, ...] = tuple(SPLITS)
+
+    @property
+    def name(self) -> str:
+        """The benchmark's name."""
+        return self.table.name
+
+
+def check_benchmark(name: str, root: Path | str, **options: Any) -> BenchmarkCheck:
+    """Read and validate benchmark ``name`` under ``root``; returns its group counts (raises on a bad copy)."""
+    table = read_benchmark(name, root, **options)
+    samples = {s: int((table.table["split"] == s).sum()) for s in SPLITS}
+    return BenchmarkCheck(table, table.group_counts(), table.eval_group_counts(), samples)
 
 
 def _feature_builder(name: str) -> Callable[..., DatasetSplits]:
@@ -68,22 +102,22 @@ def _feature_builder(name: str) -> Callable[..., DatasetSplits]:
 
         if not features:
             raise GroupRobustError(f"{name} is read from your own copy: extract features first with `grouprobust "
-                                   f"features --dataset {name} --root PATH --backbone NAME --out DIR`, then pass "
-                                   "--data features=DIR")
+                                   "features` (or grouprobust.data.extract.extract_benchmark_features), then set the "
+                                   "dataset option features=DIR", subject="data:features")
         splits = load_feature_splits(Path(features))
         if splits.name != name:
-            raise GroupRobustError(f"{features} holds features of {splits.name!r}, not {name!r}; pass the directory "
-                                   f"written by `grouprobust features --dataset {name}`")
+            raise GroupRobustError(f"{features} holds features of {splits.name!r}, not {name!r}; set features to "
+                                   f"a directory of features extracted from {name}", subject="data:features")
         return splits
 
-    build.__doc__ = f"{name} from a feature directory written by `grouprobust features` (option ``features``)."
+    build.__doc__ = f"{name} from a feature directory written by `grouprobust.data.extract` (option ``features``)."
     return build
 
 
 for _name, (_fn, _description) in READERS.items():
-    register_dataset(_name, _description + " (train on extracted features: --data features=DIR)",
+    register_dataset(_name, _description + " (train on extracted features: option features=DIR)",
                      train_defaults={"model": "linear", "epochs": 30, "lr": 1e-2, "optimizer": "adam",
                                      "batch_size": 256},
                      embedded=False)(_feature_builder(_name))
 
-__all__ = ["READERS", "BenchmarkTable", "get_reader", "load_cached_bert_inputs", "read_benchmark", "reader_options"]
+__all__ = ["READERS", "BenchmarkCheck", "BenchmarkTable", "check_benchmark", "get_reader", "load_cached_bert_inputs", "read_benchmark", "reader_options"]

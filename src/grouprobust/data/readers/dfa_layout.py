@@ -14,7 +14,7 @@ class and the bias attribute (DFA parses ``split('_')[-2]`` and ``[-1]``). Folde
 recursively, so flat and per-class sub-folders both work. Classes x attributes: colored MNIST 10
 digits x 10 colors, corrupted CIFAR-10 10 classes x 10 corruption types, bFFHQ age (0 young, 1 old)
 x gender (0/1). Validation and test must hold every group; a bias-conflicting training group may be
-empty (it is shown by ``grouprobust datasets --check``). DFA evaluates bFFHQ's test set on its bias-conflicting samples only; here the whole
+empty (`grouprobust.data.readers.check_benchmark` shows it). DFA evaluates bFFHQ's test set on its bias-conflicting samples only; here the whole
 test set is kept and the per-group table reports those groups.
 """
 
@@ -67,7 +67,8 @@ def _read(name: str, root: Path, pct: str, class_names: list[str], attr_names: l
           test_dir: Path, allow_empty_groups: bool) -> BenchmarkTable:
     root = Path(root)
     if not root.is_dir():
-        raise GroupRobustError(f"{root} is not a directory; pass --root the {name} folder (see docs/datasets.md)")
+        raise GroupRobustError(f"{root} is not a directory; the root must be the {name} folder (see docs/datasets.md)",
+                               subject="root")
     if not (root / pct).is_dir():
         raise GroupRobustError(f"{root / pct} not found; expected the bias-conflicting ratio folder, one of "
                                f"{', '.join(PCTS)} (choose it with pct=...)")

@@ -17,7 +17,8 @@ def find_file(root: Path, candidates: Iterable[str], what: str) -> Path:
     """The first of ``root / candidate`` that exists; raises naming the first expected path otherwise."""
     root = Path(root)
     if not root.is_dir():
-        raise GroupRobustError(f"{root} is not a directory; pass --root the folder holding the {what} ({DOCS})")
+        raise GroupRobustError(f"{root} is not a directory; the root must be the folder holding the {what} ({DOCS})",
+                               subject="root")
     candidates = list(candidates)
     for c in candidates:
         if (root / c).exists():

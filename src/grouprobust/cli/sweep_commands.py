@@ -1,14 +1,16 @@
-"""CLI commands ``grouprobust sweep`` and ``grouprobust report`` (registered through `cli.COMMAND_MODULES`)."""
+"""``grouprobust sweep`` (run a sweep file with a live progress display) and ``grouprobust report``."""
 
 from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from rich.markdown import Markdown
 
-from grouprobust.cli import app, console, err_console
+from grouprobust.cli.application import app, console, err_console
+from grouprobust.cli.progress import SweepProgress
 
 
 @app.command()
@@ -23,10 +25,9 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
+    # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
     from grouprobust.sweep.executors import check_executor
-    from grouprobust.sweep.progress import SweepProgress
     from grouprobust.sweep.runner import prepare, run_sweep
-    from grouprobust.sweep.store import Plan
 
     if address is not None:
         executor = "ray"
@@ -39,7 +40,7 @@ def sweep(
     with ExitStack() as stack:
         display: list[SweepProgress] = []
 
-        def on_plan(todo: Plan) -> None:
+        def on_plan(todo: Any) -> None:
             console.print(f"{todo.total} trials: {len(todo.finished)} already finished, {len(todo.failed)} failed "
                           f"(skipped; --retry-failed runs them again), {len(todo.to_run)} to run"
                           + (f" ({todo.retried} retried)" if todo.retried else ""))
@@ -47,7 +48,7 @@ def sweep(
                 where = f"joining the Ray cluster at {address}" if address else f"starting a local Ray instance ({workers} workers)"
                 err_console.print(f"{where}...")
 
-        def on_start(todo: Plan, slots: int) -> None:
+        def on_start(todo: Any, slots: int) -> None:
             display.append(stack.enter_context(SweepProgress(len(todo.to_run), slots, err_console,
                                                              disable=quiet or not todo.to_run)))
 
@@ -65,8 +66,7 @@ def report(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write figures"),
 ) -> None:
     """Choose hyper-parameters on validation and tabulate test accuracies (mean ± std over seeds)."""
-    from rich.markdown import Markdown
-
+    # Lazy: the report imports pandas and matplotlib, which `grouprobust --help` does not need.
     from grouprobust.sweep.report import display_table, write_report
 
     result, folder = write_report(directory, out, select, plots)

@@ -1,0 +1,79 @@
+"""``grouprobust train`` and ``grouprobust demo``: train runs with a progress bar and print their tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from grouprobust.cli.application import app, console, err_console
+from grouprobust.cli.options import DataOpt, SetOpt, parse_assignments
+from grouprobust.cli.progress import training_progress
+from grouprobust.cli.render import comparison_table, print_result
+from grouprobust.config import resolve_config
+
+
+def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data: list[str], out: Path,
+                     regime: str, select: Optional[str], device: Optional[str], epochs: Optional[int],
+                     quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True) -> dict:
+    """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
+    # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
+    from grouprobust.lastlayer.protocol import stage1_option
+    from grouprobust.train import run
+
+    hparams = parse_assignments(sets, "--set")
+    if epochs is not None:
+        hparams["epochs"] = str(epochs)
+    if from_dir is not None:
+        hparams["stage1"] = stage1_option(method, from_dir)
+    config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select)
+    with training_progress(f"{method} on {dataset}", int(config.hparams["epochs"]), err_console,
+                           disable=quiet) as on_epoch:
+        result = run(config, out, device=device, on_epoch=on_epoch)
+    if result.get("reused"):
+        console.print(f"[yellow]{out} already holds this finished run (id {result.get('run_id')}); showing it. "
+                      "Delete the directory to train again.[/yellow]")
+    if show:
+        print_result(result, console)
+    empty = result.get("train_empty_groups") or []
+    if empty and show:
+        console.print(f"[yellow]{len(empty)} group(s) have no training sample: {', '.join(empty[:8])}"
+                      f"{' ...' if len(empty) > 8 else ''}[/yellow]")
+    console.print(f"run directory: [bold]{out}[/bold]  ({result['time_s']:.1f} s)")
+    return result
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `grouprobust datasets`)"),
+    method: str = typer.Option("erm", "--method", "-m", help="method name (see `grouprobust methods`)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
+    seed: int = typer.Option(0, "--seed"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="shortcut for --set epochs=N"),
+    sets: List[str] = SetOpt,
+    data: List[str] = DataOpt,
+    regime: str = typer.Option("full", "--regime", help="which splits carry group labels: full, val or none"),
+    select: Optional[str] = typer.Option(None, "--select", help="model-selection rule (default: val_worst_group_acc; "
+                                         "list: `grouprobust selection-rules`)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: CUDA when present)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    from_dir: Optional[Path] = typer.Option(None, "--from", help="gsr/gsr-hf/dfr: reuse this run's model as stage 1"),
+) -> None:
+    """Train one method on one dataset and write a run directory."""
+    train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="folder for the demo's run directories")
+         ) -> None:
+    """Train ERM and GroupDRO on colored-digits (1% bias-conflicting) and compare their groups."""
+    console.print("[bold]grouprobust demo[/bold]: colored-digits, where color gives the digit away in 99% of "
+                  "training images and is independent of it at test time (100 digit x color groups).")
+    results = {"erm": train_and_report("colored-digits", "erm", 0, [], ["conflict=0.01"], out / "erm", "full",
+                                       None, None, None)}
+    console.print("\nNow GroupDRO, which sees the groups in training and up-weights the worst of them:")
+    results["groupdro"] = train_and_report("colored-digits", "groupdro", 0, [], ["conflict=0.01"], out / "groupdro",
+                                           "full", None, None, None, show=False)
+    console.print(comparison_table(results))
+    console.print("Next: `grouprobust methods` lists every method, `grouprobust train --help` shows the options.")
