@@ -22,14 +22,14 @@ from grouprobust.analysis.alignment import HEAD_DEFAULTS, alignment_sweep
 from grouprobust.analysis.completeness import completeness_runs
 from grouprobust.analysis.implicit_bias import ImplicitBiasSetting, run_implicit_bias
 from grouprobust.analysis.plots import plot_alignment, plot_completeness, plot_implicit_bias
-from grouprobust.analysis.report import AnalysisDirectory, mean_std_table, summarize
+from grouprobust.config import resolve_hparams
+from grouprobust.analysis.output_dir import AnalysisDirectory, mean_std_table, summarize
 from grouprobust.analysis.training import embed_splits, train_model
 from grouprobust.data import load_dataset
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.feature_store import load_feature_splits
 from grouprobust.data.registry import get_dataset_entry
 from grouprobust.errors import GroupRobustError
-from grouprobust.hparams import resolve_hparams
 from grouprobust.methods.registry import get_method
 
 Progress = Callable[[str], None]

@@ -6,6 +6,8 @@ The library names parameters and options (``lr``, ``workers``, ``out``) and tags
 
 from __future__ import annotations
 
+import re
+
 from grouprobust.errors import GroupRobustError
 
 # Run arguments and command options: subject -> flag.
@@ -54,8 +56,30 @@ def flag_for(subject: str | None) -> str | None:
     return None if sep else FLAGS.get(subject)
 
 
+# How the library names what a named subject sets, and the flag that sets it here.
+PHRASES: dict[str, tuple[str, str]] = {"hparam": ("hyper-parameter", "--set"), "data": ("dataset option", "--data")}
+
+
+def in_flag_terms(message: str, subject: str | None) -> str:
+    """``message`` with the library's name for its subject replaced by the flag: ``hyper-parameter lr``
+    becomes ``--set lr``, ``dataset option p`` becomes ``--data p`` and ``use regime 'full'`` becomes
+    ``use --regime full``."""
+    if not subject:
+        return message
+    kind, sep, name = subject.partition(":")
+    if sep and kind in PHRASES and name:
+        phrase, flag = PHRASES[kind]
+        return re.sub(rf"\b{re.escape(phrase)} {re.escape(name)}\b", f"{flag} {name}", message)
+    flag = FLAGS.get(subject)
+    if flag is None or sep:
+        return message
+    return re.sub(rf"\buse {re.escape(subject)} '([^']*)'", rf"use {flag} \1", message)
+
+
 def describe_error(err: GroupRobustError) -> str:
-    """The one line the command prints for ``err``: its message, and the flag that sets its subject."""
-    message = str(err)
-    flag = flag_for(getattr(err, "subject", None))
+    """The one line the command prints for ``err``: its message in flag terms, and the flag that sets its
+    subject."""
+    subject = getattr(err, "subject", None)
+    message = in_flag_terms(str(err), subject)
+    flag = flag_for(subject)
     return message if flag is None else f"{message} (set it with {flag})"

@@ -19,8 +19,8 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
                      quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True) -> dict:
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
-    from grouprobust.lastlayer.protocol import stage1_option
-    from grouprobust.train import run
+    from grouprobust.runs import run
+    from grouprobust.two_stage import stage1_option
 
     hparams = parse_assignments(sets, "--set")
     if epochs is not None:
@@ -28,7 +28,7 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     if from_dir is not None:
         hparams["stage1"] = stage1_option(method, from_dir)
     config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select)
-    with training_progress(f"{method} on {dataset}", int(config.hparams["epochs"]), err_console,
+    with training_progress(f"{method} on {dataset}", config.hparams["epochs"], err_console,
                            disable=quiet) as on_epoch:
         result = run(config, out, device=device, on_epoch=on_epoch)
     if result.get("reused"):

@@ -10,7 +10,6 @@ feature directory written by `grouprobust.data.extract` (the ``grouprobust featu
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +22,8 @@ from grouprobust.data.readers.metashift import read_metashift
 from grouprobust.data.readers.multinli import load_cached_bert_inputs, read_multinli
 from grouprobust.data.readers.table import SPLITS, BenchmarkTable
 from grouprobust.data.readers.waterbirds import read_waterbirds
-from grouprobust.data.registry import _unknown, register_dataset
+from grouprobust.data.registry import _unknown, builder_options, register_dataset
 from grouprobust.errors import GroupRobustError
-from grouprobust.options import coerce
 
 READERS: dict[str, tuple[Callable[..., BenchmarkTable], str]] = {
     "waterbirds": (read_waterbirds, "Waterbirds (group DRO's metadata.csv): landbird/waterbird x land/water"),
@@ -42,8 +40,7 @@ READERS: dict[str, tuple[Callable[..., BenchmarkTable], str]] = {
 
 def reader_options(name: str) -> dict[str, Any]:
     """The options of benchmark ``name``'s reader with their defaults."""
-    fn = get_reader(name)
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
+    return {k: p.default for k, p in builder_options(get_reader(name)).items()}
 
 
 def get_reader(name: str) -> Callable[..., BenchmarkTable]:
@@ -55,17 +52,12 @@ def get_reader(name: str) -> Callable[..., BenchmarkTable]:
 
 def read_benchmark(name: str, root: Path | str, **options: Any) -> BenchmarkTable:
     """Read and validate benchmark ``name`` under ``root``; string options are coerced to the defaults' types."""
-    defaults = reader_options(name)
-    resolved = {}
-    for key, value in options.items():
-        if key not in defaults:
-            err = _unknown(f"option for benchmark {name!r}:", key, list(defaults), "they are the reader's options")
-            err.subject = "data"
-            raise err
-        try:
-            resolved[key] = coerce(value, defaults[key], key)
-        except GroupRobustError as err:
-            raise GroupRobustError(str(err), subject=f"data:{key}") from None
+    space = builder_options(get_reader(name))
+    unknown = [k for k in options if k not in space]
+    if unknown:
+        raise _unknown(f"option for benchmark {name!r}:", unknown[0], list(space), "they are the reader's options",
+                       subject="data")
+    resolved = {k: space[k].resolve(k, v, "dataset option", f"data:{k}") for k, v in options.items()}
     return get_reader(name)(Path(root), **resolved)
 
 
