@@ -1,4 +1,4 @@
-"""Per-example losses selectable with ``--set loss=NAME``.
+"""Per-example losses, selected by the ``loss`` hyper-parameter.
 
 Each loss is registered with its own hyper-parameters; a factory receives the resolved
 hyper-parameters and the training class counts (for prior-based losses) and returns

@@ -11,7 +11,6 @@ from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import DataOpt, SetOpt, parse_assignments
 from grouprobust.cli.progress import training_progress
 from grouprobust.cli.render import comparison_table, print_result
-from grouprobust.config import resolve_config
 
 
 def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data: list[str], out: Path,
@@ -19,6 +18,7 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
                      quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True) -> dict:
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
+    from grouprobust.config import resolve_config
     from grouprobust.runs import run
     from grouprobust.two_stage import stage1_option
 

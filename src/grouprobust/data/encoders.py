@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from grouprobust.data.embedded.toxic_templates import encode_texts
 from grouprobust.errors import GroupRobustError
 
 Encode = Callable[[Sequence[Any]], np.ndarray]
@@ -71,8 +72,6 @@ def pixels_encoder(size: int = 16) -> Encoder:
 
 def hashing_encoder(n_features: int = 1024) -> Encoder:
     """Baseline text 'backbone': hashed unigram + bigram counts, L2-normalised."""
-    from grouprobust.data.embedded.toxic_templates import encode_texts
-
     return Encoder("hashing", "text", lambda texts: encode_texts(list(texts), n_features), batch_size=4096)
 
 
@@ -185,9 +184,9 @@ def transformers_encoder(name: str, weights: Path | None, device: Any, download:
 def load_encoder(backbone: str, kind: str, weights: Path | None = None, device: Any = None,
                  download: bool = False) -> Encoder:
     """The backbone ``backbone`` for inputs of ``kind`` ("image" or "text"), ready to encode."""
-    from grouprobust.models import pick_device
+    from grouprobust.models import pick_device  # models imports torch, an optional cost for the baselines
 
-    device = pick_device(device) if not hasattr(device, "type") else device
+    device = pick_device(device)
     if weights is not None and not Path(weights).exists():
         raise GroupRobustError(f"{weights} not found; weights must be an existing file or model directory",
                                subject="weights")

@@ -10,6 +10,7 @@ import numpy as np
 from grouprobust.data.encoders import Encoder, load_encoder
 from grouprobust.data.feature_store import save_feature_splits
 from grouprobust.data.readers import read_benchmark
+from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
 
@@ -22,8 +23,6 @@ def table_inputs(table: BenchmarkTable) -> list[Any]:
         return table.table["path"].tolist()
     if "text" in table.table.columns:
         return table.table["text"].tolist()
-    from grouprobust.data.readers.multinli import load_cached_bert_inputs
-
     arrays = load_cached_bert_inputs(Path(table.meta["root"]))
     if len(arrays["labels"]) != len(table.table) or not np.array_equal(arrays["labels"], table.table["y"].to_numpy()):
         raise GroupRobustError(f"{table.source}: the cached BERT inputs do not line up with the metadata rows "

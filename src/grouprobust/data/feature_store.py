@@ -3,7 +3,7 @@
 Layout of a feature directory: ``train.npz``, ``val.npz``, ``test.npz`` (arrays ``x``, ``y`` and,
 when present, ``a``, ``g``, ``eval_groups``) and ``meta.json`` (dataset name, class/attribute counts,
 group names, where the features came from). Written atomically; readable by `load_feature_splits`
-and usable directly by the last-layer methods and by `train` with ``--set model=linear``.
+and usable directly by the last-layer methods and by training with ``model=linear``.
 """
 
 from __future__ import annotations

@@ -74,12 +74,12 @@ def collect_runs(directory: Path) -> pd.DataFrame:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise GroupRobustError(f"{directory} is not a directory; pass the --out directory of a sweep")
+        raise GroupRobustError(f"{directory} is not a directory; pass the output directory of a sweep")
     root = runs_dir(directory) if runs_dir(directory).is_dir() else directory
     rows = [r for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
             for r in [_run_row(p)] if r is not None]
     if not rows:
-        raise GroupRobustError(f"no finished or failed runs under {root}; run `grouprobust sweep FILE --out {directory}` first")
+        raise GroupRobustError(f"no finished or failed runs under {root}; run the sweep into {directory} first")
     df = pd.DataFrame(rows)
     for split in ("val", "test"):
         for name in SCALAR_METRICS:
@@ -204,7 +204,7 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     write_atomic(out / "summary.tex", styler.to_latex(hrules=True))
     figures = {}
     if plots and len(report.summary):
-        from grouprobust.sweep.plots import write_plots
+        from grouprobust.sweep.plots import write_plots  # imports matplotlib: only when figures are asked for
 
         figures = write_plots(report, out)
     missing = missing_trials(directory, report.runs)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grouprobust.data.dataset import DatasetSplits
+from grouprobust.data.feature_store import load_feature_splits
 from grouprobust.data.readers.celeba import read_celeba
 from grouprobust.data.readers.civilcomments import read_civilcomments
 from grouprobust.data.readers.dfa_layout import read_bffhq, read_colored_cifar10, read_colored_mnist
@@ -90,8 +91,6 @@ def check_benchmark(name: str, root: Path | str, **options: Any) -> BenchmarkChe
 
 def _feature_builder(name: str) -> Callable[..., DatasetSplits]:
     def build(seed: int = 0, *, features: str = "") -> DatasetSplits:
-        from grouprobust.data.feature_store import load_feature_splits
-
         if not features:
             raise GroupRobustError(f"{name} is read from your own copy: extract features first with `grouprobust "
                                    "features` (or grouprobust.data.extract.extract_benchmark_features), then set the "

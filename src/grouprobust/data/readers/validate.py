@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
 
 DOCS = "see docs/datasets.md"
@@ -90,7 +91,7 @@ def check_files_exist(paths: Iterable[Path], path: Path | str, column: str) -> N
                                    "the images must sit where the metadata says, or pass check_files=false")
 
 
-def check_nonempty_groups(table: "BenchmarkTable", where: Path | str, allow_empty: bool = False,  # noqa: F821
+def check_nonempty_groups(table: BenchmarkTable, where: Path | str, allow_empty: bool = False,
                           splits: tuple[str, ...] = ("train", "val", "test")) -> None:
     """Raise naming the first (split, group) without a sample among ``splits``, unless ``allow_empty``.
 
@@ -126,8 +127,6 @@ def image_table(name: str, df: pd.DataFrame, paths: list[str], source: Path, *, 
 
     ``values`` maps the file's label values to 0/1 (e.g. CelebA's -1/1); ``paths`` are the image files.
     """
-    from grouprobust.data.readers.table import BenchmarkTable
-
     table = pd.DataFrame({
         "path": paths,
         "y": map_values(df[y], values, source, y),
