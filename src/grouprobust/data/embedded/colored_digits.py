@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.registry import register_dataset
 from grouprobust.errors import GroupRobustError
+from grouprobust.params import FRACTION, Choice, Interval
 from grouprobust.grouping import Grouper
 
 # Ten well separated RGB colors, one per class (GERNE's colored-MNIST uses one color per digit).
@@ -44,8 +47,12 @@ def _colorize(images: np.ndarray, colors: np.ndarray) -> np.ndarray:
     train_defaults={"model": "cnn", "epochs": 10, "lr": 1e-2, "optimizer": "adam", "batch_size": 128,
                     "select": "val_group_balanced_acc"},
 )
-def colored_digits(seed: int = 0, *, conflict: float = 0.01, variant: str = "multiclass", copies: int = 20,
-                   train_frac: float = 0.6, val_frac: float = 0.2) -> DatasetSplits:
+def colored_digits(seed: int = 0, *,
+                   conflict: Annotated[float, FRACTION, "fraction of training copies colored against the class"] = 0.01,
+                   variant: Annotated[str, Choice(("multiclass", "binary"))] = "multiclass",
+                   copies: Annotated[int, Interval(1), "shifted copies of each training image"] = 20,
+                   train_frac: Annotated[float, Interval(0, 1, lo_open=True, hi_open=True)] = 0.6,
+                   val_frac: Annotated[float, Interval(0, 1, lo_open=True, hi_open=True)] = 0.2) -> DatasetSplits:
     """Train/val/test splits of colored digits.
 
     The 1,797 images are split (stratified by digit, seeded) into train/val/test fractions.
@@ -60,12 +67,9 @@ def colored_digits(seed: int = 0, *, conflict: float = 0.01, variant: str = "mul
     """
     from sklearn.datasets import load_digits
 
-    if variant not in ("multiclass", "binary"):
-        raise GroupRobustError(f"colored-digits: unknown variant {variant!r}; use multiclass or binary")
-    if not 0.0 <= conflict <= 1.0:
-        raise GroupRobustError(f"colored-digits: conflict must lie in [0, 1], got {conflict}")
-    if copies < 1 or not (0 < train_frac and 0 < val_frac and train_frac + val_frac < 1):
-        raise GroupRobustError("colored-digits: copies >= 1 and train_frac + val_frac < 1 are required")
+    if train_frac + val_frac >= 1:  # a joint constraint: each fraction alone is checked by its declaration
+        raise GroupRobustError(f"colored-digits: train_frac + val_frac must be < 1 (the rest is test), got "
+                               f"{train_frac} + {val_frac}", subject="data:val_frac")
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)
     target = digits.target.astype(np.int64)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.registry import register_dataset
-from grouprobust.errors import GroupRobustError
+from grouprobust.params import FRACTION, NON_NEGATIVE, Interval
+
+SIZE = Interval(1)
 
 
 def _draw(rng: np.random.Generator, n: int, p_agree: float, core_dims: int, spurious_dims: int, noise_dims: int,
@@ -28,10 +32,16 @@ def _draw(rng: np.random.Generator, n: int, p_agree: float, core_dims: int, spur
     "Gaussian toy: an easy spurious feature agrees with y w.p. p in train; balanced val/test",
     train_defaults={"model": "mlp", "epochs": 30, "lr": 1e-3, "optimizer": "adam", "batch_size": 64},
 )
-def spurious_gaussian(seed: int = 0, *, n: int = 2000, n_val: int = 1000, n_test: int = 2000, p: float = 0.95,
-                      core_dims: int = 5, spurious_dims: int = 5, noise_dims: int = 10,
+def spurious_gaussian(seed: int = 0, *,
+                      n: Annotated[int, SIZE, "training samples"] = 2000,
+                      n_val: Annotated[int, SIZE, "validation samples"] = 1000,
+                      n_test: Annotated[int, SIZE, "test samples"] = 2000,
+                      p: Annotated[float, FRACTION, "P(a == y) in train"] = 0.95,
+                      core_dims: Annotated[int, SIZE] = 5, spurious_dims: Annotated[int, SIZE] = 5,
+                      noise_dims: Annotated[int, NON_NEGATIVE] = 10,
                       core_strength: float = 1.0, spurious_strength: float = 2.0,
-                      core_noise: float = 1.0, spurious_noise: float = 0.5) -> DatasetSplits:
+                      core_noise: Annotated[float, NON_NEGATIVE] = 1.0,
+                      spurious_noise: Annotated[float, NON_NEGATIVE] = 0.5) -> DatasetSplits:
     """Train/val/test splits; ``meta`` holds the unit ``core_direction`` and ``spurious_direction``.
 
     x = [core (core_dims) | spurious (spurious_dims) | noise (noise_dims)]. In train ``a == y`` with
@@ -39,10 +49,6 @@ def spurious_gaussian(seed: int = 0, *, n: int = 2000, n_val: int = 1000, n_test
     equally likely. The spurious block is the easier feature (larger mean, less noise), which is
     what makes ERM lean on it.
     """
-    if not 0.0 <= p <= 1.0:
-        raise GroupRobustError(f"spurious-gaussian: p must lie in [0, 1], got {p}")
-    if min(n, n_val, n_test) < 1 or min(core_dims, spurious_dims) < 1 or noise_dims < 0:
-        raise GroupRobustError("spurious-gaussian: sizes and core/spurious dims must be positive, noise_dims >= 0")
     rng = np.random.default_rng(seed)
     args = (core_dims, spurious_dims, noise_dims, core_strength, spurious_strength, core_noise, spurious_noise)
     d = core_dims + spurious_dims + noise_dims

@@ -8,11 +8,15 @@ word pools and encoded with scikit-learn's `HashingVectorizer` (no vocabulary, n
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.registry import register_dataset
-from grouprobust.errors import GroupRobustError
+from grouprobust.params import FRACTION, Interval
+
+SIZE = Interval(1)
 from grouprobust.grouping import Grouper
 
 IDENTITY_WORDS = {
@@ -85,9 +89,16 @@ def encode_texts(texts: list[str], n_features: int) -> np.ndarray:
     "16 overlapping identity x label evaluation groups (CivilComments' structure).",
     train_defaults={"model": "linear", "epochs": 15, "lr": 1e-2, "optimizer": "adam", "batch_size": 128},
 )
-def toxic_templates(seed: int = 0, *, n: int = 4000, n_val: int = 1000, n_test: int = 2000, toxic_frac: float = 0.3,
-                    spurious: float = 0.9, eval_spurious: float = 0.5, second_identity: float = 0.35,
-                    core_rate: float = 0.7, core_noise: float = 0.05, n_features: int = 1024) -> DatasetSplits:
+def toxic_templates(seed: int = 0, *,
+                    n: Annotated[int, SIZE, "training comments"] = 4000,
+                    n_val: Annotated[int, SIZE, "validation comments"] = 1000,
+                    n_test: Annotated[int, SIZE, "test comments"] = 2000,
+                    toxic_frac: Annotated[float, FRACTION] = 0.3,
+                    spurious: Annotated[float, FRACTION, "P(identity mention | toxic) in train"] = 0.9,
+                    eval_spurious: Annotated[float, FRACTION] = 0.5,
+                    second_identity: Annotated[float, FRACTION] = 0.35,
+                    core_rate: Annotated[float, FRACTION] = 0.7, core_noise: Annotated[float, FRACTION] = 0.05,
+                    n_features: Annotated[int, Interval(16), "hashed features"] = 1024) -> DatasetSplits:
     """Train/val/test splits of hashed template comments.
 
     ``y`` = toxic. A comment mentions one identity (a second one with probability
@@ -98,12 +109,6 @@ def toxic_templates(seed: int = 0, *, n: int = 4000, n_val: int = 1000, n_test: 
     Training groups: ``y`` x any identity mentioned (4). ``eval_groups``: ``y`` x each of the 8
     identities (16, overlapping). ``meta["texts"]`` keeps the raw comments.
     """
-    for name, value in (("toxic_frac", toxic_frac), ("spurious", spurious), ("eval_spurious", eval_spurious),
-                        ("second_identity", second_identity), ("core_rate", core_rate), ("core_noise", core_noise)):
-        if not 0.0 <= value <= 1.0:
-            raise GroupRobustError(f"toxic-templates: {name} must lie in [0, 1], got {value}")
-    if min(n, n_val, n_test) < 1 or n_features < 16:
-        raise GroupRobustError("toxic-templates: n, n_val, n_test must be >= 1 and n_features >= 16")
     rng = np.random.default_rng(seed)
     group_names = Grouper(2, 2, CLASSES, ("no identity", "identity")).names
     eval_names = [f"{ident},{c}" for ident in IDENTITIES for c in CLASSES]
