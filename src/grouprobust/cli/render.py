@@ -81,14 +81,17 @@ def datasets_table(rows: Iterable[dict[str, Any]]) -> Table:
 
 
 def methods_table(rows: Iterable[dict[str, Any]]) -> Table:
-    """The rows of `grouprobust.methods.list_methods`: name, the group labels each needs, what it does."""
+    """The rows of `grouprobust.methods.list_methods`: name, kind (loop or two-stage), the group labels each
+    needs, what it does and the other libraries' names for it."""
     table = Table(title="methods")
     table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
     table.add_column("group labels needed")
     table.add_column("what it does", overflow="fold")
+    table.add_column("same as", overflow="fold")
     needs_text = {"none": "none", "val": "validation only", "full": "train + validation"}
     for row in rows:
-        table.add_row(row["name"], needs_text[row["needs"]], row["summary"])
+        table.add_row(row["name"], row["kind"], needs_text[row["needs"]], row["summary"], row.get("same_as") or "—")
     return table
 
 
