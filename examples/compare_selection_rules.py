@@ -17,7 +17,7 @@ import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
-from grouprobust.selection import SELECTION_RULES, select_best
+from grouprobust.selection import SELECTION_RULES, rule_key, select_best_index
 from grouprobust.training import Trainer
 
 
@@ -44,11 +44,11 @@ def main() -> None:
     print("| rule | epochs chosen | test worst-group acc % | test avg acc % | test train-weighted avg acc % |")
     print("| --- | --- | ---: | ---: | ---: |")
     for rule in SELECTION_RULES.values():
-        try:
-            picks = [run[select_best(run, rule)] for run in runs]
-        except Exception as err:  # a rule whose labels this dataset lacks
-            print(f"| {rule.name} | n/a: {err} | | | |")
+        best = [select_best_index([rule_key(entry, rule) for entry in run]) for run in runs]
+        if any(b is None for b in best):  # a rule whose labels this dataset lacks
+            print(f"| {rule.name} | n/a: no epoch has {rule.split} {rule.metric} | | | |")
             continue
+        picks = [run[b] for run, b in zip(runs, best)]
         cols = []
         for key in ("worst_group_acc", "avg_acc", "train_weighted_avg_acc"):
             values = 100 * np.array([p["metrics"]["test"][key] for p in picks])

@@ -176,11 +176,3 @@ def rule_key(entry: dict[str, Any], rule: SelectionRule) -> tuple[float, float] 
     avg = entry.get("metrics", {}).get(rule.split, {}).get("avg_acc")
     return selection_key(rule_value(entry, rule), avg, rule.higher_is_better)
 
-
-def select_best(entries: Sequence[dict[str, Any]], rule: SelectionRule) -> int:
-    """Index of the entry that ``rule`` selects (`select_best_index` over `rule_key`)."""
-    best = select_best_index([rule_key(e, rule) for e in entries])
-    if best is None:
-        raise GroupRobustError(f"selection rule {rule.name!r}: no entry has {rule.split} {rule.metric}; "
-                               "the split may carry no group labels", subject="select")
-    return best
