@@ -48,7 +48,20 @@ class TrainData:
         return Batch(idx, self.x[idx], self.y[idx], None if self.g is None else self.g[idx])
 
 
-class Method:
+class MethodDeclaration:
+    """What every registered method declares: ``name``, ``kind`` (``loop`` or ``two-stage``), ``needs``
+    (the group labels it reads: ``none``, ``val`` or ``full``), ``summary``, ``same_as`` (other
+    libraries' names for it) and ``params`` (its hyper-parameters, each with its constraint)."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    needs: ClassVar[str] = "none"
+    summary: ClassVar[str] = ""
+    same_as: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+
+
+class Method(MethodDeclaration):
     """Base class: ERM's sampler (shuffled minibatches) and objective (mean per-example loss).
 
     Subclasses set ``name``, ``needs`` (the group labels they read: ``none``, ``val`` or ``full``),
@@ -58,12 +71,7 @@ class Method:
     first stage) and `epoch_log` (state written to ``history.jsonl``).
     """
 
-    name: ClassVar[str] = ""
     kind: ClassVar[str] = "loop"
-    needs: ClassVar[str] = "none"
-    summary: ClassVar[str] = ""
-    same_as: ClassVar[str] = ""
-    params: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         self.hparams = hparams
@@ -114,7 +122,7 @@ class Stage2Data:
         self.target, self.validation, self.test = target, validation, test
 
 
-class TwoStageMethod:
+class TwoStageMethod(MethodDeclaration):
     """Base class of two-stage methods: ERM stage 1 (an ordinary run), then `fit_stage2` on its features.
 
     Subclasses set ``name``, ``needs``, ``summary``, ``params`` (stage-2 parameters; the stage-1
@@ -132,12 +140,8 @@ class TwoStageMethod:
         "stage1": Param("", None, "stage-1 run directory to reuse; empty: train stage 1 in this run"),
         "standardize": Param(True, None, "standardise features with the stage-2 training set's mean and std"),
     }
-    name: ClassVar[str] = ""
     kind: ClassVar[str] = "two-stage"
     needs: ClassVar[str] = "val"
-    summary: ClassVar[str] = ""
-    same_as: ClassVar[str] = ""
-    params: ClassVar[dict[str, Param]] = {}
     select: ClassVar[str] = "val_worst_group_acc"
 
     @classmethod
