@@ -88,6 +88,11 @@ class Trainer:
         return build_model(self.hparams["model"], self.train_set.input_shape, self.train_set.n_classes,
                            self.hparams["hidden"]).to(self.device)
 
+    def new_optimizer(self, model: torch.nn.Module, hparams: dict[str, Any] | None = None) -> torch.optim.Optimizer:
+        """The run's optimizer (`make_optimizer` with ``hparams``, default the run's) over ``model``'s
+        parameters, for a model a method trains alongside the main one (e.g. LfF's biased model)."""
+        return make_optimizer(model, hparams or self.hparams)
+
     def load_reference_model(self, run_dir: str | Path, subject: str) -> Classifier:
         """The model of a finished run on this run's dataset, data options and seed (e.g. gerne-pseudo's
         ERM reference), on the trainer's device; ``subject`` names the parameter that gave the path."""

@@ -99,12 +99,26 @@ class GroupDRO(WeightedSampling):
 
 
 def cvar_weights(losses: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Worst-case weights of CVaR at level ``alpha`` on a batch: ``1/k`` on the ``k = ceil(alpha n)``
-    largest losses, 0 elsewhere (ties broken by position)."""
+    """Worst-case weights of CVaR at level ``alpha`` on a batch of ``n`` losses: the maximiser of
+    ``sum_i q_i loss_i`` over ``0 <= q_i <= 1 / (alpha n)``, ``sum_i q_i = 1`` (Levy et al. 2020).
+
+    ``1 / (alpha n)`` on the ``k = floor(alpha n)`` largest losses and the remaining mass
+    ``1 - k / (alpha n)`` on the next largest (exact when ``alpha n`` is not a whole number; ties
+    broken by position). ``alpha n <= 1`` puts all the mass on the largest loss.
+    """
     n = losses.numel()
-    k = min(n, max(1, math.ceil(alpha * n)))
+    cap = 1.0 / (alpha * n)
+    if cap >= 1.0:
+        k, rest = 0, 1.0
+    else:
+        # The epsilon keeps a whole-number alpha * n from flooring one below through rounding.
+        k = min(n, int(math.floor(alpha * n + 1e-9)))
+        rest = max(0.0, 1.0 - k * cap)
+    order = torch.topk(losses, min(n, k + 1)).indices
     weights = torch.zeros_like(losses)
-    weights[torch.topk(losses, k).indices] = 1.0 / k
+    weights[order[:k]] = cap
+    if k < n and rest > 0:
+        weights[order[k]] = rest
     return weights
 
 
