@@ -117,7 +117,7 @@ def cvar_weights(losses: torch.Tensor, alpha: float) -> torch.Tensor:
     order = torch.topk(losses, min(n, k + 1)).indices
     weights = torch.zeros_like(losses)
     weights[order[:k]] = cap
-    if k < n and rest > 0:
+    if k < n and rest > 1e-9:  # a whole-number alpha * n leaves only rounding here
         weights[order[k]] = rest
     return weights
 
