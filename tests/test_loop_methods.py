@@ -10,6 +10,7 @@ from scipy import optimize
 from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
+from grouprobust.errors import GroupRobustError
 from grouprobust.methods import TrainData, get_method
 from grouprobust.methods.dro import cvar_weights
 from grouprobust.methods.environments import environment_risks
@@ -261,3 +262,12 @@ def test_new_methods_are_listed_with_their_equivalents_and_label_needs():
         assert listed[name]["kind"] == "loop" and listed[name]["same_as"], name
     assert listed["lff"]["needs"] == "none"
     assert all(listed[m]["needs"] == "full" for m in NEW if m != "lff")
+
+
+def test_env_attribute_without_attributes_is_refused_naming_the_parameter():
+    base = grouped_dataset([50, 10, 10, 50])
+    no_attrs = GroupDataset(base.x, base.y, None, 2, 2, "train", "toy", g=base.g)  # groups, but no attribute
+    splits = DatasetSplits(no_attrs, no_attrs, no_attrs)
+    with pytest.raises(GroupRobustError, match="env=attribute.*use env=group") as err:
+        make_method("irm", splits, env="attribute")
+    assert err.value.subject == "hparam:env" and "\n" not in str(err.value)
