@@ -100,7 +100,7 @@ class MMD(_FeatureMatching):
 
     name = "mmd"
     needs = "full"
-    same_as = "SubpopBench MMD, DomainBed MMD (environments = groups)"
+    same_as = "SubpopBench MMD (there env=attribute, objective the batch mean), DomainBed MMD"
     summary = "MMD: mean group risk + gamma * Gaussian-kernel MMD of the features between pairs of groups"
     params = {**ENV_PARAMS,
               "mmd_gamma": Param(1.0, ("log_uniform", 0.1, 10.0), "weight of the MMD penalty", NON_NEGATIVE)}
@@ -117,7 +117,7 @@ class CORAL(_FeatureMatching):
 
     name = "coral"
     needs = "full"
-    same_as = "SubpopBench CORAL, DomainBed CORAL (environments = groups)"
+    same_as = "SubpopBench CORAL (there env=attribute, objective the batch mean), DomainBed CORAL"
     summary = "CORAL: mean group risk + gamma * squared differences of feature means and covariances between groups"
     params = {**ENV_PARAMS,
               "coral_gamma": Param(1.0, ("log_uniform", 0.1, 10.0), "weight of the CORAL penalty", NON_NEGATIVE)}

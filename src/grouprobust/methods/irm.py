@@ -44,7 +44,7 @@ class IRM(EnvironmentMethod):
 
     name = "irm"
     needs = "full"
-    same_as = "SubpopBench IRM, DomainBed IRM (environments = groups)"
+    same_as = "SubpopBench IRM (there env=attribute, the two-half-batch penalty), DomainBed IRM"
     summary = "IRMv1: mean group risk + lambda * squared gradient of each group's risk w.r.t. a logit scale"
     params = {**ENV_PARAMS, **penalty_params("irm", 100.0, ("log_uniform", 0.1, 1e4), 500)}
 

@@ -39,7 +39,7 @@ class LfF(Method):
 
     name = "lff"
     needs = "none"
-    same_as = "SubpopBench LfF"
+    same_as = "LfF (Nam et al.); SubpopBench LfF uses the batch losses without moving averages"
     summary = "learning from failure: a GCE-trained biased model; main loss weighted by L_b / (L_b + L_d)"
     params = {
         "gce_q": Param(0.7, ("uniform", 0.1, 1.0), "GCE exponent q of the biased model",

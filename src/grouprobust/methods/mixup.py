@@ -1,7 +1,7 @@
 """Mixup on group-balanced batches (SubpopBench's ``Mixup``) and LISA's selective mixup (Yao et al. 2022).
 
 Both mix inputs ``x~ = lam x_i + (1 - lam) x_j`` with ``lam ~ Beta(alpha, alpha)`` (one draw per
-batch) and train on ``lam L(f(x~), y_i) + (1 - lam) L(f(x~), y_j)``; they differ in the partner ``j``.
+batch for Mixup, one per example for LISA, as SubpopBench) and train on ``lam L(f(x~), y_i) + (1 - lam) L(f(x~), y_j)``; they differ in the partner ``j``.
 """
 
 from __future__ import annotations
@@ -44,11 +44,16 @@ class _Mixing(EnvironmentMethod):
     def partners(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
+    #: One mixing weight per batch (Mixup), or one per example (LISA).
+    per_example_lam = False
+
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         alpha = self.hparams[self.alpha_name]
-        lam = float(self.rng.beta(alpha, alpha))
+        n = len(batch.y) if self.per_example_lam else 1
+        lam = torch.as_tensor(self.rng.beta(alpha, alpha, size=n), dtype=batch.x.dtype, device=batch.x.device)
         j = self.partners(batch)
-        logits = model(lam * batch.x + (1.0 - lam) * batch.x[j])
+        lam_x = lam.reshape(-1, *([1] * (batch.x.dim() - 1)))
+        logits = model(lam_x * batch.x + (1.0 - lam_x) * batch.x[j])
         return (lam * self.loss_fn(logits, batch.y) + (1.0 - lam) * self.loss_fn(logits, batch.y[j])).mean()
 
 
@@ -72,7 +77,12 @@ class Mixup(_Mixing):
 class LISA(_Mixing):
     """LISA: each batch is mixed intra-label (same label, other attribute; probability ``mix_ratio``)
     or intra-domain (same attribute, other label), so that mixing cancels the spurious attribute's
-    link to the label. The attribute is the spurious attribute of the (class, attribute) groups."""
+    link to the label. The attribute is the spurious attribute of the (class, attribute) groups.
+    Each example draws its own ``lam``. SubpopBench pairs two random attributes per class (or two
+    labels per attribute) and mixes those blocks; here every example draws its partner among all
+    valid ones in the batch."""
+
+    per_example_lam = True
 
     name = "lisa"
     needs = "full"

@@ -25,7 +25,7 @@ class VREx(EnvironmentMethod):
 
     name = "vrex"
     needs = "full"
-    same_as = "DomainBed VREx (environments = groups); not in SubpopBench"
+    same_as = "DomainBed VREx; not in SubpopBench"
     summary = "V-REx: mean group risk + lambda * variance of the group risks in the batch"
     params = {**ENV_PARAMS, **penalty_params("vrex", 10.0, ("log_uniform", 0.1, 1e4), 500)}
 
