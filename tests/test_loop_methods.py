@@ -271,3 +271,19 @@ def test_env_attribute_without_attributes_is_refused_naming_the_parameter():
     with pytest.raises(GroupRobustError, match="env=attribute.*use env=group") as err:
         make_method("irm", splits, env="attribute")
     assert err.value.subject == "hparam:env" and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("ratio, shared", [(1.0, "label"), (0.0, "attribute")])
+def test_lisa_method_mixes_within_label_or_within_attribute_by_mix_ratio(ratio, shared):
+    splits = toy_splits((100, 40, 40, 100))
+    _, method = make_method("lisa", splits, mix_ratio=ratio)
+    train = splits.train
+    y, a = torch.as_tensor(train.y), torch.as_tensor(train.a)
+    for i in list(method.batches())[:3]:  # CPU indices of a batch into the training set
+        j = method.partners(method.data.batch(i)).cpu()  # partner positions within the batch
+        mixed = j != torch.arange(len(i))
+        assert mixed.float().mean() > 0.8
+        if shared == "label":
+            assert (y[i[j]] == y[i]).all() and (a[i[j]] != a[i])[mixed].all()
+        else:
+            assert (a[i[j]] == a[i]).all() and (y[i[j]] != y[i])[mixed].all()
