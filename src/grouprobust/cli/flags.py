@@ -29,7 +29,6 @@ FLAGS: dict[str, str] = {
     "download": "--download",
     "track": "--track",
     "layer": "--layer",
-    "factory": "--backbone",
     "batch_size": "--batch-size",
     "features": "--features",
     "encoder": "--encoder",
