@@ -136,6 +136,16 @@ def test_a_failing_tracker_is_one_warning_and_the_run_is_kept(tmp_path, caplog):
     assert len(warnings) == 1 and "tracking server down" in warnings[0].getMessage()
 
 
+def test_an_unreachable_mlflow_server_is_one_warning_and_the_run_is_kept(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with caplog.at_level(logging.WARNING, logger="grouprobust.tracking"):
+        run(config(), tmp_path / "gd", tracker=make_tracker("mlflow", tmp_path))
+    assert (tmp_path / "gd" / "result.json").is_file()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "experiment tracking failed in start" in warnings[0]
+
+
 def test_an_interrupted_run_marks_the_tracked_run_failed(tmp_path):
     recorder = Recorder()
 

@@ -116,6 +116,11 @@ class MLflowTracker:
         self.mlflow = mlflow
         if os.environ.get("MLFLOW_TRACKING_URI"):
             self.uri = os.environ["MLFLOW_TRACKING_URI"]
+            if self.uri.startswith(("http://", "https://")):
+                # MLflow's own defaults retry an unreachable server for minutes; a server that is down
+                # must cost a run seconds (the guard then switches tracking off). The user's settings win.
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         else:
             root = Path(store_dir if store_dir is not None else ".").resolve() / "mlruns"
             self.uri = root.as_uri()
@@ -260,7 +265,7 @@ class GuardedTracker:
             self.broken = True
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             logger.warning("experiment tracking failed in %s (%s: %s); tracking is off for the rest of this run, "
-                           "the run itself goes on", method, type(err).__name__, first)
+                           "the run itself goes on", method, type(err).__name__, first[:200])
 
     def start(self, config: dict[str, Any], directory: Path | None) -> None:
         self._call("start", config, directory)
