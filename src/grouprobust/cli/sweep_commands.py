@@ -30,12 +30,14 @@ def sweep(
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
     from grouprobust.sweep.executors import check_executor
     from grouprobust.sweep.runner import prepare, run_sweep
+    from grouprobust.tracking import check_trackers
 
     if address is not None:
         executor = "ray"
     if dry_run:
         check_executor(executor, workers, address)
-        _, todo = prepare(file, out, retry_failed)
+        spec, todo = prepare(file, out, retry_failed)
+        check_trackers(track if track is not None else spec.track)
         console.print(f"{todo.total} trials: {len(todo.finished)} finished, {len(todo.failed)} failed (skipped), "
                       f"{len(todo.to_run)} to run")
         return
