@@ -191,6 +191,11 @@ def test_bad_track_flag_and_sweep_key_are_one_line_errors(tmp_path, capsys):
         main(["sweep", str(spec), "--out", str(tmp_path / "sw")])
     err = " ".join(capsys.readouterr().err.split())
     assert ex.value.code == 2 and "track" in err and "nope" in err and not (tmp_path / "sw").exists()
+    spec.write_text("datasets: [spurious-gaussian]\nmethods: [erm]\n")
+    with pytest.raises(SystemExit) as ex:
+        main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--dry-run", "--track", "wandb"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert ex.value.code == 2 and "unknown tracker 'wandb'" in err and "--track" in err
 
 
 def test_a_missing_tracking_library_names_the_extra(monkeypatch):
