@@ -220,3 +220,14 @@ def test_no_tracking_library_is_imported_when_tracking_is_off(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "LOADED []" in out.stdout
     assert (tmp_path / "r" / "result.json").is_file()
+
+
+def test_a_diverging_run_is_failed_in_mlflow_and_written_with_error_json(tmp_path):
+    from grouprobust.errors import DivergedError
+
+    cfg = resolve_config("spurious-gaussian", "erm", 0, SMALL, {"epochs": "3", "lr": "1e30", "optimizer": "sgd"})
+    with pytest.raises(DivergedError):
+        run(cfg, tmp_path / "runs" / "bad", tracker=make_tracker("mlflow", tmp_path / "runs"))
+    assert (tmp_path / "runs" / "bad" / "error.json").is_file()
+    _, runs = mlflow_runs(tmp_path / "runs" / "mlruns")
+    assert [r.info.status for r in runs] == ["FAILED"] and runs[0].data.tags["grouprobust.failure"]
