@@ -5,6 +5,10 @@
     grouprobust features --dataset civilcomments --root OUT_DIR --backbone all-MiniLM-L6-v2 --out FEATS
     grouprobust train --dataset civilcomments --data features=FEATS --method erm --out RUN
 
+To extract features of the embedded dataset itself, no copy is needed:
+`grouprobust features --dataset toxic-templates --backbone all-MiniLM-L6-v2 --out FEATS`; this
+script remains for running the CivilComments reader path on known data.
+
 The csv has WILDS' columns: comment_text, split, toxicity and the eight identity columns (1.0 when
 the comment mentions the identity, else 0.0).
 """

@@ -25,20 +25,23 @@ from grouprobust.models import pick_device
 from grouprobust.result import RunResult
 from grouprobust.rundir import RunDirectory
 from grouprobust.trained import MODEL_FILE, load_trained_run
+from grouprobust.tracking import Tracker, track_run
 from grouprobust.training import EpochCallback, Trainer
 from grouprobust.two_stage import STAGE1_DIR, WEIGHTS_FILE, fit_stage2, plan_stage1, resolve_stage1_dir
 
 
 def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits | None = None,
         device: torch.device | str | None = None, on_epoch: EpochCallback | None = None,
-        save_model: bool = True) -> RunResult:
+        save_model: bool = True, tracker: Tracker | None = None) -> RunResult:
     """Run one resolved config and write its run directory at ``out`` (if given); returns its `RunResult`.
 
     If ``out`` already holds this finished run, its stored result is returned without training
     (``result.reused`` is True). A diverging run is written with ``error.json`` and raises
     `DivergedError`; an interrupted one leaves nothing at ``out``. ``on_epoch(epoch, train_loss)``
     reports progress (a two-stage method's stage 1 reports through it too). ``splits`` replaces
-    the dataset built from the config (loop methods only).
+    the dataset built from the config (loop methods only). ``tracker`` (`grouprobust.tracking`) receives
+    the config, every history entry and the result of a run written at ``out`` (not of a reused run,
+    nor of a two-stage method's stage 1); its failures are logged and never stop the run.
     """
     device = pick_device(device)
     method_cls = get_method(config.method)
@@ -46,6 +49,8 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     if two_stage and splits is not None:
         raise GroupRobustError(f"method {config.method!r} builds its data from the dataset config; call it without "
                                "splits")
+    if out is None and tracker is not None:
+        raise GroupRobustError("tracking needs a run directory; give out", subject="track")
     if out is None:
         if not two_stage:  # nothing to write: train and return
             return Trainer(config, splits or load_dataset(config.dataset, config.seed, **config.data), device,
@@ -60,7 +65,7 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     reuse = resolve_stage1_dir(config.hparams["stage1"]) if two_stage and config.hparams["stage1"] else None
     if reuse is None and not two_stage:
         splits = splits or load_dataset(config.dataset, config.seed, **config.data)
-    with writer.writing():
+    with writer.writing(), track_run(tracker, config.to_dict(), writer) as tracked:
         if two_stage:
             if reuse is None:
                 plan = plan_stage1(config)
@@ -68,12 +73,13 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
                 run(plan.config, stage1_dir, splits=plan.splits, device=device, on_epoch=on_epoch)
                 plan.write_holdout(stage1_dir)
             stage1 = load_trained_run(reuse or stage1_dir, device, subject="stage1")
-            result = fit_stage2(config, stage1, writer.log, writer.file(WEIGHTS_FILE), reused_stage1=reuse is not None)
+            result = fit_stage2(config, stage1, tracked.log, writer.file(WEIGHTS_FILE), reused_stage1=reuse is not None)
             result.time_s = time.perf_counter() - start
         else:
-            trainer = Trainer(config, splits, device, log=writer.log, on_epoch=on_epoch)
+            trainer = Trainer(config, splits, device, log=tracked.log, on_epoch=on_epoch)
             result = trainer.fit()
             if save_model and trainer.selected_state is not None:
                 torch.save(trainer.selected_state, writer.file(MODEL_FILE))
+        tracked.finish(result.to_dict())
         writer.finish(result.to_dict())
     return result

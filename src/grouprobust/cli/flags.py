@@ -27,6 +27,8 @@ FLAGS: dict[str, str] = {
     "backbone": "--backbone",
     "weights": "--weights",
     "download": "--download",
+    "track": "--track",
+    "layer": "--layer",
     "batch_size": "--batch-size",
     "features": "--features",
     "encoder": "--encoder",

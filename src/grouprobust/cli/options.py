@@ -10,6 +10,8 @@ from grouprobust.errors import GroupRobustError
 
 SetOpt = typer.Option([], "--set", help="hyper-parameter key=value (repeatable); see `grouprobust methods`")
 DataOpt = typer.Option([], "--data", help="dataset option key=value (repeatable); see `grouprobust datasets`")
+TrackOpt = typer.Option(None, "--track", help="experiment tracking: mlflow, tensorboard or mlflow,tensorboard "
+                        "(MLflow: MLFLOW_TRACKING_URI, else a local store mlruns/ beside the run; see docs/tracking.md)")
 
 
 def parse_assignments(items: Iterable[str], flag: str) -> dict[str, str]:

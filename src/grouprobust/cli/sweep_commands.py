@@ -10,6 +10,7 @@ import typer
 from rich.markdown import Markdown
 
 from grouprobust.cli.application import app, console, err_console
+from grouprobust.cli.options import TrackOpt
 from grouprobust.cli.progress import SweepProgress
 
 
@@ -23,17 +24,20 @@ def sweep(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed trials again"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run, run nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    track: Optional[str] = TrackOpt,
 ) -> None:
     """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
     from grouprobust.sweep.executors import check_executor
     from grouprobust.sweep.runner import prepare, run_sweep
+    from grouprobust.tracking import check_trackers
 
     if address is not None:
         executor = "ray"
     if dry_run:
         check_executor(executor, workers, address)
-        _, todo = prepare(file, out, retry_failed)
+        spec, todo = prepare(file, out, retry_failed)
+        check_trackers(track if track is not None else spec.track)
         console.print(f"{todo.total} trials: {len(todo.finished)} finished, {len(todo.failed)} failed (skipped), "
                       f"{len(todo.to_run)} to run")
         return
@@ -53,7 +57,8 @@ def sweep(
                                                              disable=quiet or not todo.to_run)))
 
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
-                            on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan)
+                            on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan,
+                            track=track)
     console.print(f"ran {len(summary.outcomes)}: {summary.finished} finished, {len(summary.failed)} failed. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")
 

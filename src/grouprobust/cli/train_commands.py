@@ -8,18 +8,20 @@ from typing import List, Optional
 import typer
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import DataOpt, SetOpt, parse_assignments
+from grouprobust.cli.options import DataOpt, SetOpt, TrackOpt, parse_assignments
 from grouprobust.cli.progress import training_progress
 from grouprobust.cli.render import comparison_table, print_result
 
 
 def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data: list[str], out: Path,
                      regime: str, select: Optional[str], device: Optional[str], epochs: Optional[int],
-                     quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True) -> dict:
+                     quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True,
+                     track: Optional[str] = None) -> dict:
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
     from grouprobust.config import resolve_config
     from grouprobust.runs import run
+    from grouprobust.tracking import make_tracker
     from grouprobust.two_stage import stage1_option
 
     hparams = parse_assignments(sets, "--set")
@@ -28,9 +30,10 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     if from_dir is not None:
         hparams["stage1"] = stage1_option(method, from_dir)
     config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select)
+    tracker = make_tracker(track, store_dir=Path(out).resolve().parent)  # MLflow's default store: beside the run
     with training_progress(f"{method} on {dataset}", config.hparams["epochs"], err_console,
                            disable=quiet) as on_epoch:
-        result = run(config, out, device=device, on_epoch=on_epoch)
+        result = run(config, out, device=device, on_epoch=on_epoch, tracker=tracker)
     if result.get("reused"):
         console.print(f"[yellow]{out} already holds this finished run (id {result.get('run_id')}); showing it. "
                       "Delete the directory to train again.[/yellow]")
@@ -59,9 +62,11 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: CUDA when present)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="gsr/gsr-hf/dfr: reuse this run's model as stage 1"),
+    track: Optional[str] = TrackOpt,
 ) -> None:
     """Train one method on one dataset and write a run directory."""
-    train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir)
+    train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir,
+                     track=track)
 
 
 @app.command()

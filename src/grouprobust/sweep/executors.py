@@ -20,20 +20,23 @@ from grouprobust.config import RunConfig
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.rundir import RunDirectory
 from grouprobust.runs import run
+from grouprobust.tracking import make_tracker
 from grouprobust.sweep.trials import Trial
 
 Outcome = dict[str, Any]
 EXECUTORS = ("local", "ray")
 
 
-def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> Outcome:
+def run_trial(config: dict[str, Any], runs: str, threads: int | None = None,
+              tracking: dict[str, Any] | None = None) -> Outcome:
     """Run one trial into ``runs/<run_id>``; returns ``{"run_id", "status", "reason", "time_s", "cpu_s"}``.
 
     ``status`` is ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
     combination only found while training, a bug) is written as a failed run directory with its
     reason instead of stopping the sweep. ``time_s`` is wall-clock and ``cpu_s`` this process's CPU
     time, in seconds. ``threads`` sets torch's intra-op thread count. Every trial, loop or
-    two-stage, runs through `grouprobust.runs.run`.
+    two-stage, runs through `grouprobust.runs.run`. ``tracking`` holds `grouprobust.tracking.make_tracker`'s
+    arguments (``track``, ``store_dir``, ``experiment``); the tracker is built here, in the worker.
     """
 
     if threads is not None:
@@ -42,7 +45,7 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> 
     out = Path(runs) / cfg.run_id
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        run(cfg, out)
+        run(cfg, out, tracker=trial_tracker(tracking))
         return {"run_id": cfg.run_id, "status": "finished", "reason": None, "time_s": time.perf_counter() - start,
                 "cpu_s": time.process_time() - cpu}
     except DivergedError as err:  # `run` has already written error.json
@@ -57,15 +60,27 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> 
             "cpu_s": time.process_time() - cpu}
 
 
+def trial_tracker(tracking: dict[str, Any] | None) -> Any:
+    """The tracker a trial sends its run to, or None; one that cannot be built is a warning, not a failed trial."""
+    if not tracking or not tracking.get("track"):
+        return None
+    try:
+        return make_tracker(**tracking)
+    except Exception as err:  # noqa: BLE001 - tracking must never lose the run
+        logging.getLogger("grouprobust.tracking").warning("experiment tracking is off for this trial (%s)",
+                                                          str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return None
+
+
 class LocalExecutor:
     """Runs trials serially in this process (torch keeps its own thread settings)."""
 
     slots = 1
 
-    def run(self, trials: list[Trial], runs: Path) -> Iterator[Outcome]:
+    def run(self, trials: list[Trial], runs: Path, tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
         """Yield each trial's outcome as it finishes, in order."""
         for trial in trials:
-            yield run_trial(trial.config.to_dict(), str(runs))
+            yield run_trial(trial.config.to_dict(), str(runs), tracking=tracking)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -107,11 +122,11 @@ class RayExecutor:
             gpus_per_trial = min(1.0, gpus / self.slots) if gpus else 0.0
         self.task = ray.remote(num_cpus=1, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
 
-    def run(self, trials: list[Trial], runs: Path) -> Iterator[Outcome]:
+    def run(self, trials: list[Trial], runs: Path, tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
         """Submit every trial and yield outcomes in completion order."""
         ray = self.ray
         runs_text = str(Path(runs).resolve())
-        pending = [self.task.remote(t.config.to_dict(), runs_text, 1) for t in trials]
+        pending = [self.task.remote(t.config.to_dict(), runs_text, 1, tracking) for t in trials]
         by_ref = dict(zip(pending, trials))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -11,6 +11,7 @@ from grouprobust.sweep.executors import LocalExecutor, Outcome, RayExecutor, che
 from grouprobust.sweep.spec import SweepSpec, load_sweep
 from grouprobust.sweep.store import Plan, plan, runs_dir, write_manifest
 from grouprobust.sweep.trials import expand
+from grouprobust.tracking import check_trackers, parse_track
 
 
 @dataclass
@@ -44,14 +45,19 @@ def prepare(spec_path: Path, out: Path, retry_failed: bool = False) -> tuple[Swe
 def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int = 1, address: str | None = None,
               retry_failed: bool = False, on_start: Callable[[Plan, int], None] | None = None,
               on_outcome: Callable[[Outcome], None] | None = None,
-              on_plan: Callable[[Plan], None] | None = None) -> SweepSummary:
+              on_plan: Callable[[Plan], None] | None = None, track: str | list[str] | None = None) -> SweepSummary:
     """Run the sweep in ``spec_path`` into ``out``; returns what was skipped and what ran.
 
     Everything is validated before the first trial starts. ``on_plan(plan)`` is called once the plan
     is known, ``on_start(plan, slots)`` once the executor is ready, ``on_outcome`` after each trial.
+    ``track`` (trackers, `grouprobust.tracking`) replaces the sweep file's ``track:``; MLflow's default
+    local store is ``out/mlruns`` and its experiment the sweep's name.
     """
     check_executor(executor, workers, address)
     spec, todo = prepare(spec_path, out, retry_failed)
+    names = parse_track(track) if track is not None else spec.track
+    check_trackers(names)  # a tracking library that is not installed is refused before anything runs
+    tracking = {"track": names, "store_dir": str(Path(out).resolve()), "experiment": spec.name} if names else None
     write_manifest(out, spec.raw, spec.path, todo.to_run + todo.finished + todo.failed)
     summary = SweepSummary(todo.total, len(todo.finished), len(todo.failed))
     if on_plan is not None:
@@ -62,7 +68,7 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     if runner is None:
         return summary
     try:
-        for outcome in runner.run(todo.to_run, runs_dir(out)):
+        for outcome in runner.run(todo.to_run, runs_dir(out), tracking):
             summary.outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)

@@ -16,6 +16,7 @@ hyper-parameters), seeds, the label regime and the selection rule::
         grid: {lr: [0.001, 0.01]}
       groupdro:
         random: {count: 4, params: [lr, weight_decay]}
+    track: mlflow                # optional: mlflow, tensorboard or [mlflow, tensorboard]
 
 Every problem is a `GroupRobustError` naming the file and the key, and saying how to fix it.
 """
@@ -30,8 +31,9 @@ from typing import Any
 import yaml
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.tracking import parse_track
 
-TOP_KEYS = ("name", "seed", "seeds", "regime", "select", "set", "datasets", "methods")
+TOP_KEYS = ("name", "seed", "seeds", "regime", "select", "set", "datasets", "methods", "track")
 METHOD_KEYS = ("set", "grid", "random")
 RANDOM_KEYS = ("count", "params")
 
@@ -61,6 +63,7 @@ class SweepSpec:
     select: str | None = None
     sweep_seed: int = 0
     raw: dict[str, Any] = field(default_factory=dict)
+    track: list[str] = field(default_factory=list)  # experiment trackers for every trial (grouprobust.tracking)
 
     def where(self, key: str) -> str:
         """``"<file>: <key>"``, the prefix of every error about ``key``."""
@@ -160,6 +163,15 @@ def _method(path: Path, name: str, body: Any) -> MethodSpec:
     return MethodSpec(name, fixed, grid, count, params)
 
 
+def _track(path: Path, value: Any) -> list[str]:
+    if value is not None and not isinstance(value, (str, list)):
+        raise _fail(path, "track", f"must be a tracker name or a list of them (mlflow, tensorboard), got {value!r}")
+    try:
+        return parse_track(value)
+    except GroupRobustError as err:
+        raise _fail(path, "track", str(err)) from None
+
+
 def parse_sweep(data: dict[str, Any], path: Path) -> SweepSpec:
     """Check the structure of a raw sweep mapping; returns the `SweepSpec` (names are checked by `expand`)."""
     path = Path(path)
@@ -192,6 +204,7 @@ def parse_sweep(data: dict[str, Any], path: Path) -> SweepSpec:
         select=data.get("select"),
         sweep_seed=_int(path, "seed", data.get("seed", 0), 0),
         raw=data,
+        track=_track(path, data.get("track")),
     )
 
 
