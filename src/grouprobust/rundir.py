@@ -61,6 +61,14 @@ def run_status(path: Path) -> str:
     return "foreign"
 
 
+def directory_token(path: Path) -> str:
+    """``"<inode>:<ctime in ns>"`` of the directory at ``path``: a run directory that was replaced (its
+    temporary directory renamed over it) gets another token, so a process can tell that the run it
+    saw earlier is no longer the one there."""
+    st = Path(path).stat()
+    return f"{st.st_ino}:{st.st_ctime_ns}"
+
+
 class RunDirectory:
     """Writes one run atomically at ``path``; see the module docstring for the layout."""
 

@@ -23,6 +23,7 @@ def sweep(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed trials again"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run, run nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    force: bool = typer.Option(False, "--force", help="add this sweep's trials to an OUT that holds another sweep"),
 ) -> None:
     """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
@@ -53,8 +54,9 @@ def sweep(
                                                              disable=quiet or not todo.to_run)))
 
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
-                            on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan)
-    console.print(f"ran {len(summary.outcomes)}: {summary.finished} finished, {len(summary.failed)} failed. "
+                            on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan, force=force)
+    elsewhere = f" ({summary.elsewhere} more ran in other processes sharing {out})" if summary.elsewhere else ""
+    console.print(f"ran {summary.ran}: {summary.finished} finished, {len(summary.failed)} failed{elsewhere}. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")
 
 
