@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from grouprobust.data.encoders import Encoder, load_encoder
-from grouprobust.data.feature_store import save_feature_splits
+from grouprobust.data.feature_store import check_feature_target, save_feature_splits
 from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
@@ -51,29 +51,29 @@ def extract_features(table: BenchmarkTable, encoder: Encoder, batch_size: int | 
     return features
 
 
-def write_features(table: BenchmarkTable, features: np.ndarray, out: Path, source: dict[str, Any]) -> Path:
-    """Save ``features`` of ``table`` as a feature directory (see `grouprobust.data.feature_store`)."""
+def write_features(table: BenchmarkTable, features: np.ndarray, out: Path, source: dict[str, Any],
+                   force: bool = False) -> Path:
+    """Save ``features`` of ``table`` as a feature directory (see `grouprobust.data.feature_store`; ``force``
+    replaces the feature files already there); returns the directory."""
     splits = table.to_splits(features)
     splits.name = table.name
     return save_feature_splits(splits, Path(out), source={"dataset": table.name, "table": str(table.source),
-                                                           "n": len(table.table), **source})
+                                                           "n": len(table.table), **source}, force=force)
 
 
 def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, out: Path | str,
                                weights: Path | str | None = None, options: dict[str, Any] | None = None,
                                batch_size: int | None = None, device: Any = None, download: bool = False,
-                               progress: Progress | None = None) -> np.ndarray:
+                               progress: Progress | None = None, force: bool = False) -> np.ndarray:
     """Read benchmark ``dataset`` under ``root``, encode every row with ``backbone``, write a feature directory.
 
     ``options`` are the benchmark reader's options; ``weights`` local backbone weights; ``download``
     allows fetching weights into the backbone's cache; ``device`` None picks CUDA when present.
-    ``progress(done, total)`` is called after every batch. Refuses to replace an existing feature
-    directory. Returns the ``(n_rows, dim)`` features.
+    ``progress(done, total)`` is called after every batch. Refuses, before any work, to replace a
+    feature set's files (``train/val/test.npz``, ``meta.json``) already in ``out`` unless ``force``.
+    Returns the ``(n_rows, dim)`` features.
     """
-    out = Path(out)
-    if (out / "meta.json").exists():
-        raise GroupRobustError(f"{out} already holds a feature set; delete it or choose another output directory",
-                               subject="out")
+    out = check_feature_target(Path(out), force)
     if batch_size is not None and batch_size < 1:
         raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
     options = dict(options or {})
@@ -82,5 +82,5 @@ def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, ou
                            download)
     features = extract_features(table, encoder, batch_size, progress=progress)
     write_features(table, features, out, {"backbone": backbone, "weights": str(weights) if weights else None,
-                                          "root": str(root), "options": options})
+                                          "root": str(root), "options": options}, force=force)
     return features
