@@ -17,26 +17,27 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-import grouprobust.sweep.executors as executors  # noqa: E402
 from grouprobust.config import resolve_config  # noqa: E402
 from grouprobust.errors import GroupRobustError  # noqa: E402
 from grouprobust.runs import run  # noqa: E402
-from grouprobust.sweep import run_sweep  # noqa: E402
 
 torch.set_num_threads(1)
 mode = sys.argv[1]
 sweep, out, markers, go = (Path(a) for a in sys.argv[2:6])
-real_run = run
 
 
 def counted_run(cfg, path, *args, **kwargs):
     fd = os.open(markers, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     os.write(fd, f"{cfg.run_id} {os.getpid()}\n".encode())
     os.close(fd)
-    return real_run(cfg, path, *args, **kwargs)
+    return run(cfg, path, *args, **kwargs)
 
 
-executors.run = counted_run
+if mode == "sweep":  # the sweep machinery imports pandas and matplotlib: only this mode pays for them
+    import grouprobust.sweep.executors as executors
+    from grouprobust.sweep import run_sweep
+
+    executors.run = counted_run
 Path(f"{go}.ready-{os.getpid()}").touch()
 while not go.exists():
     time.sleep(0.01)

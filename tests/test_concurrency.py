@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import yaml
 
+from grouprobust.cli import main
 from grouprobust.config import resolve_config
 from grouprobust.rundir import RunBusyError, directory_token
 from grouprobust.runs import run
@@ -100,10 +101,6 @@ def test_two_trains_with_different_configs_on_one_out_one_wins_intact(tmp_path):
     assert (out / "result.json").is_file() and (out / "model.pt").is_file()
 
 
-def cli(*args):
-    return [sys.executable, "-m", "grouprobust", *args]
-
-
 HOLDER = """
 import sys, time
 from pathlib import Path
@@ -142,7 +139,7 @@ def test_a_killed_holders_claim_is_recovered_by_a_waiting_sweep(tmp_path):
     assert (runs_dir(tmp_path / "out") / victim / "result.json").is_file()
 
 
-def test_claim_is_refused_while_another_process_holds_it(tmp_path):
+def test_claim_is_refused_while_another_process_holds_it(tmp_path, capsys):
     cfg = resolve_config("spurious-gaussian", "erm", data=TINY, hparams={"epochs": 1, "model": "linear"})
     out, ready = tmp_path / cfg.run_id, tmp_path / "ready"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), str(ready)], env=ENV)
@@ -152,11 +149,11 @@ def test_claim_is_refused_while_another_process_holds_it(tmp_path):
             run(cfg, out)
         outcome = run_trial(cfg.to_dict(), str(tmp_path))  # a sweep trial: reported busy, not failed
         assert outcome["status"] == "busy" and not outcome["ran"]
-        train = subprocess.run(cli("train", "--dataset", "spurious-gaussian", "--out", str(out), "-q", "--epochs", "1"),
-                               env=ENV, capture_output=True, text=True, timeout=120)
-        lines = [line for line in train.stderr.splitlines() if line.strip()]
-        assert train.returncode == 2 and len(lines) == 1, train.stderr
-        assert "being written by another process" in lines[0] and "--out" in lines[0]
+        with pytest.raises(SystemExit) as exit_info:  # the command line: one line, exit 2
+            main(["train", "--dataset", "spurious-gaussian", "--out", str(out), "-q", "--epochs", "1"])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+        assert "being written by another process" in err and "--out" in err
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
