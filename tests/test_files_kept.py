@@ -121,6 +121,7 @@ def test_a_different_sweep_never_shrinks_the_manifest(tmp_path, capsys):
     err = error_line(["sweep", str(other), "--out", str(out), "-q"], capsys)
     assert MANIFEST in err and "belongs to another sweep" in err and err.endswith("(set it with --force)")
     assert (out / MANIFEST).read_bytes() == manifest and len(list((out / "runs").glob("[!.]*"))) == 3
+    assert "belongs to another sweep" in error_line(["sweep", str(other), "--out", str(out), "--dry-run"], capsys)
     ok(["sweep", str(other), "--out", str(out), "-q", "--force"], capsys)  # merged: every trial stays listed
     merged = json.loads((out / MANIFEST).read_text())
     assert len(merged["trials"]) == 4 and {p.name for p in (out / "runs").glob("[!.]*")} == listed(out)

@@ -34,7 +34,7 @@ def sweep(
         executor = "ray"
     if dry_run:
         check_executor(executor, workers, address)
-        _, todo = prepare(file, out, retry_failed)
+        _, todo = prepare(file, out, retry_failed, force)
         console.print(f"{todo.total} trials: {len(todo.finished)} finished, {len(todo.failed)} failed (skipped), "
                       f"{len(todo.to_run)} to run")
         return

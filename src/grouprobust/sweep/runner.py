@@ -9,7 +9,7 @@ from typing import Callable
 from grouprobust.errors import GroupRobustError
 from grouprobust.sweep.executors import LocalExecutor, Outcome, RayExecutor, check_executor, make_executor
 from grouprobust.sweep.spec import SweepSpec, load_sweep
-from grouprobust.sweep.store import Plan, plan, runs_dir, write_manifest
+from grouprobust.sweep.store import Plan, plan, runs_dir, unlisted_trials, write_manifest
 from grouprobust.sweep.trials import expand
 
 
@@ -43,12 +43,16 @@ class SweepSummary:
         return sum(not o.get("ran", True) for o in self.outcomes)
 
 
-def prepare(spec_path: Path, out: Path, retry_failed: bool = False) -> tuple[SweepSpec, Plan]:
-    """Load and validate the sweep file (every trial), and plan against what ``out`` holds; writes nothing."""
+def prepare(spec_path: Path, out: Path, retry_failed: bool = False, force: bool = False) -> tuple[SweepSpec, Plan]:
+    """Load and validate the sweep file (every trial), and plan against what ``out`` holds; writes nothing.
+
+    Raises if ``out`` holds another sweep's manifest, unless ``force`` (`unlisted_trials`)."""
     if Path(out).exists() and not Path(out).is_dir():
         raise GroupRobustError(f"out {out} is a file; give a directory for the sweep's runs", subject="out")
     spec = load_sweep(spec_path)
-    return spec, plan(expand(spec), out, retry_failed)
+    trials = expand(spec)
+    unlisted_trials(out, trials, spec.path, force)
+    return spec, plan(trials, out, retry_failed)
 
 
 def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int = 1, address: str | None = None,
@@ -67,7 +71,7 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     every trial runs once; those another process ran are in the outcomes with ``ran`` False.
     """
     check_executor(executor, workers, address)
-    spec, todo = prepare(spec_path, out, retry_failed)
+    spec, todo = prepare(spec_path, out, retry_failed, force)
     write_manifest(out, spec.raw, spec.path, todo.to_run + todo.finished + todo.failed, force=force)
     summary = SweepSummary(todo.total, len(todo.finished), len(todo.failed))
     if on_plan is not None:

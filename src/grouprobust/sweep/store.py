@@ -79,6 +79,24 @@ def plan(trials: list[Trial], out: Path, retry_failed: bool = False) -> Plan:
     return result
 
 
+def unlisted_trials(out: Path, trials: list[Trial], spec_path: Path, force: bool = False) -> list[dict[str, Any]]:
+    """Entries of ``out/sweep.json`` that are not among ``trials`` (none if there is no manifest yet).
+
+    Such entries mean the directory holds another sweep: raises a one-line error unless ``force``.
+    """
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        return []
+    earlier = read_json(path).get("trials", [])
+    ids = {t.run_id for t in trials}
+    extra = [e for e in earlier if e.get("run_id") not in ids]
+    if extra and not force:
+        raise GroupRobustError(f"{path} belongs to another sweep ({len(extra)} of its {len(earlier)} trials are not "
+                               f"in {spec_path}); choose another output directory, or set force to add this sweep's "
+                               "trials to it", subject="force")
+    return extra
+
+
 def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials: list[Trial],
                    force: bool = False) -> None:
     """Record the sweep file's contents and every trial's run id in ``out/sweep.json`` (atomically, under
@@ -95,14 +113,8 @@ def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials:
     manifest: dict[str, Any] = {"spec_file": str(spec_path), "spec": json.loads(json.dumps(spec_raw, default=str))}
     with FileLock(Path(out) / SWEEP_LOCK):
         earlier = read_json(path) if path.exists() else None
+        extra = unlisted_trials(out, trials, spec_path, force)
         if earlier is not None:
-            ids = {e["run_id"] for e in entries}
-            extra = [e for e in earlier.get("trials", []) if e.get("run_id") not in ids]
-            if extra and not force:
-                raise GroupRobustError(
-                    f"{path} belongs to another sweep ({len(extra)} of its {len(earlier.get('trials', []))} trials "
-                    f"are not in {spec_path}); choose another output directory, or set force to add this sweep's "
-                    "trials to it", subject="force")
             entries += extra
             if extra:
                 before = [{"spec_file": earlier.get("spec_file"), "spec": earlier.get("spec")}]
