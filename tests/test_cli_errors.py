@@ -74,4 +74,4 @@ def test_features_out_error_names_the_flag(tmp_path, capsys):
     (out / "meta.json").write_text("{}")
     err = _error_line(["features", "--dataset", "waterbirds", "--root", str(tmp_path), "--backbone", "pixels",
                        "--out", str(out)], capsys)
-    assert "already holds a feature set" in err and err.endswith("(set it with --out)")
+    assert "already holds a feature set" in err and err.endswith("(set it with --force)")

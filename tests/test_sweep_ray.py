@@ -31,7 +31,7 @@ def test_ray_executor_two_workers_matches_local(tmp_path):
     # A run made by a Ray worker equals the same trial run in this process (determinism on CPU).
     local = run_sweep(path, tmp_path / "local")
     assert local.finished == 4
-    for run in runs_dir(tmp_path / "local").iterdir():
+    for run in (p for p in runs_dir(tmp_path / "local").iterdir() if p.is_dir()):  # not the runs' lock files
         remote = runs_dir(tmp_path / "ray") / run.name
         assert json.loads((remote / "config.json").read_text())["run_id"] == run.name
         a, b = (json.loads((d / "result.json").read_text()) for d in (run, remote))

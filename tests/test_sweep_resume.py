@@ -49,7 +49,7 @@ def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path):
         time.sleep(0.005)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the sweep ended before it could be killed mid-way"
-    half = [p for p in runs_dir(out).iterdir() if p.name.startswith(".")]
+    half = [p for p in runs_dir(out).iterdir() if p.name.startswith(".") and p.is_dir()]
     assert half, "expected a half-written run left by the kill"
     before = {name: (runs_dir(out) / name / "result.json").read_bytes() for name in visible(out)}
     assert 1 <= len(before) < 4
@@ -61,7 +61,8 @@ def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path):
     summary = run_sweep(path, out)
     assert summary.skipped_finished == len(before) and summary.finished == 4 - len(before)
     names = visible(out)
-    assert len(names) == 4 and not [p for p in runs_dir(out).iterdir() if p.name.startswith(".")]
+    # Only the runs' (empty, hidden) lock files stay next to them; no half-written directory is left.
+    assert len(names) == 4 and not [p for p in runs_dir(out).iterdir() if p.name.startswith(".") and p.is_dir()]
     for name in names:
         run = runs_dir(out) / name
         assert json.loads((run / "config.json").read_text())["run_id"] == name

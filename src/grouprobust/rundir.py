@@ -3,6 +3,14 @@
 A run is built in a hidden temporary sibling directory and renamed into place when it ends, so a
 directory at the final path is always complete: finished (``result.json``) or failed
 (``error.json``). A killed run leaves only a hidden temporary directory, cleaned up next time.
+
+Concurrent writers: whoever writes the run at ``path`` first claims it with a file lock
+(`filelock.FileLock` on the sibling ``.<name>.lock``, an OS lock (``flock``) that the kernel
+releases when its process dies, so a killed writer never leaves a stale claim). Every check of what
+is at the path, the cleanup of hidden temporary directories and the final rename happen while the
+claim is held, so two processes never publish over each other; a second writer is refused with a
+`RunBusyError` or waits (``claim(wait=True)``). The lock file itself stays (a waiter must lock the
+same file); it is empty and hidden.
 """
 
 from __future__ import annotations
@@ -14,8 +22,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from filelock import FileLock, Timeout
+
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.output import dumps, read_json, write_json_atomic
+
+
+class RunBusyError(GroupRobustError):
+    """Another process holds the claim on a run directory (it is writing that run right now)."""
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file that claims the run directory ``path``: the hidden sibling ``.<name>.lock``."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+def check_out_path(path: Path, subject: str = "out") -> Path:
+    """``path`` itself if a run directory may be written there; raises if it names the current directory
+    or one of its parents (``""``, ``"."``, ``".."``), which the run would have to replace."""
+    resolved, here = Path(path).resolve(), Path.cwd().resolve()
+    if not Path(path).name or resolved == here or resolved in here.parents:
+        raise GroupRobustError(f"out {str(path)!r} names the current directory or one of its parents, which a run "
+                               "directory would replace; give a new directory for the run, e.g. runs/erm",
+                               subject=subject)
+    return Path(path)
 
 
 def run_status(path: Path) -> str:
@@ -30,11 +61,19 @@ def run_status(path: Path) -> str:
     return "foreign"
 
 
+def directory_token(path: Path) -> str:
+    """``"<inode>:<ctime in ns>"`` of the directory at ``path``: a run directory that was replaced (its
+    temporary directory renamed over it) gets another token, so a process can tell that the run it
+    saw earlier is no longer the one there."""
+    st = Path(path).stat()
+    return f"{st.st_ino}:{st.st_ctime_ns}"
+
+
 class RunDirectory:
     """Writes one run atomically at ``path``; see the module docstring for the layout."""
 
     def __init__(self, path: Path, config: dict[str, Any]):
-        self.path = Path(path)
+        self.path = check_out_path(Path(path))
         self.config = config
         self.run_id = config["run_id"]
         self.tmp: Path | None = None
@@ -60,11 +99,30 @@ class RunDirectory:
             return None
         return {**read_json(self.path / "result.json"), "reused": True}
 
-    def open(self) -> None:
-        """Create the temporary directory and write ``config.json``."""
+    @contextmanager
+    def claim(self, wait: bool = False) -> Iterator["RunDirectory"]:
+        """Hold the lock on this run directory for the block; ``wait`` False raises `RunBusyError` at once
+        if another process holds it, True waits until it is released. Re-entrant in one process (a
+        sweep trial claims the run, then `grouprobust.runs.run` claims it again)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            if not _pid_alive(stale.name.rsplit(".tmp-", 1)[-1].split("-")[0]):
+        lock = FileLock(lock_path(self.path), is_singleton=True)
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            raise RunBusyError(f"{self.path} is being written by another process right now (it holds "
+                               f"{lock_path(self.path)}); wait for it to finish or choose another output directory",
+                               subject="out") from None
+        try:
+            yield self
+        finally:
+            lock.release()
+
+    def open(self) -> None:
+        """Create the temporary directory and write ``config.json``; call it inside `claim`."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The claim is held, so no other process writes this run: every temporary directory left here is stale.
+        for pattern in (".tmp-*", ".old-*"):
+            for stale in self.path.parent.glob(f".{self.path.name}{pattern}"):
                 shutil.rmtree(stale, ignore_errors=True)
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         self.tmp.mkdir()
@@ -96,11 +154,18 @@ class RunDirectory:
         return self.tmp / name
 
     def _publish(self) -> Path:
+        """Rename the temporary directory into place. Only a failed run of this very config (a retry) is
+        replaced, and it is moved aside before the rename, never deleted while it is the run at the path."""
         self._history.close()
+        self.existing_status()  # raises if the path now holds another run or foreign files
+        old = None
         if self.path.exists():
-            shutil.rmtree(self.path)
+            old = self.path.parent / f".{self.path.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+            os.replace(self.path, old)
         os.replace(self.tmp, self.path)
         self.tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return self.path
 
     def finish(self, result: dict[str, Any]) -> Path:
@@ -120,16 +185,3 @@ class RunDirectory:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
 
-
-def _pid_alive(text: str) -> bool:
-    try:
-        pid = int(text)
-    except ValueError:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,6 +22,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
+from grouprobust.output import write_atomic
 from grouprobust.result import RunResult
 from grouprobust.rundir import RunDirectory
 from grouprobust.trained import MODEL_FILE, load_trained_run
@@ -32,7 +33,7 @@ from grouprobust.two_stage import STAGE1_DIR, WEIGHTS_FILE, fit_stage2, plan_sta
 
 def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits | None = None,
         device: torch.device | str | None = None, on_epoch: EpochCallback | None = None,
-        save_model: bool = True, tracker: Tracker | None = None) -> RunResult:
+        save_model: bool = True, tracker: Tracker | None = None, wait: bool = False) -> RunResult:
     """Run one resolved config and write its run directory at ``out`` (if given); returns its `RunResult`.
 
     If ``out`` already holds this finished run, its stored result is returned without training
@@ -41,7 +42,10 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     reports progress (a two-stage method's stage 1 reports through it too). ``splits`` replaces
     the dataset built from the config (loop methods only). ``tracker`` (`grouprobust.tracking`) receives
     the config, every history entry and the result of a run written at ``out`` (not of a reused run,
-    nor of a two-stage method's stage 1); its failures are logged and never stop the run.
+    nor of a two-stage method's stage 1); its failures are logged and never stop the run. ``out`` is
+    claimed with a file lock for the whole run: if another process is writing it, `RunBusyError` is
+    raised at once, or with ``wait`` True the call waits for it (and then reuses its result if it was
+    this very run).
     """
     device = pick_device(device)
     method_cls = get_method(config.method)
@@ -58,6 +62,14 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
         with tempfile.TemporaryDirectory() as tmp:  # a two-stage run reads its stage 1 back from disk
             return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model)
     writer = RunDirectory(Path(out), config.to_dict())
+    with writer.claim(wait=wait):
+        return _run_claimed(config, writer, splits, device, on_epoch, save_model, two_stage, tracker)
+
+
+def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits | None, device: torch.device,
+                 on_epoch: EpochCallback | None, save_model: bool, two_stage: bool,
+                 tracker: Tracker | None) -> RunResult:
+    """The body of `run` once the run directory is claimed: reuse a finished run or write a new one."""
     stored = writer.reusable_result()
     if stored is not None:
         return RunResult.from_dict(stored)
@@ -79,7 +91,8 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
             trainer = Trainer(config, splits, device, log=tracked.log, on_epoch=on_epoch)
             result = trainer.fit()
             if save_model and trainer.selected_state is not None:
-                torch.save(trainer.selected_state, writer.file(MODEL_FILE))
+                state = trainer.selected_state
+                write_atomic(writer.file(MODEL_FILE), lambda fh: torch.save(state, fh))
         tracked.finish(result.to_dict())
         writer.finish(result.to_dict())
     return result

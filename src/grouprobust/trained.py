@@ -74,7 +74,7 @@ class TrainedRun:
                                meta={"source": source})
         if info["misses"]:  # save_feature_splits rewrites all splits atomically (cached ones unchanged)
             save_feature_splits(result, entry, {**source, "dataset": self.config.dataset, "seed": self.config.seed,
-                                                "data": self.config.data})
+                                                "data": self.config.data}, force=True)  # its own cache entry
         return result, info
 
 

@@ -9,7 +9,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grouprobust.errors import GroupRobustError
 from grouprobust.output import format_mean_std, frame_markdown, save_figure_atomic, write_atomic
+
+# Files whose presence shows the directory already holds an analysis (or a user's own report).
+MARKERS = ("report.md", "info.json")
+
+
+def check_analysis_out(path: Path, force: bool = False) -> Path:
+    """``path`` if an analysis may be written there: not a file, and unless ``force`` holding no
+    ``report.md`` or ``info.json`` (an earlier analysis, or a user's own files). Raises a one-line
+    `GroupRobustError` otherwise; call it before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise GroupRobustError(f"out {path} is a file; give a directory path", subject="out")
+    present = [name for name in MARKERS if (path / name).exists()]
+    if present and not force:
+        raise GroupRobustError(f"{path} already holds {' and '.join(present)}; choose another output directory, "
+                               "or set force to replace the analysis files there", subject="force")
+    return path
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
@@ -18,32 +36,48 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
 
 
 class AnalysisDirectory:
-    """An output directory for one analysis; every file is written atomically (`grouprobust.output`)."""
+    """An output directory for one analysis; every file is written atomically (`grouprobust.output`).
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    Nothing already there is replaced unless ``force``: the directory is checked by
+    `check_analysis_out` when it is opened, and each file before it is written (a file of the same
+    name that this analysis did not write raises a one-line error, leaving it intact)."""
+
+    def __init__(self, path: Path, force: bool = False):
+        self.path = check_analysis_out(Path(path), force)
+        self.force = force
         self.path.mkdir(parents=True, exist_ok=True)
         self.sections: list[str] = []
+        self.written: set[str] = set()
+
+    def _target(self, name: str) -> Path:
+        """``path/name``, refused if a file of that name is there that this analysis did not write."""
+        target = self.path / name
+        if target.exists() and name not in self.written and not self.force:
+            raise GroupRobustError(f"{target} already exists and this analysis did not write it; choose another "
+                                   "output directory, or set force to replace it", subject="force")
+        self.written.add(name)
+        return target
 
     def table(self, df: pd.DataFrame, name: str, title: str, in_report: bool = True) -> Path:
         """Write ``<name>.csv``; add ``df`` to the markdown report under ``title`` (or just point to the CSV)."""
         body = markdown_table(df) if in_report else f"{len(df)} rows in `{name}.csv`.\n"
         self.sections.append(f"## {title}\n\n{body}")
-        return write_atomic(self.path / f"{name}.csv", df.to_csv(index=False))
+        return write_atomic(self._target(f"{name}.csv"), df.to_csv(index=False))
 
     def figure(self, fig: Any, name: str) -> Path:
         """Save a matplotlib figure as ``<name>.png`` and close it."""
         import matplotlib.pyplot as plt  # matplotlib's pyplot is slow to import; only figures need it
 
-        target = save_figure_atomic(fig, self.path / f"{name}.png", dpi=110, bbox_inches="tight")
+        target = save_figure_atomic(fig, self._target(f"{name}.png"), dpi=110, bbox_inches="tight")
         plt.close(fig)
         self.sections.append(f"![{name}]({name}.png)\n")
         return target
 
     def finish(self, title: str, notes: str, info: dict[str, Any]) -> Path:
         """Write ``report.md`` (notes + tables + plots) and ``info.json``; returns the report path."""
-        write_atomic(self.path / "info.json", json.dumps(info, indent=2, default=str) + "\n")
-        return write_atomic(self.path / "report.md", f"# {title}\n\n{notes.strip()}\n\n" + "\n".join(self.sections))
+        info_path, report_path = self._target("info.json"), self._target("report.md")
+        write_atomic(info_path, json.dumps(info, indent=2, default=str) + "\n")
+        return write_atomic(report_path, f"# {title}\n\n{notes.strip()}\n\n" + "\n".join(self.sections))
 
 
 def new_figure(n_panels: int, width: float = 4.2, height: float = 3.4, sharey: bool = False) -> tuple[Any, Any]:

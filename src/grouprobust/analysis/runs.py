@@ -5,6 +5,8 @@ with ``subject`` set to the argument's name and writes nothing), runs every seed
 (CSV tables, ``report.md``, a PNG figure, ``info.json``; see `AnalysisDirectory`) and returns the
 headline table (mean ± std over seeds). ``progress(message)``, if given, is called before each
 seed's work. ``hparams`` and ``data`` take typed values or strings (coerced like any option).
+An ``out`` that already holds an analysis (``report.md`` or ``info.json``) is refused before any
+work unless ``force``; no file the analysis did not write itself is replaced without it.
 
     >>> from grouprobust.analysis.runs import run_implicit_bias_experiment
     >>> table = run_implicit_bias_experiment("ib", losses=["ce"], l2=[0.0], steps=200)  # doctest: +SKIP
@@ -23,7 +25,7 @@ from grouprobust.analysis.completeness import completeness_runs
 from grouprobust.analysis.implicit_bias import ImplicitBiasSetting, run_implicit_bias
 from grouprobust.analysis.plots import plot_alignment, plot_completeness, plot_implicit_bias
 from grouprobust.config import resolve_hparams
-from grouprobust.analysis.output_dir import AnalysisDirectory, mean_std_table, summarize
+from grouprobust.analysis.output_dir import AnalysisDirectory, check_analysis_out, mean_std_table, summarize
 from grouprobust.analysis.training import embed_splits, train_model
 from grouprobust.data import load_dataset
 from grouprobust.data.dataset import DatasetSplits
@@ -42,10 +44,9 @@ def _nonempty(values: Iterable[Any], name: str) -> list[Any]:
     return out
 
 
-def _check_out(out: Path) -> None:
-    """Fail before any work when ``out`` cannot become the output directory."""
-    if out.exists() and not out.is_dir():
-        raise GroupRobustError(f"out {out} is a file; give a directory path", subject="out")
+def _check_out(out: Path, force: bool = False) -> None:
+    """Fail before any work when ``out`` cannot become the output directory (`check_analysis_out`)."""
+    check_analysis_out(out, force)
 
 
 def _check_methods(methods: list[str], hparams: dict[str, Any]) -> None:
@@ -69,7 +70,7 @@ def run_alignment(out: Path | str, *, dataset: str = "spurious-gaussian", featur
                   encoder: str = "none", methods: Sequence[str] = ("erm", "groupdro"),
                   l2: Sequence[float] = (0.0, 0.001, 0.01, 0.1, 1.0), seeds: Sequence[int] = (0,),
                   hparams: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
-                  progress: Progress | None = None) -> pd.DataFrame:
+                  progress: Progress | None = None, force: bool = False) -> pd.DataFrame:
     """Head-only fine-tuning: cosine with spurious/oracle heads, strong convexity and the gap bound over L2.
 
     ``features``: a feature directory to use instead of ``dataset``; ``encoder``: ``"none"`` (the
@@ -79,7 +80,7 @@ def run_alignment(out: Path | str, *, dataset: str = "spurious-gaussian", featur
     """
     out = Path(out)
     features = Path(features) if features is not None else None
-    _check_out(out)
+    _check_out(out, force)
     method_list = list(dict.fromkeys(_nonempty(methods, "methods")))
     l2_list = [float(v) for v in _nonempty(l2, "l2")]
     seed_list = [int(s) for s in _nonempty(seeds, "seeds")]
@@ -114,7 +115,7 @@ def run_alignment(out: Path | str, *, dataset: str = "spurious-gaussian", featur
     metric_cols = cos_cols + ["test_worst_group_acc", "test_avg_acc", "train_worst_group_loss", "wga_gain",
                               "loss_gap", "bound", "mu", "dist"]
     summary = summarize(df, ["l2", "method"], metric_cols)
-    result = AnalysisDirectory(out)
+    result = AnalysisDirectory(out, force=force)
     result.table(df, "alignment_runs", "Every head (one row per seed, L2 and method)", in_report=False)
     result.table(summary, "alignment_summary", "Mean and standard deviation over seeds", in_report=False)
     shown = ["cos_spurious", "cos_oracle", "test_worst_group_acc", "loss_gap", "bound", "mu"]
@@ -145,14 +146,14 @@ subspace along the segment between the heads. See `grouprobust.analysis.convexit
 def run_completeness(out: Path | str, *, dataset: str = "spurious-gaussian",
                      methods: Sequence[str] = ("erm", "groupdro"), seeds: Sequence[int] = (0,), split: str = "test",
                      hparams: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
-                     progress: Progress | None = None) -> pd.DataFrame:
+                     progress: Progress | None = None, force: bool = False) -> pd.DataFrame:
     """DCI disentanglement, completeness and informativeness of end-to-end representations.
 
     Every method is trained end to end on embedded ``dataset`` (its training defaults, overridden
     by ``hparams``); the representation ``model.features`` on ``split`` is scored.
     """
     out = Path(out)
-    _check_out(out)
+    _check_out(out, force)
     method_list = list(dict.fromkeys(_nonempty(methods, "methods")))
     seed_list = [int(s) for s in _nonempty(seeds, "seeds")]
     for m in method_list:
@@ -173,7 +174,7 @@ def run_completeness(out: Path | str, *, dataset: str = "spurious-gaussian",
             "informativeness_label", "informativeness_attribute", "test_worst_group_acc", "test_avg_acc"]
     summary = summarize(df, ["method"], cols)
     table = mean_std_table(summary, ["method"], cols)
-    result = AnalysisDirectory(out)
+    result = AnalysisDirectory(out, force=force)
     result.table(df, "completeness_runs", "Every model (one row per seed and method)", in_report=False)
     result.table(summary, "completeness_summary", "Mean and standard deviation over seeds")
     result.table(table, "completeness_table", "Headline (mean ± std over seeds)")
@@ -198,14 +199,14 @@ dimensions of 1 − entropy over factors (Eastwood & Williams, 2018).
 def run_implicit_bias_experiment(out: Path | str, *, losses: Sequence[str] = ("squared", "ce", "poly-tailed"),
                                  l2: Sequence[float] = (0.0, 0.1), steps: int = 20000, lr: float = 0.05,
                                  group_lr: float = 0.01, seeds: Sequence[int] = (0,),
-                                 progress: Progress | None = None) -> pd.DataFrame:
+                                 progress: Progress | None = None, force: bool = False) -> pd.DataFrame:
     """The GRW paper's 6-image experiment: distance of IW and GroupDRO weights from ERM's over training.
 
     One full-batch gradient-descent run per (seed, loss, L2) for ``steps`` steps of size ``lr``
     (GroupDRO's group weights move with ``group_lr``); see `grouprobust.analysis.implicit_bias`.
     """
     out = Path(out)
-    _check_out(out)
+    _check_out(out, force)
     settings = [ImplicitBiasSetting(loss=loss, l2=float(lam), steps=int(steps), lr=float(lr),
                                     group_lr=float(group_lr), seed=int(seed))
                 for seed in _nonempty(seeds, "seeds") for loss in _nonempty(losses, "losses")
@@ -221,7 +222,7 @@ def run_implicit_bias_experiment(out: Path | str, *, losses: Sequence[str] = ("s
     cols = ["rel_dist", "dir_dist", "erm_train_loss", "train_loss", "erm_norm"]
     summary = summarize(final, ["loss", "l2", "method"], cols)
     table = mean_std_table(summary, ["loss", "l2", "method"], ["rel_dist", "dir_dist", "erm_train_loss"], digits=4)
-    result = AnalysisDirectory(out)
+    result = AnalysisDirectory(out, force=force)
     result.table(curves, "implicit_bias_curves", "Distances over training (every logged step, seed, loss, L2)",
                  in_report=False)
     result.table(summary, "implicit_bias_summary", f"At the last step ({steps}): mean and std over seeds",

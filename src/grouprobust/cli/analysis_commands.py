@@ -14,6 +14,7 @@ analyze_app = typer.Typer(no_args_is_help=True, help="Mechanism analyses: head a
                           "completeness of representations, implicit bias of reweighting.")
 app.add_typer(analyze_app, name="analyze")
 
+ForceOpt = typer.Option(False, "--force", help="replace an earlier analysis's files (report.md, info.json, ...) in OUT")
 SEEDS_HELP = "comma-separated seeds (each seed redraws the embedded data and the initialisation)"
 
 
@@ -34,6 +35,7 @@ def alignment(
     seeds: str = typer.Option("0", "--seeds", help=SEEDS_HELP),
     sets: List[str] = typer.Option([], "--set", help="head training hyper-parameter key=value (repeatable)"),
     data: List[str] = typer.Option([], "--data", help="dataset option key=value (repeatable)"),
+    force: bool = ForceOpt,
 ) -> None:
     """Head-only fine-tuning: cosine with spurious/oracle heads, strong convexity and the gap bound over L2."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
@@ -42,7 +44,7 @@ def alignment(
     table = run_alignment(out, dataset=dataset, features=features, encoder=encoder,
                           methods=parse_list(methods, str, "--methods"), l2=parse_list(l2, float, "--l2"),
                           seeds=parse_list(seeds, int, "--seeds"), hparams=parse_assignments(sets, "--set"),
-                          data=parse_assignments(data, "--data"), progress=console.print)
+                          data=parse_assignments(data, "--data"), progress=console.print, force=force)
     _finish(table, out)
 
 
@@ -55,6 +57,7 @@ def completeness(
     split: str = typer.Option("test", "--split", help="split whose representation is scored"),
     sets: List[str] = typer.Option([], "--set", help="training hyper-parameter key=value for every method"),
     data: List[str] = typer.Option([], "--data", help="dataset option key=value (repeatable)"),
+    force: bool = ForceOpt,
 ) -> None:
     """DCI disentanglement, completeness and informativeness of end-to-end representations."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
@@ -63,7 +66,7 @@ def completeness(
     table = run_completeness(out, dataset=dataset, methods=parse_list(methods, str, "--methods"),
                              seeds=parse_list(seeds, int, "--seeds"), split=split,
                              hparams=parse_assignments(sets, "--set"), data=parse_assignments(data, "--data"),
-                             progress=console.print)
+                             progress=console.print, force=force)
     _finish(table, out)
 
 
@@ -76,6 +79,7 @@ def implicit_bias(
     lr: float = typer.Option(0.05, "--lr", help="gradient-descent step size"),
     group_lr: float = typer.Option(0.01, "--group-lr", help="GroupDRO's step size on the group weights"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated seeds (each draws other digit images)"),
+    force: bool = ForceOpt,
 ) -> None:
     """The GRW paper's 6-image experiment: distance of IW and GroupDRO weights from ERM's over training."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
@@ -83,5 +87,5 @@ def implicit_bias(
 
     table = run_implicit_bias_experiment(out, losses=parse_list(losses, str, "--losses"),
                                          l2=parse_list(l2, float, "--l2"), steps=steps, lr=lr, group_lr=group_lr,
-                                         seeds=parse_list(seeds, int, "--seeds"), progress=console.print)
+                                         seeds=parse_list(seeds, int, "--seeds"), progress=console.print, force=force)
     _finish(table, out)

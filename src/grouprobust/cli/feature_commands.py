@@ -31,6 +31,7 @@ def features(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     layer: Optional[str] = typer.Option(None, "--layer", help="image backbones: module to read, by its name in "
                                         "model.named_modules() (default: the penultimate layer)"),
+    force: bool = typer.Option(False, "--force", help="replace the feature files (train/val/test.npz, meta.json) in OUT"),
 ) -> None:
     """Extract backbone features of a benchmark into a directory that `train` and the last-layer methods read."""
     # Lazy: extraction imports pandas and the backbones torch, which `grouprobust --help` does not need.
@@ -44,7 +45,7 @@ def features(
     notes: list[str] = []
     with count_progress(f"{backbone} on {dataset}", err_console, disable=quiet) as progress:
         common = dict(weights=weights, options=options, batch_size=batch_size, device=device, download=download,
-                      progress=progress, layer=layer, notes=notes.append)
+                      progress=progress, layer=layer, notes=notes.append, force=force)
         feats = (extract_embedded_features(dataset, backbone, out, **common) if embedded
                  else extract_benchmark_features(dataset, root, backbone, out, **common))
     for note in notes:

@@ -42,6 +42,7 @@ FLAGS: dict[str, str] = {
     "split": "--split",
     "hparam": "--set KEY=VALUE",
     "data": "--data KEY=VALUE",
+    "force": "--force",
 }
 
 # Subjects with a name after the colon: the flag that sets one named value.

@@ -25,6 +25,7 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run, run nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
     track: Optional[str] = TrackOpt,
+    force: bool = typer.Option(False, "--force", help="add this sweep's trials to an OUT that holds another sweep"),
 ) -> None:
     """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
@@ -36,7 +37,7 @@ def sweep(
         executor = "ray"
     if dry_run:
         check_executor(executor, workers, address)
-        spec, todo = prepare(file, out, retry_failed)
+        spec, todo = prepare(file, out, retry_failed, force)
         check_trackers(track if track is not None else spec.track)
         console.print(f"{todo.total} trials: {len(todo.finished)} finished, {len(todo.failed)} failed (skipped), "
                       f"{len(todo.to_run)} to run")
@@ -58,8 +59,9 @@ def sweep(
 
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
                             on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan,
-                            track=track)
-    console.print(f"ran {len(summary.outcomes)}: {summary.finished} finished, {len(summary.failed)} failed. "
+                            track=track, force=force)
+    elsewhere = f" ({summary.elsewhere} more ran in other processes sharing {out})" if summary.elsewhere else ""
+    console.print(f"ran {summary.ran}: {summary.finished} finished, {len(summary.failed)} failed{elsewhere}. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.encoders import Encoder, load_encoder
-from grouprobust.data.feature_store import save_feature_splits
+from grouprobust.data.feature_store import check_feature_target, save_feature_splits
 from grouprobust.data.registry import get_dataset_entry, load_dataset
 from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.multinli import load_cached_bert_inputs
@@ -62,12 +62,14 @@ def encode_inputs(inputs: Sequence[Any], encoder: Encoder, batch_size: int | Non
     return features
 
 
-def write_features(table: BenchmarkTable, features: np.ndarray, out: Path, source: dict[str, Any]) -> Path:
-    """Save ``features`` of ``table`` as a feature directory (see `grouprobust.data.feature_store`)."""
+def write_features(table: BenchmarkTable, features: np.ndarray, out: Path, source: dict[str, Any],
+                   force: bool = False) -> Path:
+    """Save ``features`` of ``table`` as a feature directory (see `grouprobust.data.feature_store`; ``force``
+    replaces the feature files already there); returns the directory."""
     splits = table.to_splits(features)
     splits.name = table.name
     return save_feature_splits(splits, Path(out), source={"dataset": table.name, "table": str(table.source),
-                                                           "n": len(table.table), **source})
+                                                           "n": len(table.table), **source}, force=force)
 
 
 def embedded_inputs(ds: GroupDataset) -> tuple[str, list[Any]]:
@@ -84,11 +86,11 @@ def embedded_inputs(ds: GroupDataset) -> tuple[str, list[Any]]:
 def extract_embedded_features(dataset: str, backbone: str, out: Path | str, weights: Path | str | None = None,
                               options: dict[str, Any] | None = None, seed: int = 0, batch_size: int | None = None,
                               device: Any = None, download: bool = False, progress: Progress | None = None,
-                              layer: str | None = None, notes: Notes | None = None) -> np.ndarray:
+                              layer: str | None = None, notes: Notes | None = None, force: bool = False) -> np.ndarray:
     """Build embedded ``dataset`` (``options``, ``seed``), encode every split with ``backbone``, write a feature
     directory (train on it with dataset ``features``, option ``path``). Returns the ``(n_train, dim)``
     train features; the other arguments are as in `extract_benchmark_features`."""
-    out = _check_out(out, batch_size)
+    out = _check_out(out, batch_size, force)
     options = dict(options or {})
     splits = load_dataset(dataset, seed, **options)
     parts = [embedded_inputs(ds) for ds in splits]
@@ -104,7 +106,7 @@ def extract_embedded_features(dataset: str, backbone: str, out: Path | str, weig
     _note(encoder, notes)
     featured = DatasetSplits(*encoded, name=splits.name, description=splits.description)
     save_feature_splits(featured, out, source={"dataset": dataset, "seed": seed, "options": options,
-                                               "n": total, **_source(backbone, weights, encoder)})
+                                               "n": total, **_source(backbone, weights, encoder)}, force=force)
     return encoded[0].x
 
 
@@ -112,11 +114,8 @@ def _path(weights: Path | str | None) -> Path | None:
     return Path(weights) if weights is not None else None
 
 
-def _check_out(out: Path | str, batch_size: int | None) -> Path:
-    out = Path(out)
-    if (out / "meta.json").exists():
-        raise GroupRobustError(f"{out} already holds a feature set; delete it or choose another output directory",
-                               subject="out")
+def _check_out(out: Path | str, batch_size: int | None, force: bool) -> Path:
+    out = check_feature_target(Path(out), force)
     if batch_size is not None and batch_size < 1:
         raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
     return out
@@ -142,29 +141,29 @@ def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, ou
                                weights: Path | str | None = None, options: dict[str, Any] | None = None,
                                batch_size: int | None = None, device: Any = None, download: bool = False,
                                progress: Progress | None = None, layer: str | None = None,
-                               notes: Notes | None = None) -> np.ndarray:
+                               notes: Notes | None = None, force: bool = False) -> np.ndarray:
     """Read benchmark ``dataset`` under ``root``, encode every row with ``backbone``, write a feature directory.
 
     ``options`` are the benchmark reader's options; ``weights`` local backbone weights; ``download``
     allows fetching weights into the backbone's cache; ``device`` None picks CUDA when present.
     ``progress(done, total)`` is called after every batch. ``layer`` names the backbone module read
     (default: the penultimate layer); ``notes(line)`` receives one line when the weights needed a
-    prefix stripped or keys left out (also listed in ``meta.json``). Refuses to replace an existing
-    feature directory. An embedded dataset (e.g. ``toxic-templates``) goes to
+    prefix stripped or keys left out (also listed in ``meta.json``). Refuses, before any work, to replace
+    a feature set's files (``train/val/test.npz``, ``meta.json``) already in ``out`` unless ``force``. An embedded dataset (e.g. ``toxic-templates``) goes to
     `extract_embedded_features` (``root`` is then unused). Returns the ``(n_rows, dim)`` features.
     """
     if is_embedded(dataset):
         return extract_embedded_features(dataset, backbone, out, weights, options, batch_size=batch_size,
                                          device=device, download=download, progress=progress, layer=layer,
-                                         notes=notes)
-    out = _check_out(out, batch_size)
+                                         notes=notes, force=force)
+    out = _check_out(out, batch_size, force)
     options = dict(options or {})
     table = read_benchmark(dataset, root, **options)
     encoder = load_encoder(backbone, table.input_kind, _path(weights), device, download, layer)
     features = extract_features(table, encoder, batch_size, progress=progress)
     _note(encoder, notes)
     write_features(table, features, out, {**_source(backbone, weights, encoder), "root": str(root),
-                                          "options": options})
+                                          "options": options}, force=force)
     return features
 
 

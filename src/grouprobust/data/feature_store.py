@@ -19,11 +19,31 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.output import save_npz_atomic, write_json_atomic
 
 SPLITS = ("train", "val", "test")
+FILES = tuple(f"{split}.npz" for split in SPLITS) + ("meta.json",)
 
 
-def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str, Any] | None = None) -> Path:
-    """Write ``splits`` (whose ``x`` are features) to ``directory``; returns the directory."""
+def check_feature_target(directory: Path, force: bool = False, subject: str = "out") -> Path:
+    """``directory`` if a feature set may be written there: it must not be a file, and unless ``force`` it
+    must hold none of the files a feature set consists of (``train.npz``, ``val.npz``, ``test.npz``,
+    ``meta.json``), whoever wrote them. Raises a one-line `GroupRobustError` otherwise."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise GroupRobustError(f"{directory} is a file; give a directory for the feature set", subject=subject)
+    present = [name for name in FILES if (directory / name).exists()]
+    if present and not force:
+        what = "a feature set" if "meta.json" in present else ", ".join(present)
+        raise GroupRobustError(f"{directory} already holds {what}; choose another output directory, or set force "
+                               "to replace those files", subject="force")
+    return directory
+
+
+def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str, Any] | None = None,
+                        force: bool = False) -> Path:
+    """Write ``splits`` (whose ``x`` are features) to ``directory``; returns the directory.
+
+    Refuses (`check_feature_target`) to replace any ``train/val/test.npz`` or ``meta.json`` already
+    there unless ``force``; other files in the directory are never touched."""
+    directory = check_feature_target(directory, force)
     directory.mkdir(parents=True, exist_ok=True)
     for ds in splits:
         arrays = {"x": ds.x, "y": ds.y}
@@ -61,4 +81,4 @@ def load_feature_splits(directory: Path) -> DatasetSplits:
     return DatasetSplits(*parts, name=meta.get("dataset", "features"), meta={"source": meta.get("source", {})})
 
 
-__all__ = ["SPLITS", "load_feature_splits", "save_feature_splits"]
+__all__ = ["FILES", "SPLITS", "check_feature_target", "load_feature_splits", "save_feature_splits"]

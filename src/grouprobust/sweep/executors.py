@@ -18,7 +18,8 @@ import torch
 
 from grouprobust.config import RunConfig
 from grouprobust.errors import DivergedError, GroupRobustError
-from grouprobust.rundir import RunDirectory
+from grouprobust.output import read_json
+from grouprobust.rundir import RunBusyError, RunDirectory, directory_token, run_status
 from grouprobust.runs import run
 from grouprobust.tracking import make_tracker
 from grouprobust.sweep.trials import Trial
@@ -27,11 +28,20 @@ Outcome = dict[str, Any]
 EXECUTORS = ("local", "ray")
 
 
-def run_trial(config: dict[str, Any], runs: str, threads: int | None = None,
-              tracking: dict[str, Any] | None = None) -> Outcome:
-    """Run one trial into ``runs/<run_id>``; returns ``{"run_id", "status", "reason", "time_s", "cpu_s"}``.
+def run_trial(config: dict[str, Any], runs: str, threads: int | None = None, wait: bool = False,
+              replace: str | None = None, tracking: dict[str, Any] | None = None) -> Outcome:
+    """Claim and run one trial into ``runs/<run_id>``; returns
+    ``{"run_id", "status", "ran", "reason", "time_s", "cpu_s"}``.
 
-    ``status`` is ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
+    The trial's run directory is claimed with its file lock (`grouprobust.rundir.RunDirectory.claim`)
+    before anything is checked, so of several processes sharing a sweep exactly one runs it. If
+    another process holds the claim, ``status`` is ``busy`` and nothing ran (with ``wait`` True the
+    call waits for the claim instead). Once claimed, a trial that is finished (or failed, unless it
+    is the failed run directory with token ``replace`` (`grouprobust.rundir.directory_token`) that
+    this process planned to retry) is not
+    run again: ``ran`` is False and ``status`` tells what the other process left.
+
+    ``status`` is otherwise ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
     combination only found while training, a bug) is written as a failed run directory with its
     reason instead of stopping the sweep. ``time_s`` is wall-clock and ``cpu_s`` this process's CPU
     time, in seconds. ``threads`` sets torch's intra-op thread count. Every trial, loop or
@@ -44,20 +54,44 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None,
     cfg = RunConfig.from_dict(config)
     out = Path(runs) / cfg.run_id
     start, cpu = time.perf_counter(), time.process_time()
+    writer = RunDirectory(out, cfg.to_dict())
     try:
-        run(cfg, out, tracker=trial_tracker(tracking))
-        return {"run_id": cfg.run_id, "status": "finished", "reason": None, "time_s": time.perf_counter() - start,
-                "cpu_s": time.process_time() - cpu}
+        with writer.claim(wait=wait):
+            done = _done_elsewhere(out, replace)
+            if done is not None:
+                return {"run_id": cfg.run_id, "ran": False, "time_s": 0.0, "cpu_s": 0.0, **done}
+            return _run_claimed_trial(cfg, writer, start, cpu, tracking)
+    except RunBusyError:  # raised only by the claim: errors of the run itself are recorded as failed
+        return {"run_id": cfg.run_id, "status": "busy", "ran": False, "reason": None, "time_s": 0.0, "cpu_s": 0.0}
+
+
+def _run_claimed_trial(cfg: RunConfig, writer: RunDirectory, start: float, cpu: float,
+                       tracking: dict[str, Any] | None) -> Outcome:
+    """Run the claimed trial; any failure is written as a failed run directory (see `run_trial`)."""
+    try:
+        run(cfg, writer.path, tracker=trial_tracker(tracking))
+        return {"run_id": cfg.run_id, "status": "finished", "ran": True, "reason": None,
+                "time_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
     except DivergedError as err:  # `run` has already written error.json
         reason = str(err)
     except Exception as err:  # noqa: BLE001 - recorded as a failed trial; the sweep goes on
         reason = str(err) if isinstance(err, GroupRobustError) else f"{type(err).__name__}: {err}"
-        writer = RunDirectory(out, cfg.to_dict())
         writer.open()
         writer.fail(reason, {"error_type": type(err).__name__,
                              "traceback": None if isinstance(err, GroupRobustError) else traceback.format_exc()})
-    return {"run_id": cfg.run_id, "status": "failed", "reason": reason, "time_s": time.perf_counter() - start,
-            "cpu_s": time.process_time() - cpu}
+    return {"run_id": cfg.run_id, "status": "failed", "ran": True, "reason": reason,
+            "time_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
+
+
+def _done_elsewhere(out: Path, replace: str | None) -> dict[str, Any] | None:
+    """What another process left at ``out`` that this one must not run again (its status and reason), or
+    None if the trial is to run: absent, or the very failed run (token ``replace``) planned for a retry."""
+    status = run_status(out)
+    if status == "finished":
+        return {"status": "finished", "reason": None}
+    if status == "failed" and (replace is None or directory_token(out) != replace):
+        return {"status": "failed", "reason": read_json(out / "error.json").get("reason")}
+    return None
 
 
 def trial_tracker(tracking: dict[str, Any] | None) -> Any:
@@ -77,10 +111,13 @@ class LocalExecutor:
 
     slots = 1
 
-    def run(self, trials: list[Trial], runs: Path, tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
-        """Yield each trial's outcome as it finishes, in order."""
+    def run(self, trials: list[Trial], runs: Path, wait: bool = False, replace: dict[str, str] | None = None,
+            tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
+        """Yield each trial's outcome (`run_trial` with ``wait`` and ``tracking``; ``replace``: run id -> token
+        of a failed run to retry) as it finishes, in order."""
         for trial in trials:
-            yield run_trial(trial.config.to_dict(), str(runs), tracking=tracking)
+            yield run_trial(trial.config.to_dict(), str(runs), wait=wait, replace=(replace or {}).get(trial.run_id),
+                            tracking=tracking)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -122,11 +159,15 @@ class RayExecutor:
             gpus_per_trial = min(1.0, gpus / self.slots) if gpus else 0.0
         self.task = ray.remote(num_cpus=1, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
 
-    def run(self, trials: list[Trial], runs: Path, tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
-        """Submit every trial and yield outcomes in completion order."""
+    def run(self, trials: list[Trial], runs: Path, wait: bool = False, replace: dict[str, str] | None = None,
+            tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
+        """Submit every trial (`run_trial` with ``wait``, ``replace`` and ``tracking`` as in
+        `LocalExecutor.run`) and yield outcomes in completion order."""
         ray = self.ray
         runs_text = str(Path(runs).resolve())
-        pending = [self.task.remote(t.config.to_dict(), runs_text, 1, tracking) for t in trials]
+        replace = replace or {}
+        pending = [self.task.remote(t.config.to_dict(), runs_text, 1, wait, replace.get(t.run_id), tracking)
+                   for t in trials]
         by_ref = dict(zip(pending, trials))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -135,8 +176,8 @@ class RayExecutor:
                     yield ray.get(ref)
                 except ray.exceptions.RayError as err:  # the worker itself died (e.g. out of memory)
                     trial = by_ref[ref]
-                    yield {"run_id": trial.run_id, "status": "lost", "reason": str(err).splitlines()[0], "time_s": 0.0,
-                           "cpu_s": 0.0}
+                    yield {"run_id": trial.run_id, "status": "lost", "ran": True, "reason": str(err).splitlines()[0],
+                           "time_s": 0.0, "cpu_s": 0.0}
 
     def close(self) -> None:
         """Shut down the Ray connection (and the local instance, if this executor started one)."""

@@ -4,6 +4,12 @@ A run directory appears at its final path only when the run ended (`grouprobust.
 in a hidden temporary directory and renames it), so the status of a trial is read off the path:
 ``finished`` (``result.json``), ``failed`` (``error.json``) or ``absent`` (never run, or killed
 part-way: a hidden ``.<run_id>.tmp-*`` directory never counts).
+
+Several processes (on one machine or on several sharing the file system) may work on one sweep
+directory: each trial is claimed with its run directory's file lock (``runs/.<run_id>.lock``,
+see `grouprobust.rundir`) when it starts, and ``sweep.json`` is read and written under the sweep's
+own lock (``.sweep.lock``). A manifest never loses trials: growing a sweep (a file whose trials
+include all those listed) updates it, a different sweep is refused unless ``force`` merges it.
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from grouprobust.errors import GroupRobustError
-from grouprobust.output import write_json_atomic
-from grouprobust.rundir import run_status
+from grouprobust.output import read_json, write_json_atomic
+from grouprobust.rundir import directory_token, run_status
 from grouprobust.sweep.trials import Trial
 
 RUNS = "runs"
 MANIFEST = "sweep.json"
+SWEEP_LOCK = ".sweep.lock"
 
 
 def runs_dir(out: Path) -> Path:
@@ -45,6 +54,7 @@ class Plan:
     finished: list[Trial] = field(default_factory=list)
     failed: list[Trial] = field(default_factory=list)
     retried: int = 0
+    replace: dict[str, str] = field(default_factory=dict)  # run id -> token of the failed run to retry
 
     @property
     def total(self) -> int:
@@ -62,17 +72,53 @@ def plan(trials: list[Trial], out: Path, retry_failed: bool = False) -> Plan:
         elif status == "failed" and not retry_failed:
             result.failed.append(trial)
         else:
-            result.retried += status == "failed"
+            if status == "failed":
+                result.retried += 1
+                result.replace[trial.run_id] = directory_token(runs_dir(out) / trial.run_id)
             result.to_run.append(trial)
     return result
 
 
-def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials: list[Trial]) -> None:
-    """Record the sweep file's contents and every trial's run id in ``out/sweep.json`` (atomically)."""
+def unlisted_trials(out: Path, trials: list[Trial], spec_path: Path, force: bool = False) -> list[dict[str, Any]]:
+    """Entries of ``out/sweep.json`` that are not among ``trials`` (none if there is no manifest yet).
+
+    Such entries mean the directory holds another sweep: raises a one-line error unless ``force``.
+    """
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        return []
+    earlier = read_json(path).get("trials", [])
+    ids = {t.run_id for t in trials}
+    extra = [e for e in earlier if e.get("run_id") not in ids]
+    if extra and not force:
+        raise GroupRobustError(f"{path} belongs to another sweep ({len(extra)} of its {len(earlier)} trials are not "
+                               f"in {spec_path}); choose another output directory, or set force to add this sweep's "
+                               "trials to it", subject="force")
+    return extra
+
+
+def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials: list[Trial],
+                   force: bool = False) -> None:
+    """Record the sweep file's contents and every trial's run id in ``out/sweep.json`` (atomically, under
+    the sweep's lock).
+
+    An existing manifest whose trials are all among ``trials`` (the same sweep, or a grown one) is
+    replaced. One listing trials that ``trials`` lacks belongs to another sweep: that is refused
+    unless ``force``, which keeps every trial listed (the union, earlier specs under ``earlier_specs``).
+    """
     runs_dir(out).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(out) / MANIFEST, {
-        "spec_file": str(spec_path),
-        "spec": json.loads(json.dumps(spec_raw, default=str)),
-        "trials": [{"run_id": t.run_id, "point": t.point, "dataset": t.config.dataset, "method": t.config.method,
-                    "seed": t.config.seed} for t in trials],
-    })
+    path = Path(out) / MANIFEST
+    entries = [{"run_id": t.run_id, "point": t.point, "dataset": t.config.dataset, "method": t.config.method,
+                "seed": t.config.seed} for t in trials]
+    manifest: dict[str, Any] = {"spec_file": str(spec_path), "spec": json.loads(json.dumps(spec_raw, default=str))}
+    with FileLock(Path(out) / SWEEP_LOCK):
+        earlier = read_json(path) if path.exists() else None
+        extra = unlisted_trials(out, trials, spec_path, force)
+        if earlier is not None:
+            entries += extra
+            if extra:
+                before = [{"spec_file": earlier.get("spec_file"), "spec": earlier.get("spec")}]
+                manifest["earlier_specs"] = earlier.get("earlier_specs", []) + before
+            elif "earlier_specs" in earlier:
+                manifest["earlier_specs"] = earlier["earlier_specs"]
+        write_json_atomic(path, {**manifest, "trials": entries})
