@@ -20,6 +20,8 @@ def _dataset_rows() -> list[dict[str, Any]]:
     for entry in list_datasets():
         row: dict[str, Any] = {"name": entry.name, "description": entry.description, "sizes": None,
                                "groups": "user data: --root"}
+        if entry.name == "table":
+            row["groups"] = "your table: --data path=FILE label=COL attribute=COL"
         if entry.embedded:
             s = load_dataset(entry.name, 0)
             filled = "/".join(str(d.n_groups - len(d.empty_groups())) for d in s)
@@ -30,7 +32,8 @@ def _dataset_rows() -> list[dict[str, Any]]:
 
 @app.command()
 def datasets(
-    check: Optional[str] = typer.Option(None, "--check", help="validate your copy of benchmark NAME (needs --root)"),
+    check: Optional[str] = typer.Option(None, "--check", help="validate your copy of benchmark NAME (needs --root), or load dataset NAME with --data "
+                                         "options (e.g. table) and print its group counts per split"),
     root: Optional[Path] = typer.Option(None, "--root", help="folder of the benchmark to check (docs/datasets.md)"),
     data: List[str] = DataOpt,
 ) -> None:
@@ -38,15 +41,31 @@ def datasets(
     if check is None:
         console.print(datasets_table(_dataset_rows()))
         return
+    # Lazy: the readers import pandas, which the plain listing does not need.
+    from grouprobust.data.readers import READERS, check_benchmark
+
+    if check not in READERS:
+        _check_dataset(check, parse_assignments(data, "--data"))
+        return
     if root is None:
         raise GroupRobustError(f"--check {check} needs --root PATH, the folder of your copy (see docs/datasets.md)")
-    # Lazy: the readers import pandas, which the plain listing does not need.
-    from grouprobust.data.readers import check_benchmark
 
     result = check_benchmark(check, root, **parse_assignments(data, "--data"))
     for table in group_count_tables(result):
         console.print(table)
     console.print(f"{check}: {len(result.table.table)} samples read from {result.table.source}; the layout is valid.")
+
+
+def _check_dataset(name: str, options: dict[str, str]) -> None:
+    """Load a registered dataset (e.g. ``table`` with --data path=...) and print its group counts per split."""
+    from grouprobust.data.tabular import check_splits
+
+    result = check_splits(load_dataset(name, 0, **options))
+    for table in group_count_tables(result):
+        console.print(table)
+    where = f" read from {result.source}" if result.source else ""
+    console.print(f"{name}: {sum(result.samples.values())} samples{where}; "
+                  f"{len(result.group_counts)} groups, every split loads.")
 
 
 @app.command()

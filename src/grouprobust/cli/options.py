@@ -13,14 +13,17 @@ DataOpt = typer.Option([], "--data", help="dataset option key=value (repeatable)
 
 
 def parse_assignments(items: Iterable[str], flag: str) -> dict[str, str]:
-    """Split ``key=value`` strings into a dict of raw strings; ``flag`` names the option in errors."""
+    """Split ``key=value`` strings into a dict of raw strings (a repeated key's values joined by commas);
+    ``flag`` names the option in errors."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise GroupRobustError(f"malformed {flag} {item!r}; write it as {flag} key=value")
-        out[key] = value.strip()
+        # A key given twice joins its values with commas: list-valued options (attribute=sex attribute=race)
+        # read them as several values, and any other option refuses the joined text instead of keeping one.
+        out[key] = f"{out[key]},{value.strip()}" if key in out else value.strip()
     return out
 
 
