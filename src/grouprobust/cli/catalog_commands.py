@@ -7,7 +7,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from grouprobust.cli.application import app, console
+from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import DataOpt, parse_assignments
 from grouprobust.cli.render import datasets_table, group_count_tables, methods_table, selection_rules_table
 from grouprobust.data import list_datasets, load_dataset
@@ -39,7 +39,9 @@ def datasets(
 ) -> None:
     """List datasets with their description, split sizes and group counts; --check validates a downloaded copy."""
     if check is None:
-        console.print(datasets_table(_dataset_rows()))
+        with err_console.status("building the embedded datasets to count their groups"):
+            rows = _dataset_rows()
+        console.print(datasets_table(rows))
         return
     # Lazy: the readers import pandas, which the plain listing does not need.
     from grouprobust.data.readers import READERS, check_benchmark
@@ -50,7 +52,8 @@ def datasets(
     if root is None:
         raise GroupRobustError(f"--check {check} needs --root PATH, the folder of your copy (see docs/datasets.md)")
 
-    result = check_benchmark(check, root, **parse_assignments(data, "--data"))
+    with err_console.status(f"reading and checking {check} under {root}"):
+        result = check_benchmark(check, root, **parse_assignments(data, "--data"))
     for table in group_count_tables(result):
         console.print(table)
     console.print(f"{check}: {len(result.table.table)} samples read from {result.table.source}; the layout is valid.")
@@ -60,7 +63,8 @@ def _check_dataset(name: str, options: dict[str, str]) -> None:
     """Load a registered dataset (e.g. ``table`` with --data path=...) and print its group counts per split."""
     from grouprobust.data.tabular import check_splits
 
-    result = check_splits(load_dataset(name, 0, **options))
+    with err_console.status(f"loading {name}"):
+        result = check_splits(load_dataset(name, 0, **options))
     for table in group_count_tables(result):
         console.print(table)
     where = f" read from {result.source}" if result.source else ""
