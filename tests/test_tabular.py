@@ -70,8 +70,8 @@ def test_the_registered_dataset_reads_csv_tsv_and_parquet(census, tmp_path):
 
 
 @pytest.mark.parametrize("change, options, fragment, subject", [
-    (None, {"label": "incom"}, "column 'incom' (option label) is not in the table", "data:label"),
-    (None, {"attribute": "race"}, "column 'race' (option attribute)", "data:attribute"),
+    (None, {"label": "incom"}, "column 'incom' (dataset option label) is not in the table", "data:label"),
+    (None, {"attribute": "race"}, "column 'race' (dataset option attribute)", "data:attribute"),
     (lambda f: f.assign(income=">50K"), {}, "has one value ('>50K')", "data:label"),
     (lambda f: f.assign(zip=np.arange(len(f)) % 500), {"attribute": "zip"}, "500 distinct values", "data:attribute"),
     (lambda f: f.assign(income=f.income.where(f.index % 50 > 0)), {}, "label column 'income' has 12 missing",
@@ -79,7 +79,7 @@ def test_the_registered_dataset_reads_csv_tsv_and_parquet(census, tmp_path):
     (lambda f: f.assign(part="train"), {"split": "part"}, "has no 'val' rows", "data:split"),
     (lambda f: f.assign(part="dev"), {"split": "part"}, "has value 'dev'", "data:split"),
     (None, {"features": "age,sex"}, "column 'sex' is the label, an attribute or the split", "data:features"),
-    (None, {"drop": "salary"}, "column 'salary' (option drop)", "data:drop"),
+    (None, {"drop": "salary"}, "column 'salary' (dataset option drop)", "data:drop"),
 ])
 def test_every_problem_is_one_line_naming_the_option(census, change, options, fragment, subject):
     frame = change(census) if change else census

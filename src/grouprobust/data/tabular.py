@@ -84,7 +84,7 @@ def _require(frame: pd.DataFrame, columns: list[str], option: str) -> None:
     for col in columns:
         if col not in frame.columns:
             shown = ", ".join(map(str, list(frame.columns)[:12])) + (" ..." if frame.shape[1] > 12 else "")
-            raise GroupRobustError(f"column {col!r} (option {option}) is not in the table; the columns are: {shown}",
+            raise GroupRobustError(f"column {col!r} (dataset option {option}) is not in the table; the columns are: {shown}",
                                    subject=f"data:{option}")
 
 
@@ -223,11 +223,11 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
                                subject="data:path")
     frame = frame.reset_index(drop=True)
     if not label:
-        raise GroupRobustError("set label to the column holding the class", subject="data:label")
+        raise GroupRobustError("set dataset option label to the column holding the class", subject="data:label")
     attributes = _names(attribute)
     if not attributes:
-        raise GroupRobustError("set attribute to the column(s) holding the spurious attribute (comma-separated "
-                               "for several)", subject="data:attribute")
+        raise GroupRobustError("set dataset option attribute to the column(s) holding the spurious attribute "
+                               "(comma-separated for several)", subject="data:attribute")
     _require(frame, [label], "label")
     _require(frame, attributes, "attribute")
     if label in attributes:
@@ -313,8 +313,8 @@ def table_dataset(seed: int = 0, *,
                   ) -> DatasetSplits:
     """The table at ``path`` as a grouped dataset (`from_table`); the seed draws the splits without ``split``."""
     if not path:
-        raise GroupRobustError("dataset 'table' needs a file: set the dataset option path=FILE (.csv, .tsv or "
-                               ".parquet)", subject="data:path")
+        raise GroupRobustError("dataset 'table' needs a file: set dataset option path to a .csv, .tsv or "
+                               ".parquet file", subject="data:path")
     return from_table(path, label=label, attribute=attribute, split=split or None, features=features or None,
                       drop=drop or None, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                       max_levels=max_levels)
