@@ -313,8 +313,8 @@ def table_dataset(seed: int = 0, *,
                   ) -> DatasetSplits:
     """The table at ``path`` as a grouped dataset (`from_table`); the seed draws the splits without ``split``."""
     if not path:
-        raise GroupRobustError("dataset 'table' needs a file: set dataset option path to a .csv, .tsv or "
-                               ".parquet file", subject="data:path")
+        raise GroupRobustError("dataset 'table' needs a file: set the dataset option path=FILE (a .csv, .tsv or "
+                               ".parquet table)", subject="data:path")
     return from_table(path, label=label, attribute=attribute, split=split or None, features=features or None,
                       drop=drop or None, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                       max_levels=max_levels)
