@@ -97,6 +97,7 @@ def test_datasets_check_prints_group_counts_and_repeated_attribute_options(censu
     out = capsys.readouterr().out
     assert exc.value.code == 0
     assert "income=>50K,sex=Female & education=Masters" in out and "600 samples" in out
+    assert "2 numeric column(s) standardised (age, hours_per_week), 1 categorical one-hot (workclass)" in out
     with pytest.raises(SystemExit) as exc:
         main([*base, "--data", "attribute=age"])
     err = capsys.readouterr().err

@@ -67,6 +67,8 @@ def _check_dataset(name: str, options: dict[str, str]) -> None:
         result = check_splits(load_dataset(name, 0, **options))
     for table in group_count_tables(result):
         console.print(table)
+    if result.inputs:
+        console.print(result.inputs, markup=False, highlight=False)
     where = f" read from {result.source}" if result.source else ""
     console.print(f"{name}: {sum(result.samples.values())} samples{where}; "
                   f"{len(result.group_counts)} groups, every split loads.")

@@ -324,13 +324,15 @@ def table_dataset(seed: int = 0, *,
 class DatasetCheck:
     """Group counts per split of a loaded dataset (what ``grouprobust datasets --check`` prints).
 
-    ``group_counts``: group x split frame of counts; ``samples``: split -> number of rows.
+    ``group_counts``: group x split frame of counts; ``samples``: split -> number of rows; ``inputs``:
+    how a table's columns became inputs (empty for other datasets).
     """
 
     name: str
     group_counts: pd.DataFrame
     samples: dict[str, int]
     source: str = ""
+    inputs: str = ""
     eval_group_counts: Any = None
     splits: tuple[str, ...] = SPLITS
 
@@ -339,7 +341,13 @@ def check_splits(splits: DatasetSplits) -> DatasetCheck:
     """The group counts per split of ``splits`` (raises if a split carries no group labels)."""
     counts = pd.DataFrame({d.split: d.group_counts() for d in splits}, index=splits.train.group_names)
     source = (splits.meta.get("source") or {}).get("path", "")
-    return DatasetCheck(splits.name, counts, {d.split: len(d) for d in splits}, str(source))
+    encoding = splits.meta.get("table")
+    inputs = ""
+    if isinstance(encoding, TableEncoding):
+        inputs = (f"inputs: {len(encoding.numeric)} numeric column(s) standardised ({', '.join(encoding.numeric) or '-'}), "
+                  f"{len(encoding.categorical)} categorical one-hot ({', '.join(encoding.categorical) or '-'}) "
+                  f"-> {len(encoding.feature_names)} features")
+    return DatasetCheck(splits.name, counts, {d.split: len(d) for d in splits}, str(source), inputs)
 
 
 __all__ = ["DatasetCheck", "TableEncoding", "check_splits", "from_table", "read_table_file", "table_dataset"]
