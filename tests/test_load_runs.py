@@ -57,3 +57,17 @@ def test_load_errors_are_one_line(runs_dir, tmp_path):
     (damaged / "history.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, \n')
     with pytest.raises(GroupRobustError, match="line 2 is not valid JSON"):
         load_history(damaged)
+
+
+def test_load_runs_lists_failed_runs_with_their_reason(runs_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(runs_dir / "gdro-0-0.1", folder / "ok")
+    shutil.copytree(runs_dir / "gdro-1-0.01", folder / "bad")
+    (folder / "bad" / "result.json").unlink()
+    (folder / "bad" / "error.json").write_text(json.dumps({"status": "failed", "reason": "loss is nan at epoch 2"}))
+    runs = load_runs(folder).set_index("run_id")
+    assert runs.loc["ok", "status"] == "finished" and runs.loc["bad", "status"] == "failed"
+    assert runs.loc["bad", "reason"] == "loss is nan at epoch 2"
+    assert np.isnan(runs.loc["bad", "test_worst_group_acc"]) and runs.loc["bad", "hparams.eta"] == 0.01
