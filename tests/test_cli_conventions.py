@@ -79,3 +79,13 @@ def test_last_layer_summaries_name_what_was_selected_and_what_the_head_was_fitte
     assert "selected step 12 by" in text and "fit n (held-out)" in text
     assert selected_text({"rule": "r", "epoch": 3}) == "selected epoch 3 by r"
     assert "train n" in _text(per_group_table(_result({"rule": "r", "epoch": 3})))
+
+
+@pytest.mark.parametrize("words, expected", [("grouprobust train --dataset ta", "table"),
+                                             ("grouprobust train --method group", "groupdro")])
+def test_shell_completion_completes_dataset_and_method_names(words, expected, capsys, monkeypatch):
+    monkeypatch.setenv("_GROUPROBUST_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", "3")
+    code, out, _ = cli([], capsys)
+    assert code == 0 and out.split() == [expected]
