@@ -24,6 +24,9 @@ frequent and pool the rest (scikit-learn's ``max_categories``).
 The label and the attribute columns are never inputs. Every problem (missing column, a label with
 one value, an attribute with hundreds of values, NaN in the label, an unknown split value) raises a
 one-line `GroupRobustError` whose ``subject`` names the option (``data:label`` ...).
+
+(Not to be confused with `grouprobust.data.readers.table.BenchmarkTable`, the public benchmarks'
+metadata tables.)
 """
 
 from __future__ import annotations
@@ -320,34 +323,4 @@ def table_dataset(seed: int = 0, *,
                       max_levels=max_levels)
 
 
-@dataclass
-class DatasetCheck:
-    """Group counts per split of a loaded dataset (what ``grouprobust datasets --check`` prints).
-
-    ``group_counts``: group x split frame of counts; ``samples``: split -> number of rows; ``inputs``:
-    how a table's columns became inputs (empty for other datasets).
-    """
-
-    name: str
-    group_counts: pd.DataFrame
-    samples: dict[str, int]
-    source: str = ""
-    inputs: str = ""
-    eval_group_counts: Any = None
-    splits: tuple[str, ...] = SPLITS
-
-
-def check_splits(splits: DatasetSplits) -> DatasetCheck:
-    """The group counts per split of ``splits`` (raises if a split carries no group labels)."""
-    counts = pd.DataFrame({d.split: d.group_counts() for d in splits}, index=splits.train.group_names)
-    source = (splits.meta.get("source") or {}).get("path", "")
-    encoding = splits.meta.get("table")
-    inputs = ""
-    if isinstance(encoding, TableEncoding):
-        inputs = (f"inputs: {len(encoding.numeric)} numeric column(s) standardised ({', '.join(encoding.numeric) or '-'}), "
-                  f"{len(encoding.categorical)} categorical one-hot ({', '.join(encoding.categorical) or '-'}) "
-                  f"-> {len(encoding.feature_names)} features")
-    return DatasetCheck(splits.name, counts, {d.split: len(d) for d in splits}, str(source), inputs)
-
-
-__all__ = ["DatasetCheck", "TableEncoding", "check_splits", "from_table", "read_table_file", "table_dataset"]
+__all__ = ["TableEncoding", "from_table", "read_table_file", "table_dataset"]
