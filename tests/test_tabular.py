@@ -1,7 +1,6 @@
 """The `table` dataset / `from_table`: names from the values, train-only encoding, one-line errors."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from grouprobust.cli import main
