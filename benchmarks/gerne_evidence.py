@@ -21,6 +21,7 @@ import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.errors import GroupRobustError
+from grouprobust.output import format_mean_std
 from grouprobust.runs import run
 
 SETTINGS = [
@@ -67,7 +68,7 @@ def run_setting(dataset: str, data: dict, rule: str, seeds: list[int], root: Pat
                 best = {"method": method, "point": point, "val": val, "results": results}
         test = np.array([[r["metrics"]["test"][m] for m in ("group_balanced_acc", "worst_group_acc", "avg_acc")]
                          for r in best["results"]])
-        best.update(tried=tried, test_mean=test.mean(axis=0), test_std=test.std(axis=0, ddof=1) if len(seeds) > 1 else 0 * test[0])
+        best.update(tried=tried, test_mean=test.mean(axis=0), test_std=test.std(axis=0, ddof=1) if len(seeds) > 1 else [None] * test.shape[1])
         rows.append(best)
     return rows
 
@@ -79,7 +80,7 @@ def table(label: str, rule: str, rows: list[dict], n_seeds: int) -> str:
            "|---|---|---|---|---|---|"]
     for r in rows:
         point = ", ".join(f"{k}={v}" for k, v in r["point"].items()) or "defaults"
-        cells = [f"{100 * m:.1f} ± {100 * s:.1f}" for m, s in zip(r["test_mean"], r["test_std"])]
+        cells = [format_mean_std(m, s, 1, 100) for m, s in zip(r["test_mean"], r["test_std"])]
         out.append(f"| {r['method']} | {point} | {100 * r['val']:.1f} | " + " | ".join(cells) + " |")
     out.append("")
     for r in rows:

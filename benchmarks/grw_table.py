@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from grouprobust.config import resolve_config
+from grouprobust.output import format_mean_std
 from grouprobust.runs import run
 
 #: (row label, method, hyper-parameter overrides, label regime)
@@ -51,9 +52,9 @@ def results(dataset: str, data: dict, row: tuple, seeds: list[int], runs: Path, 
 
 
 def mean_std(values: list[float]) -> str:
-    """``mean ± std`` of fractions, in percent (sample std; 0 for one value)."""
-    v = 100 * np.asarray(values)
-    return f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}"
+    """``mean ± std`` of fractions, in percent (sample std; "—" for one value)."""
+    v = np.asarray(values)
+    return format_mean_std(v.mean(), v.std(ddof=1) if len(v) > 1 else None, 1, 100)
 
 
 def main_table(dataset: str, seeds: list[int], runs: Path, device: str | None) -> None:

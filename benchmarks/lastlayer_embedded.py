@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from grouprobust.lastlayer import DFR, GSR  # noqa: E402
 from grouprobust.lastlayer._base import worst_group_accuracy  # noqa: E402
+from grouprobust.output import format_mean_std  # noqa: E402
 from lastlayer_data import erm_features  # noqa: E402
 
 DATASETS = {
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- |" + " --- |" * len(COLUMNS))
     for dataset, opts in DATASETS.items():
         rows = [one_seed(dataset, seed, opts) for seed in args.seeds]
-        cells = [f"{np.mean([r[c] for r in rows]):.3f} ± {np.std([r[c] for r in rows]):.3f}" for c in COLUMNS]
+        cells = [format_mean_std(np.mean([r[c] for r in rows]),
+                                 np.std([r[c] for r in rows], ddof=1) if len(rows) > 1 else None, 3) for c in COLUMNS]
         print(f"| {dataset} | " + " | ".join(cells) + " |")
         for seed, r in zip(args.seeds, rows):
             print(f"<!-- seed {seed}: " + ", ".join(f"{c} {r[c]:.3f}" for c in COLUMNS) + " -->")

@@ -17,6 +17,7 @@ import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
+from grouprobust.output import format_mean_std
 from grouprobust.selection import SELECTION_RULES, rule_key, select_best_index
 from grouprobust.training import Trainer
 
@@ -52,7 +53,7 @@ def main() -> None:
         cols = []
         for key in ("worst_group_acc", "avg_acc", "train_weighted_avg_acc"):
             values = 100 * np.array([p["metrics"]["test"][key] for p in picks])
-            cols.append(f"{values.mean():.1f} ± {values.std():.1f}")
+            cols.append(format_mean_std(values.mean(), values.std(ddof=1) if len(values) > 1 else None))
         name = rule.name + (" **[ORACLE]**" if rule.oracle else "")
         print(f"| {name} | {', '.join(str(p['epoch']) for p in picks)} | " + " | ".join(cols) + " |")
 

@@ -16,7 +16,7 @@ on raw inputs) the cosines with these true directions are reported too.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -70,13 +70,15 @@ def reference_heads(splits: DatasetSplits, seed: int, hparams: dict[str, Any], r
 
 
 def alignment_sweep(splits: DatasetSplits, methods: Iterable[str], l2_values: Iterable[float], seed: int = 0,
-                    hparams: dict[str, Any] | None = None, ref_l2: float = 1e-4) -> pd.DataFrame:
+                    hparams: dict[str, Any] | None = None, ref_l2: float = 1e-4,
+                    on_model: Callable[[], None] | None = None) -> pd.DataFrame:
     """Train one head per (L2, method) and measure it; one row each.
 
     Columns: ``seed``, ``l2``, ``method``, ``cos_<reference>`` for every reference head,
     ``test_worst_group_acc``, ``test_avg_acc`` (fractions), ``train_worst_group_loss`` (regularised,
     nats); for each method other than ERM also ``wga_gain`` (its test worst-group accuracy minus
     ERM's), and from `alignment_bound`: ``loss_gap``, ``bound``, ``mu``, ``grad_norm``, ``dist``, ``cos_heads``.
+    ``on_model()``, if given, is called after each head (the two reference heads included).
     """
     methods = list(dict.fromkeys(methods))
     if "erm" not in methods:
@@ -84,6 +86,9 @@ def alignment_sweep(splits: DatasetSplits, methods: Iterable[str], l2_values: It
     methods = ["erm"] + [m for m in methods if m != "erm"]  # every other head is compared with ERM's
     hp = {**HEAD_DEFAULTS, **(hparams or {})}
     refs = reference_heads(splits, seed, hp, ref_l2)
+    for _ in range(2):
+        if on_model is not None:
+            on_model()
     train = splits.train
     x = train.x.reshape(len(train), -1)
     rows = []
@@ -105,4 +110,6 @@ def alignment_sweep(splits: DatasetSplits, methods: Iterable[str], l2_values: It
                 row.update(alignment_bound(thetas["erm"], thetas[method], x, train.y, train.g, train.n_groups,
                                            float(l2)))
             rows.append(row)
+            if on_model is not None:
+                on_model()
     return pd.DataFrame(rows)

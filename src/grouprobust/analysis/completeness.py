@@ -8,7 +8,7 @@ embedded datasets, so the two factors are not confounded). DCI is computed for t
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -20,13 +20,14 @@ from grouprobust.errors import GroupRobustError
 
 
 def completeness_runs(splits: DatasetSplits, methods: Iterable[str], seed: int = 0,
-                      hparams: dict[str, Any] | None = None, split: str = "test") -> pd.DataFrame:
+                      hparams: dict[str, Any] | None = None, split: str = "test",
+                      on_model: Callable[[], None] | None = None) -> pd.DataFrame:
     """Train each method end to end and score its representation; one row per method.
 
     Columns: ``seed``, ``method``, ``feature_dim``, ``disentanglement``, ``completeness_label``,
     ``completeness_attribute``, ``completeness_mean``, ``informativeness_label`` and
     ``informativeness_attribute`` (held-out accuracies of the factor predictors, fractions),
-    ``test_worst_group_acc``, ``test_avg_acc``.
+    ``test_worst_group_acc``, ``test_avg_acc``. ``on_model()``, if given, is called after each model.
     """
     data = splits.split(split)
     if data.a is None:
@@ -47,4 +48,6 @@ def completeness_runs(splits: DatasetSplits, methods: Iterable[str], seed: int =
                      "informativeness_label": scores.informativeness["label"],
                      "informativeness_attribute": scores.informativeness["attribute"],
                      "test_worst_group_acc": test["worst_group_acc"], "test_avg_acc": test["avg_acc"]})
+        if on_model is not None:
+            on_model()
     return pd.DataFrame(rows)

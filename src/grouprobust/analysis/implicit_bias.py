@@ -11,6 +11,7 @@ All three minimise their weighted loss ``+ l2/2 ||W||²`` with the same per-exam
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -63,14 +64,16 @@ def log_steps(steps: int, n: int = 60) -> np.ndarray:
     return np.unique(np.concatenate([np.geomspace(1, steps, n).astype(int), [steps]]))
 
 
-def run_implicit_bias(setting: ImplicitBiasSetting, log_at: np.ndarray | None = None) -> pd.DataFrame:
+def run_implicit_bias(setting: ImplicitBiasSetting, log_at: np.ndarray | None = None,
+                      on_steps: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Train ERM, IW and GroupDRO side by side; one row per logged step and reweighting method.
 
     Columns: ``step``, ``method`` (iw or groupdro), ``rel_dist`` = ‖W − W_erm‖ / ‖W_erm‖,
     ``dir_dist`` = ‖W/‖W‖ − W_erm/‖W_erm‖‖ (distance of the normalised weights, the paper's
     measure for classification losses), ``norm`` = ‖W‖, ``erm_norm``, ``train_loss`` and
     ``erm_train_loss`` (unweighted mean loss), ``minor_weight`` (the share of the objective on
-    the minority digit) and the setting's fields.
+    the minority digit) and the setting's fields. ``on_steps(k)``, if given, is called with the number of
+    steps done since its last call, about 100 times over the run (for a progress display).
     """
     setting.check()
     x_np, y_np = six_digits(setting.seed, setting.n_major, setting.n_minor)
@@ -87,6 +90,7 @@ def run_implicit_bias(setting: ImplicitBiasSetting, log_at: np.ndarray | None = 
     y_all = y.repeat(n_methods)
     wanted = set(int(s) for s in (log_at if log_at is not None else log_steps(setting.steps)))
     rows: list[dict] = []
+    every, reported = max(1, setting.steps // 100), 0
     for step in range(1, setting.steps + 1):
         logits = torch.einsum("nd,mkd->mnk", x, weight).reshape(-1, n_classes)
         per_example = loss_fn(logits, y_all).reshape(n_methods, n)
@@ -103,6 +107,9 @@ def run_implicit_bias(setting: ImplicitBiasSetting, log_at: np.ndarray | None = 
             weight -= setting.lr * grad
         if step in wanted:
             rows += _log_rows(step, weight.detach(), per_example.detach(), example_weight, y, setting)
+        if on_steps is not None and (step % every == 0 or step == setting.steps):
+            on_steps(step - reported)
+            reported = step
     return pd.DataFrame(rows)
 
 

@@ -3,10 +3,12 @@
 Each function validates every argument before any work (a bad one raises `GroupRobustError`
 with ``subject`` set to the argument's name and writes nothing), runs every seed, writes ``out``
 (CSV tables, ``report.md``, a PNG figure, ``info.json``; see `AnalysisDirectory`) and returns the
-headline table (mean ± std over seeds). ``progress(message)``, if given, is called before each
-seed's work. ``hparams`` and ``data`` take typed values or strings (coerced like any option).
-An ``out`` that already holds an analysis (``report.md`` or ``info.json``) is refused before any
-work unless ``force``; no file the analysis did not write itself is replaced without it.
+headline table (mean ± std over seeds). ``progress(message, done, total)``, if given, is called as the
+work advances: ``done`` of ``total`` units (heads or models trained; gradient steps for implicit bias),
+``message`` what runs now, so a front end can draw a bar. ``hparams`` and ``data`` take typed values or
+strings (coerced like any option). An ``out`` that already holds an analysis (``report.md`` or
+``info.json``) is refused before any work unless ``force``; no file the analysis did not write itself
+is replaced without it.
 
     >>> from grouprobust.analysis.runs import run_implicit_bias_experiment
     >>> table = run_implicit_bias_experiment("ib", losses=["ce"], l2=[0.0], steps=200)  # doctest: +SKIP
@@ -34,7 +36,7 @@ from grouprobust.data.registry import get_dataset_entry
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.registry import get_method
 
-Progress = Callable[[str], None]
+Progress = Callable[[str, int, int], None]
 
 
 def _nonempty(values: Iterable[Any], name: str) -> list[Any]:
@@ -61,9 +63,21 @@ def _load_splits(dataset: str, seed: int, data: dict[str, Any], features: Path |
     return load_feature_splits(features) if features is not None else load_dataset(dataset, seed, **data)
 
 
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
+class _Tracker:
+    """Counts units of work done out of ``total`` and reports them to a `Progress` callback."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.done, self.message = progress, total, 0, ""
+
+    def say(self, message: str) -> None:
+        self.message = message
+        if self.progress is not None:
+            self.progress(message, self.done, self.total)
+
+    def advance(self, units: int = 1) -> None:
+        self.done += units
+        if self.progress is not None:
+            self.progress(self.message, self.done, self.total)
 
 
 def run_alignment(out: Path | str, *, dataset: str = "spurious-gaussian", features: Path | str | None = None,
@@ -102,14 +116,18 @@ def run_alignment(out: Path | str, *, dataset: str = "spurious-gaussian", featur
     if features is None:
         get_dataset_entry(dataset)
     frames = []
+    per_seed = len(method_list) * len(l2_list) + 2 + (encoder == "erm")
+    tracker = _Tracker(progress, per_seed * len(seed_list))
     for seed in seed_list:
         splits = _load_splits(dataset, seed, data, features)
         if encoder == "erm":
+            tracker.say(f"seed {seed}: training the ERM encoder")
             defaults = get_dataset_entry(dataset).train_defaults if features is None else {}
             model, _ = train_model(splits, "erm", seed, {k: v for k, v in defaults.items() if k != "select"})
             splits = embed_splits(model, splits)
-        _say(progress, f"seed {seed}: training {len(method_list) * len(l2_list) + 2} heads")
-        frames.append(alignment_sweep(splits, method_list, l2_list, seed, head_hparams))
+            tracker.advance()
+        tracker.say(f"seed {seed}: training {len(method_list) * len(l2_list) + 2} heads")
+        frames.append(alignment_sweep(splits, method_list, l2_list, seed, head_hparams, on_model=tracker.advance))
     df = pd.concat(frames, ignore_index=True)
     cos_cols = [c for c in df.columns if c.startswith("cos_") and c != "cos_heads"]
     metric_cols = cos_cols + ["test_worst_group_acc", "test_avg_acc", "train_worst_group_loss", "wga_gain",
@@ -165,10 +183,11 @@ def run_completeness(out: Path | str, *, dataset: str = "spurious-gaussian",
     train_hparams = {**defaults, **hparams}
     _check_methods(method_list, train_hparams)
     frames = []
+    tracker = _Tracker(progress, len(method_list) * len(seed_list))
     for seed in seed_list:
         splits = _load_splits(dataset, seed, data, None)
-        _say(progress, f"seed {seed}: training {', '.join(method_list)}")
-        frames.append(completeness_runs(splits, method_list, seed, train_hparams, split))
+        tracker.say(f"seed {seed}: training {', '.join(method_list)}")
+        frames.append(completeness_runs(splits, method_list, seed, train_hparams, split, on_model=tracker.advance))
     df = pd.concat(frames, ignore_index=True)
     cols = ["completeness_label", "completeness_attribute", "completeness_mean", "disentanglement",
             "informativeness_label", "informativeness_attribute", "test_worst_group_acc", "test_avg_acc"]
@@ -214,9 +233,10 @@ def run_implicit_bias_experiment(out: Path | str, *, losses: Sequence[str] = ("s
     for s in settings:
         s.check()
     frames = []
+    tracker = _Tracker(progress, sum(s.steps for s in settings))
     for s in settings:
-        _say(progress, f"seed {s.seed}: loss {s.loss}, l2 {s.l2}")
-        frames.append(run_implicit_bias(s))
+        tracker.say(f"seed {s.seed}: loss {s.loss}, l2 {s.l2}")
+        frames.append(run_implicit_bias(s, on_steps=tracker.advance))
     curves = pd.concat(frames, ignore_index=True)
     final = curves[curves["step"] == steps]
     cols = ["rel_dist", "dir_dist", "erm_train_loss", "train_loss", "erm_norm"]

@@ -30,7 +30,7 @@ __all__ = ["app", "console", "err_console", "main"]
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors print one line and exit 2, never a traceback."""
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=argv, prog_name="grouprobust", standalone_mode=True)
     except GroupRobustError as err:
         err_console.print(f"error: {describe_error(err)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -7,8 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from grouprobust.cli.application import app, console
+from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import parse_assignments, parse_list
+from grouprobust.cli.progress import step_progress
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Mechanism analyses: head alignment and strong convexity, "
                           "completeness of representations, implicit bias of reweighting.")
@@ -41,10 +42,11 @@ def alignment(
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_alignment
 
-    table = run_alignment(out, dataset=dataset, features=features, encoder=encoder,
-                          methods=parse_list(methods, str, "--methods"), l2=parse_list(l2, float, "--l2"),
-                          seeds=parse_list(seeds, int, "--seeds"), hparams=parse_assignments(sets, "--set"),
-                          data=parse_assignments(data, "--data"), progress=console.print, force=force)
+    with step_progress("alignment", err_console) as progress:
+        table = run_alignment(out, dataset=dataset, features=features, encoder=encoder,
+                              methods=parse_list(methods, str, "--methods"), l2=parse_list(l2, float, "--l2"),
+                              seeds=parse_list(seeds, int, "--seeds"), hparams=parse_assignments(sets, "--set"),
+                              data=parse_assignments(data, "--data"), progress=progress, force=force)
     _finish(table, out)
 
 
@@ -63,10 +65,11 @@ def completeness(
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_completeness
 
-    table = run_completeness(out, dataset=dataset, methods=parse_list(methods, str, "--methods"),
-                             seeds=parse_list(seeds, int, "--seeds"), split=split,
-                             hparams=parse_assignments(sets, "--set"), data=parse_assignments(data, "--data"),
-                             progress=console.print, force=force)
+    with step_progress("completeness", err_console) as progress:
+        table = run_completeness(out, dataset=dataset, methods=parse_list(methods, str, "--methods"),
+                                 seeds=parse_list(seeds, int, "--seeds"), split=split,
+                                 hparams=parse_assignments(sets, "--set"), data=parse_assignments(data, "--data"),
+                                 progress=progress, force=force)
     _finish(table, out)
 
 
@@ -85,7 +88,8 @@ def implicit_bias(
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_implicit_bias_experiment
 
-    table = run_implicit_bias_experiment(out, losses=parse_list(losses, str, "--losses"),
-                                         l2=parse_list(l2, float, "--l2"), steps=steps, lr=lr, group_lr=group_lr,
-                                         seeds=parse_list(seeds, int, "--seeds"), progress=console.print, force=force)
+    with step_progress("implicit-bias", err_console) as progress:
+        table = run_implicit_bias_experiment(out, losses=parse_list(losses, str, "--losses"),
+                                             l2=parse_list(l2, float, "--l2"), steps=steps, lr=lr, group_lr=group_lr,
+                                             seeds=parse_list(seeds, int, "--seeds"), progress=progress, force=force)
     _finish(table, out)

@@ -7,7 +7,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from grouprobust.cli.application import app, console
+from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import DataOpt, parse_assignments
 from grouprobust.cli.render import datasets_table, group_count_tables, methods_table, selection_rules_table
 from grouprobust.data import list_datasets, load_dataset
@@ -20,6 +20,8 @@ def _dataset_rows() -> list[dict[str, Any]]:
     for entry in list_datasets():
         row: dict[str, Any] = {"name": entry.name, "description": entry.description, "sizes": None,
                                "groups": "user data: --root"}
+        if entry.name == "table":
+            row["groups"] = "your table: --data path=FILE label=COL attribute=COL"
         if entry.embedded:
             s = load_dataset(entry.name, 0)
             filled = "/".join(str(d.n_groups - len(d.empty_groups())) for d in s)
@@ -30,23 +32,46 @@ def _dataset_rows() -> list[dict[str, Any]]:
 
 @app.command()
 def datasets(
-    check: Optional[str] = typer.Option(None, "--check", help="validate your copy of benchmark NAME (needs --root)"),
+    check: Optional[str] = typer.Option(None, "--check", help="validate your copy of benchmark NAME (needs --root), or load dataset NAME with --data "
+                                         "options (e.g. table) and print its group counts per split"),
     root: Optional[Path] = typer.Option(None, "--root", help="folder of the benchmark to check (docs/datasets.md)"),
     data: List[str] = DataOpt,
 ) -> None:
     """List datasets with their description, split sizes and group counts; --check validates a downloaded copy."""
     if check is None:
-        console.print(datasets_table(_dataset_rows()))
+        with err_console.status("building the embedded datasets to count their groups"):
+            rows = _dataset_rows()
+        console.print(datasets_table(rows))
+        return
+    # Lazy: the readers import pandas, which the plain listing does not need.
+    from grouprobust.data.readers import READERS, check_benchmark
+
+    if check not in READERS:
+        _check_dataset(check, parse_assignments(data, "--data"))
         return
     if root is None:
         raise GroupRobustError(f"--check {check} needs --root PATH, the folder of your copy (see docs/datasets.md)")
-    # Lazy: the readers import pandas, which the plain listing does not need.
-    from grouprobust.data.readers import check_benchmark
 
-    result = check_benchmark(check, root, **parse_assignments(data, "--data"))
+    with err_console.status(f"reading and checking {check} under {root}"):
+        result = check_benchmark(check, root, **parse_assignments(data, "--data"))
     for table in group_count_tables(result):
         console.print(table)
     console.print(f"{check}: {len(result.table.table)} samples read from {result.table.source}; the layout is valid.")
+
+
+def _check_dataset(name: str, options: dict[str, str]) -> None:
+    """Load a registered dataset (e.g. ``table`` with --data path=...) and print its group counts per split."""
+    from grouprobust.data.split_counts import check_splits
+
+    with err_console.status(f"loading {name}"):
+        result = check_splits(load_dataset(name, 0, **options))
+    for table in group_count_tables(result):
+        console.print(table)
+    if result.inputs:
+        console.print(result.inputs, markup=False, highlight=False)
+    where = f" read from {result.source}" if result.source else ""
+    console.print(f"{name}: {sum(result.samples.values())} samples{where}; "
+                  f"{len(result.group_counts)} groups, every split loads.")
 
 
 @app.command()

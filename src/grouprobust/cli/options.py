@@ -15,14 +15,17 @@ TrackOpt = typer.Option(None, "--track", help="experiment tracking: mlflow, tens
 
 
 def parse_assignments(items: Iterable[str], flag: str) -> dict[str, str]:
-    """Split ``key=value`` strings into a dict of raw strings; ``flag`` names the option in errors."""
+    """Split ``key=value`` strings into a dict of raw strings (a repeated key's values joined by commas);
+    ``flag`` names the option in errors."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise GroupRobustError(f"malformed {flag} {item!r}; write it as {flag} key=value")
-        out[key] = value.strip()
+        # A key given twice joins its values with commas: list-valued options (attribute=sex attribute=race)
+        # read them as several values, and any other option refuses the joined text instead of keeping one.
+        out[key] = f"{out[key]},{value.strip()}" if key in out else value.strip()
     return out
 
 
@@ -35,3 +38,17 @@ def parse_list(text: str, kind: type, option: str) -> list[Any]:
         return [kind(t) for t in items]
     except ValueError:
         raise GroupRobustError(f"{option} {text!r} is not a comma-separated list of {kind.__name__} values") from None
+
+
+def complete_dataset(incomplete: str) -> list[str]:
+    """Shell completion of ``--dataset``: registered dataset names starting with ``incomplete``."""
+    from grouprobust.data import list_datasets
+
+    return [e.name for e in list_datasets() if e.name.startswith(incomplete)]
+
+
+def complete_method(incomplete: str) -> list[str]:
+    """Shell completion of ``--method``: registered method names starting with ``incomplete``."""
+    from grouprobust.methods import list_methods  # imports torch: only when completing a method
+
+    return [m["name"] for m in list_methods() if m["name"].startswith(incomplete)]

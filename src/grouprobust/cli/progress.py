@@ -1,4 +1,4 @@
-"""Rich progress displays: one training run (epochs and loss), a feature extraction, a sweep."""
+"""Rich progress displays: one training run (epochs and loss), a feature extraction, an analysis, a sweep."""
 
 from __future__ import annotations
 
@@ -28,6 +28,22 @@ def count_progress(description: str, console: Console | None = None,
                   console=console, transient=True, disable=disable) as progress:
         task = progress.add_task(description, total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+@contextmanager
+def step_progress(description: str, console: Console | None = None,
+                  disable: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A transient bar of work units done; yields the ``progress(message, done, total)`` callback of
+    `grouprobust.analysis.runs` that moves it and shows what runs now."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[message]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=disable) as progress:
+        task = progress.add_task(description, total=None, message="")
+
+        def update(message: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, message=message)
+
+        yield update
 
 
 class SweepProgress:

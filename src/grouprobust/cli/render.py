@@ -14,25 +14,59 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def selected_text(selected: dict[str, Any]) -> str:
+    """``selected epoch 3 by RULE`` for a loop run; a two-stage run names what its estimator chose instead
+    (``selected step 12`` for GSR, ``selected C 0.3`` for DFR), never ``epoch None``."""
+    chosen = {k: v for k, v in selected.items() if k not in ("rule", "oracle", "epoch") and v is not None}
+    parts = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()]
+    if selected.get("epoch") is not None and "step" not in chosen:
+        parts.insert(0, f"epoch {selected['epoch']}")
+    return "selected " + (", ".join(parts) + " " if parts else "") + f"by {selected['rule']}"
+
+
+def _fit_counts(result: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    """The per-group count column: (header, group -> count, caption). A loop run counts its training split;
+    a two-stage run counts the split its stage-2 head was fitted on (held-out part of train or target half
+    of val), not the training split of stage 1."""
+    train_counts = result.get("train_group_counts") or []
+    by_index = {str(i): n for i, n in enumerate(train_counts)}
+    if "n_heldout" not in result:
+        return "train n", by_index, None
+    fit_on = (result.get("method_info") or {}).get("fit_on")
+    halves = result.get("val_halves") or {}
+    fitted = {"target": "the target half of val", "heldout": "the held-out part of train"}.get(fit_on, "stage-2 data")
+    caption = (f"two-stage: head fitted on {fitted}; {result['n_heldout']} training samples held out from stage 1; "
+               f"val = the validation half of val ({halves.get('validation_n', '—')} samples, "
+               f"target half {halves.get('target_n', '—')})")
+    if fit_on == "target":
+        target = (result["metrics"].get("target") or {}).get("per_group") or {}
+        return "fit n (target)", {g: v.get("n") for g, v in target.items()}, caption
+    return "fit n (held-out)", by_index, caption
+
+
 def per_group_table(result: dict[str, Any], max_rows: int = 12) -> Table:
-    """Per-group validation and test accuracy (%) and counts at the selected epoch."""
+    """Per-group validation and test accuracy (%) and counts at the selected point (epoch, step or C)."""
     val, test = result["metrics"]["val"], result["metrics"]["test"]
     sel = result["selected"]
-    title = f"{result['dataset']} · {result['method']} · seed {result['seed']} · selected epoch {sel['epoch']} by {sel['rule']}"
+    title = f"{result['dataset']} · {result['method']} · seed {result['seed']} · {selected_text(sel)}"
     table = Table(title=title + (" [ORACLE]" if sel.get("oracle") else ""))
-    for col, justify in (("group", "left"), ("train n", "right"), ("val n", "right"), ("val acc %", "right"),
+    count_header, fit_counts, caption = _fit_counts(result)
+    for col, justify in (("group", "left"), (count_header, "right"), ("val n", "right"), ("val acc %", "right"),
                          ("test n", "right"), ("test acc %", "right")):
         table.add_column(col, justify=justify)
     test_groups = test.get("per_group") or {}
     val_groups = val.get("per_group") or {}
-    train_counts = result.get("train_group_counts") or []
     rows = sorted(test_groups, key=lambda g: (test_groups[g]["acc"] is None, test_groups[g]["acc"] or 0.0))
     for g in rows[:max_rows]:
         tg, vg = test_groups[g], val_groups.get(g, {})
-        n_train = str(train_counts[int(g)]) if int(g) < len(train_counts) else "—"
-        table.add_row(tg["name"], n_train, str(vg.get("n", "—")), _pct(vg.get("acc")), str(tg["n"]), _pct(tg["acc"]))
+        n_fit = fit_counts.get(str(g))
+        table.add_row(tg["name"], "—" if n_fit is None else str(n_fit), str(vg.get("n", "—")), _pct(vg.get("acc")),
+                      str(tg["n"]), _pct(tg["acc"]))
+    notes = [caption] if caption else []
     if len(rows) > max_rows:
-        table.caption = f"{len(rows) - max_rows} more groups not shown (worst {max_rows} by test accuracy listed)"
+        notes.append(f"{len(rows) - max_rows} more groups not shown (worst {max_rows} by test accuracy listed)")
+    if notes:
+        table.caption = "\n".join(notes)
     return table
 
 

@@ -76,7 +76,8 @@ def report(
     # Lazy: the report imports pandas and matplotlib, which `grouprobust --help` does not need.
     from grouprobust.sweep.report import display_table, write_report
 
-    result, folder = write_report(directory, out, select, plots)
+    with err_console.status(f"reading the runs under {directory} and writing the report"):
+        result, folder = write_report(directory, out, select, plots)
     if len(result.summary):
         console.print(Markdown(display_table(result.summary).to_markdown(index=False)))
     if len(result.failures):

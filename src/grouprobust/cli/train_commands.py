@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import DataOpt, SetOpt, TrackOpt, parse_assignments
+from grouprobust.cli.options import DataOpt, SetOpt, TrackOpt, complete_dataset, complete_method, parse_assignments
 from grouprobust.cli.progress import training_progress
 from grouprobust.cli.render import comparison_table, print_result
 
@@ -49,8 +49,10 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
 
 @app.command()
 def train(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `grouprobust datasets`)"),
-    method: str = typer.Option("erm", "--method", "-m", help="method name (see `grouprobust methods`)"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `grouprobust datasets`)",
+                                autocompletion=complete_dataset),
+    method: str = typer.Option("erm", "--method", "-m", help="method name (see `grouprobust methods`)",
+                               autocompletion=complete_method),
     out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
     seed: int = typer.Option(0, "--seed"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="shortcut for --set epochs=N"),

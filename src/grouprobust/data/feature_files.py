@@ -9,6 +9,13 @@
 * ``.parquet`` file: one row per sample with columns ``split`` (train/val/test), ``y``, optionally ``a``
   or ``g``, and the features in every other column (numeric), in column order.
 
+Class and attribute names are kept when the file carries them: a parquet ``y`` or ``a`` column of
+text (or a pandas categorical) names the classes / attribute values by its values (sorted, or in
+the categorical's order) and is encoded ``0..k-1``; beside arrays, a small JSON file
+``{"class_names": [...], "attr_names": [...]}`` does the same (``names.json`` inside a directory of
+``.npy`` files, ``<file>.names.json`` beside an ``.npz`` or ``.pt`` file). Groups are then named
+``"<class>,<attribute>"`` by `grouprobust.grouping.Grouper`.
+
 The dataset ``features`` (option ``path``) accepts either a user file or a feature directory
 written by `grouprobust.data.feature_store.save_feature_splits`, so training with ``model=linear`` on
 it trains a linear head. Features of a trained run's own model are computed (and cached) by
@@ -69,6 +76,44 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                            "or a directory of .npy files")
 
 
+def _names_file(path: Path) -> Path:
+    return path / "names.json" if path.is_dir() else path.with_name(path.name + ".names.json")
+
+
+def _read_names(path: Path) -> dict[str, list[str]]:
+    """``class_names`` / ``attr_names`` from the JSON file beside ``path`` (empty when there is none)."""
+    import json
+
+    names_path = _names_file(path)
+    if not names_path.is_file():
+        return {}
+    try:
+        doc = json.loads(names_path.read_text())
+    except json.JSONDecodeError as err:
+        raise GroupRobustError(f"{names_path} is not valid JSON ({err.msg}); write "
+                               '{"class_names": [...], "attr_names": [...]}', subject="data:path") from None
+    if not isinstance(doc, dict) or set(doc) - {"class_names", "attr_names"}:
+        raise GroupRobustError(f"{names_path} must hold an object with keys class_names and/or attr_names",
+                               subject="data:path")
+    return {k: [str(v) for v in doc[k]] for k in doc}
+
+
+def _encode_named(column, what: str) -> tuple[np.ndarray, list[str] | None]:
+    """A parquet label/attribute column as codes ``0..k-1`` and, for a text or categorical column, its names."""
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        if column.isna().any():
+            raise GroupRobustError(f"column {what!r} has missing values; fill or drop those rows", subject="data:path")
+        return column.cat.codes.to_numpy(dtype=np.int64), [str(c) for c in column.cat.categories]
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(), None
+    if column.isna().any():
+        raise GroupRobustError(f"column {what!r} has missing values; fill or drop those rows", subject="data:path")
+    names = sorted(column.astype(str).unique())
+    return column.astype(str).map({n: i for i, n in enumerate(names)}).to_numpy(dtype=np.int64), names
+
+
 def _read_parquet(path: Path) -> dict[str, np.ndarray]:
     import pandas as pd
 
@@ -91,14 +136,19 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
     unknown = sorted(set(frame["split"].astype(str)) - set(SPLITS))
     if unknown:
         raise GroupRobustError(f"{path}: column 'split' has value {unknown[0]!r}; use train, val or test")
-    arrays = {}
+    arrays, names = {}, {}
+    coded = {}
+    for col, key in (("y", "class_names"), ("a", "attr_names"), ("g", None)):
+        if col in frame.columns:
+            coded[col], found = _encode_named(frame[col], col) if key else (frame[col].to_numpy(), None)
+            if found is not None:
+                names[key] = found
     for split in SPLITS:
-        part = frame[frame["split"].astype(str) == split]
-        arrays[f"x_{split}"] = part[feature_cols].to_numpy(dtype=np.float32)
-        for col in ("y", "a", "g"):
-            if col in frame.columns:
-                arrays[f"{col}_{split}"] = part[col].to_numpy()
-    return arrays
+        rows = (frame["split"].astype(str) == split).to_numpy()
+        arrays[f"x_{split}"] = frame.loc[rows, feature_cols].to_numpy(dtype=np.float32)
+        for col, values in coded.items():
+            arrays[f"{col}_{split}"] = values[rows]
+    return arrays, names
 
 
 def load_user_features(path: Path | str, name: str = "features") -> DatasetSplits:
@@ -110,7 +160,10 @@ def load_user_features(path: Path | str, name: str = "features") -> DatasetSplit
     path = Path(path)
     if not path.exists():
         raise GroupRobustError(f"feature file {path} not found; check the dataset option path", subject="data:path")
-    arrays = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_arrays(path)
+    if path.suffix.lower() == ".parquet":
+        arrays, names = _read_parquet(path)
+    else:
+        arrays, names = _read_arrays(path), _read_names(path)
     for split in SPLITS:
         for key in (f"x_{split}", f"y_{split}"):
             if key not in arrays:
@@ -141,11 +194,17 @@ def load_user_features(path: Path | str, name: str = "features") -> DatasetSplit
         n_attrs = Grouper.from_groups(n_groups, n_classes).n_attrs
     else:
         n_attrs = 1
+    try:
+        grouper = Grouper(max(n_classes, 2), n_attrs, names.get("class_names"), names.get("attr_names"))
+    except GroupRobustError as err:
+        raise GroupRobustError(f"{path}: {err} (class or attribute names do not match the labels)",
+                               subject="data:path") from None
     parts = []
     for split, y in zip(SPLITS, ys):
         a = arrays.get(f"a_{split}") if has_a else None
         g = arrays.get(f"g_{split}") if (has_g and not has_a) else None
-        ds = GroupDataset(arrays[f"x_{split}"], y, a, max(n_classes, 2), n_attrs, split, name, g=g)
+        ds = GroupDataset(arrays[f"x_{split}"], y, a, max(n_classes, 2), n_attrs, split, name, g=g,
+                          group_names=grouper.names)
         if not (has_a or has_g):
             ds = ds.without_groups()
         parts.append(ds)

@@ -107,7 +107,8 @@ def load_dataset(name: str, seed: int = 0, **options: Any) -> DatasetSplits:
     return splits
 
 
-_DATASET_MODULES = ("grouprobust.data.embedded", "grouprobust.data.feature_files", "grouprobust.data.readers")
+_DATASET_MODULES = ("grouprobust.data.embedded", "grouprobust.data.feature_files", "grouprobust.data.readers",
+                    "grouprobust.data.tabular")
 
 
 def _ensure_loaded() -> None:

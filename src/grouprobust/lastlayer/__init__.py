@@ -5,11 +5,20 @@
 - `DFR`: retrain the last layer on group-balanced subsets of group-labelled data.
 - `WeightedLogisticRegression`: the inner problem, solved to high precision.
 - `weight_influence`: exact derivative of an evaluation loss w.r.t. each training weight.
+- `worst_group_scorer` / `group_balanced_scorer`: scorers for ``GridSearchCV`` / ``cross_validate``
+  that receive each fold's groups through metadata routing (`grouprobust.lastlayer.scoring`).
 """
 
 from grouprobust.lastlayer.dfr import DFR
 from grouprobust.lastlayer.gsr import GSR
 from grouprobust.lastlayer.influence import weight_influence
 from grouprobust.lastlayer.logistic import WeightedLogisticRegression
+from grouprobust.lastlayer.scoring import (
+    group_balanced_accuracy,
+    group_balanced_scorer,
+    worst_group_accuracy,
+    worst_group_scorer,
+)
 
-__all__ = ["DFR", "GSR", "WeightedLogisticRegression", "weight_influence"]
+__all__ = ["DFR", "GSR", "WeightedLogisticRegression", "group_balanced_accuracy", "group_balanced_scorer",
+           "weight_influence", "worst_group_accuracy", "worst_group_scorer"]

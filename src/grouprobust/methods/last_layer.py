@@ -56,7 +56,9 @@ class _GSRMethod(TwoStageMethod):
                 # reporting only: weight mass on each true held-out group (GSR never saw these labels)
                 line["weight_mass_per_group"] = np.bincount(data.heldout_groups, weights=est.weight_trajectory_[i]).tolist()
             log(line)
+        # fit_on: the split the stage-2 head is fitted on (what the CLI's per-group "fit n" column counts)
         return est, {"selected": {"epoch": int(est.best_step_), "step": int(est.best_step_)}, "hessian": cls.hessian,
+                     "fit_on": "heldout",
                      "n_steps_run": len(est.history_) - 1}
 
 
@@ -98,5 +100,5 @@ class DFRMethod(TwoStageMethod):
                 X_val=data.validation.x, y_val=data.validation.y, groups_val=data.validation.g)
         for C, score in est.cv_scores_.items():
             log({"C": float(C), "val_worst_group_acc": float(score)})
-        return est, {"selected": {"epoch": None, "C": float(est.C_)},
+        return est, {"selected": {"epoch": None, "C": float(est.C_)}, "fit_on": "target",
                      "cv_scores": {str(c): float(v) for c, v in est.cv_scores_.items()}}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from grouprobust.history import HISTORY, load_history  # noqa: E402
 from grouprobust.output import save_figure_atomic  # noqa: E402
 
 if TYPE_CHECKING:
@@ -66,11 +66,12 @@ def group_weight_history(run_paths: list[str]) -> pd.DataFrame | None:
     """Mean over runs of the ``group_weights`` logged per epoch in ``history.jsonl`` (epochs x groups), or None."""
     frames = []
     for run in run_paths:
-        history = Path(run) / "history.jsonl"
-        if not history.is_file():
+        if not (Path(run) / HISTORY).is_file():
             continue
-        entries = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
-        rows = {e["epoch"]: e["group_weights"] for e in entries if e.get("group_weights") is not None}
+        history = load_history(run)
+        if "group_weights" not in history or "epoch" not in history:
+            continue
+        rows = {e: w for e, w in zip(history["epoch"], history["group_weights"]) if isinstance(w, list)}
         if rows:
             frames.append(pd.DataFrame.from_dict(rows, orient="index"))
     if not frames:

@@ -190,8 +190,10 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
 
     Files go to ``out`` (default ``directory/report``); returns the `Report` and that folder.
     """
+    from grouprobust.sweep.frames import load_runs  # frames builds on this module: imported here, not at the top
+
     directory = Path(directory)
-    report = select_and_aggregate(collect_runs(directory), rule)
+    report = select_and_aggregate(load_runs(directory), rule)
     out = Path(out) if out is not None else directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "summary.csv", report.summary.to_csv(index=False))
