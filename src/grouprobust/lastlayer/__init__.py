@@ -3,13 +3,15 @@
 - `GSR` (``hessian="exact"``) / GSR-HF (``hessian="free"``): learn weights over held-out samples
   for a retrained last layer, driven by a group-labelled target set.
 - `DFR`: retrain the last layer on group-balanced subsets of group-labelled data.
+- `ClassifierRetraining`: Kang et al.'s classifier re-training (cRT, ReWeightCRT, VanillaCRT), no group labels.
 - `WeightedLogisticRegression`: the inner problem, solved to high precision.
 - `weight_influence`: exact derivative of an evaluation loss w.r.t. each training weight.
 """
 
+from grouprobust.lastlayer.crt import ClassifierRetraining
 from grouprobust.lastlayer.dfr import DFR
 from grouprobust.lastlayer.gsr import GSR
 from grouprobust.lastlayer.influence import weight_influence
 from grouprobust.lastlayer.logistic import WeightedLogisticRegression
 
-__all__ = ["DFR", "GSR", "WeightedLogisticRegression", "weight_influence"]
+__all__ = ["ClassifierRetraining", "DFR", "GSR", "WeightedLogisticRegression", "weight_influence"]
