@@ -122,3 +122,30 @@ def test_every_loss_declares_the_class_weight_parameters_with_constraints():
     with pytest.raises(GroupRobustError, match="focal_gamma must lie in") as err:
         resolve_config("spurious-gaussian", "erm", hparams={"loss": "focal", "focal_gamma": -1})
     assert err.value.subject == "hparam:focal_gamma"
+
+
+def _cli(args, capsys):
+    from grouprobust.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_losses_command_lists_every_loss_and_its_parameters(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    code, stdout, _ = _cli(["losses"], capsys)
+    assert code == 0
+    for name in LOSSES:
+        assert name in stdout
+    for text in ("focal_gamma = 1.0", "focal_gamma >= 0", "ldam_max_m > 0", "class_weights = 'none'",
+                 "one of: none, sqrt, cb, drw", "0 <= cb_beta < 1", "drw_start >= 1"):
+        assert text in stdout, text
+
+
+def test_a_bad_class_weight_on_the_command_line_is_one_line_naming_the_flag(tmp_path, capsys):
+    code, _, err = _cli(["train", "-d", "spurious-gaussian", "-m", "erm", "--set", "class_weights=inverse",
+                         "-o", str(tmp_path / "run")], capsys)
+    assert code == 2 and "--set class_weights" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
