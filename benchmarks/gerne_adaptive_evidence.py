@@ -43,11 +43,13 @@ def report(directory: Path) -> str:
     """The markdown section for one sweep directory."""
     runs = collect_runs(directory)
     # only the trials of the sweep file as it stands (a directory may also hold runs of an earlier grid)
-    listed = {t["run_id"] for t in json.loads((Path(directory) / "sweep.json").read_text())["trials"]}
+    sweep = json.loads((Path(directory) / "sweep.json").read_text())
+    listed = {t["run_id"] for t in sweep["trials"]}
     runs = split_schedules(runs[runs["run_id"].isin(listed)].reset_index(drop=True))
     rep = select_and_aggregate(runs)
     metric = rep.summary["rule"].iloc[0].removeprefix("val_")
-    data = ", ".join(f"{k} {v}" for k, v in json.loads(runs["data"].iloc[0]).items())
+    given = next(iter(sweep["spec"]["datasets"].values())) or {}  # the options the sweep file sets
+    data = ", ".join(f"{k} {v}" for k, v in given.items())
     out = [f"**{rep.summary['dataset'].iloc[0]}, {data}** (`{directory}`; selection `val_{metric}`, "
            f"{int(rep.summary['n_seeds'].max())} seeds, mean ± std, %)", "",
            f"| method | chosen on val | val {metric} | test group-balanced | test worst-group | test average |",

@@ -165,8 +165,9 @@ GERNE_PARAMS: dict[str, Param] = {
     "c": Param(0.5, ("choice", [0.25, 0.5]), "less-biased batch strength: p_lb(a|y) = alpha + c (1/A - alpha), 0 < c <= 1",
                Interval(0, 1, lo_open=True)),
     # The range [-1, beta_max] depends on the training groups: it is checked (and logged) when training starts.
-    "beta": Param(1.0, ("uniform", -0.5, 1.0), "extrapolation factor in L_lb + beta (L_lb - L_b); range [-1, beta_max] "
-                                               "is computed from the training groups and logged"),
+    "beta": Param(1.0, ("uniform", -0.5, 1.0), "extrapolation factor in L_lb + beta (L_lb - L_b) (beta_schedule=adaptive: "
+                                               "its ceiling); range [-1, beta_max] is computed from the training "
+                                               "groups and logged"),
     "batch_size": Param(TRAIN_PARAMS["batch_size"].default, TRAIN_PARAMS["batch_size"].search,
                         "examples per step, split into a less-biased and a biased half", Interval(2, None)),
     "beta_schedule": Param("fixed", ("choice", list(BETA_SCHEDULES)),
