@@ -43,8 +43,9 @@ on the bias, fall back towards ``floor`` once both distributions are fitted alik
 ``beta_signal=train`` the gap comes from moving averages (momentum ``beta_ema``) of the two
 half-batch losses, updated every step; with ``beta_signal=val`` (``gerne`` only) from the validation
 split's per-group losses weighted as ``p_lb`` and ``p_b`` (classes uniform), once an epoch, which
-reads validation group labels during training. Training begins at the floor. Every value lies in ``[floor, ceiling]`` within ``[-1, beta_max]``;
-``history.jsonl`` logs the epoch's mean, minimum, maximum and last beta.
+reads validation group labels during training. Training begins at the floor. Every value lies in
+``[floor, ceiling]`` within ``[-1, beta_max]``; ``history.jsonl`` logs the epoch's mean, minimum,
+maximum and last beta.
 
 **Unknown attributes** (`GERNEPseudo`, ``gerne-pseudo``): an ERM model (trained first in the
 run, or loaded from a run directory's ``model.pt``) marks a training sample bias-aligned
