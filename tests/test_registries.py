@@ -27,6 +27,7 @@ TRAIN = {"epochs": 1, "batch_size": 32}
 # Parameters that keep a method's extra work small (two-stage estimators, JTT's first stage).
 FAST = {"gsr": {"n_steps": 2}, "gsr-hf": {"n_steps": 2}, "dfr": {"Cs": [1.0], "n_subsamples": 1},
         "jtt": {"stage1_epochs": 1}}
+FAST.update({m: {"Cs": [1.0], "n_draws": 1} for m in ("crt", "reweight-crt", "vanilla-crt")})
 
 
 def fast_hparams(method: str) -> dict:
@@ -138,8 +139,8 @@ def test_an_erm_run_with_every_loss_finishes(name, tmp_path):
 
 
 def test_an_unknown_loss_is_refused_listing_the_known_ones():
-    with pytest.raises(GroupRobustError, match="unknown loss 'focal'.*poly-tailed"):
-        resolve_config("spurious-gaussian", "erm", hparams={"loss": "focal"})
+    with pytest.raises(GroupRobustError, match="unknown loss 'no-such-loss'.*poly-tailed"):
+        resolve_config("spurious-gaussian", "erm", hparams={"loss": "no-such-loss"})
 
 
 # --- datasets -----------------------------------------------------------------------------------

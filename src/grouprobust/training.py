@@ -124,6 +124,8 @@ class Trainer:
         model.train()
         for epoch in range(1, epochs + 1):
             total, steps = 0.0, 0
+            if hasattr(method.loss_fn, "on_epoch"):  # epoch-dependent losses (e.g. deferred re-weighting)
+                method.loss_fn.on_epoch(epoch)
             for idx in method.batches():
                 loss = method.loss(model, data.batch(idx))
                 value = float(loss.detach())
@@ -135,6 +137,7 @@ class Trainer:
                 optimizer.step()
                 total += value
                 steps += 1
+            method.end_epoch(model, epoch)
             if after_epoch is not None:
                 after_epoch(epoch, total / max(steps, 1))
 

@@ -16,6 +16,9 @@ Group labels come only from the validation split, cut into two disjoint seeded h
 * ``dfr``: `grouprobust.lastlayer.DFR` retrains the head on group-balanced subsets of the *target*
   half (DFR trains on group-labelled validation data, as in its paper) and picks its regularisation on
   the validation half. The held-out training samples are not used.
+* ``crt`` / ``reweight-crt`` / ``vanilla-crt``: `grouprobust.lastlayer.ClassifierRetraining` refits the
+  head on the held-out samples (labels only) with class-balanced draws, class-balanced weights or
+  neither; ``C`` is chosen on the validation half.
 
 Reported ``val`` metrics are on the validation half (never trained on); ``test`` on the full test
 split; ``target`` on the target half.
@@ -35,7 +38,7 @@ from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.registry import load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import Stage2Data, TwoStageMethod
-from grouprobust.methods.registry import get_method
+from grouprobust.methods.registry import get_method, list_methods
 from grouprobust.metrics import dataset_metrics
 from grouprobust.output import read_json, save_npz_atomic, write_json_atomic
 from grouprobust.result import RunResult
@@ -115,7 +118,8 @@ def resolve_stage1_dir(path: str | Path) -> Path:
 def stage1_option(method: str, path: str | Path) -> str:
     """The ``stage1`` hyper-parameter value for reusing the run at ``path``: its stage-1 run, checked now."""
     if not issubclass(get_method(method), TwoStageMethod):
-        raise GroupRobustError(f"reusing a stage-1 model works only with a last-layer method (gsr, gsr-hf, dfr), "
+        two_stage = ", ".join(m["name"] for m in list_methods() if m["kind"] == TwoStageMethod.kind)
+        raise GroupRobustError(f"reusing a stage-1 model works only with a last-layer method ({two_stage}), "
                                f"not {method!r}", subject="stage1")
     return str(resolve_stage1_dir(path).resolve())
 

@@ -1,4 +1,4 @@
-"""``grouprobust datasets``, ``methods`` and ``selection-rules``: what the library offers, as tables."""
+"""``grouprobust datasets``, ``methods``, ``losses`` and ``selection-rules``: what the library offers, as tables."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import DataOpt, parse_assignments
 from grouprobust.cli.render import datasets_table, group_count_tables, methods_table, selection_rules_table
+from grouprobust.cli.render import losses_table, shared_loss_params_table
 from grouprobust.data import list_datasets, load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.selection import list_rules
@@ -81,6 +82,16 @@ def methods() -> None:
     from grouprobust.methods import list_methods
 
     console.print(methods_table(list_methods()))
+
+
+@app.command()
+def losses() -> None:
+    """List losses (for --set loss=NAME) with their parameters: defaults, constraints, search ranges."""
+    # Lazy: the losses import torch, which `grouprobust --help` does not need.
+    from grouprobust.losses import CLASS_WEIGHT_PARAMS, list_losses
+
+    console.print(losses_table(list_losses(), CLASS_WEIGHT_PARAMS))
+    console.print(shared_loss_params_table(CLASS_WEIGHT_PARAMS))
 
 
 @app.command("selection-rules")

@@ -129,6 +129,39 @@ def methods_table(rows: Iterable[dict[str, Any]]) -> Table:
     return table
 
 
+def param_text(name: str, param: Any) -> str:
+    """One line for a `grouprobust.params.Param`: ``name = default``, its constraint, its search range and help."""
+    parts = [f"{name} = {param.default!r}"]
+    if param.constraint is not None:
+        parts.append(param.constraint.describe(name))
+    if param.search is not None:
+        kind, *args = param.search
+        parts.append(f"search {kind}({', '.join(map(str, args[0] if kind == 'choice' else args))})")
+    return "; ".join(parts) + (f": {param.help}" if param.help else "")
+
+
+def losses_table(specs: Iterable[Any], shared: dict[str, Any]) -> Table:
+    """One row per `grouprobust.losses.LossSpec`: name, what it computes, its own parameters (default,
+    constraint, search range); the ``shared`` parameters every loss takes are left out of the rows."""
+    table = Table(title="losses (--set loss=NAME; every loss also takes the class-weight parameters below)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it computes", overflow="fold")
+    table.add_column("parameters", overflow="fold")
+    for spec in specs:
+        own = [param_text(k, p) for k, p in spec.params.items() if k not in shared]
+        table.add_row(spec.name, spec.description, "\n".join(own) or "—")
+    return table
+
+
+def shared_loss_params_table(shared: dict[str, Any]) -> Table:
+    """The parameters every loss takes (per-class reweighting), one row each."""
+    table = Table(title="parameters of every loss (per-class weights on the per-example loss)")
+    table.add_column("parameter", overflow="fold")
+    for name, param in shared.items():
+        table.add_row(param_text(name, param))
+    return table
+
+
 def selection_rules_table(rules: Iterable[dict[str, Any]]) -> Table:
     """The rows of `grouprobust.selection.list_rules`; oracle rules in red."""
     table = Table(title="model-selection rules (ORACLE rules read the test split: never report them as a result)")

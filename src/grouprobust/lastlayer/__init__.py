@@ -3,12 +3,14 @@
 - `GSR` (``hessian="exact"``) / GSR-HF (``hessian="free"``): learn weights over held-out samples
   for a retrained last layer, driven by a group-labelled target set.
 - `DFR`: retrain the last layer on group-balanced subsets of group-labelled data.
+- `ClassifierRetraining`: Kang et al.'s classifier re-training (cRT, ReWeightCRT, VanillaCRT), no group labels.
 - `WeightedLogisticRegression`: the inner problem, solved to high precision.
 - `weight_influence`: exact derivative of an evaluation loss w.r.t. each training weight.
 - `worst_group_scorer` / `group_balanced_scorer`: scorers for ``GridSearchCV`` / ``cross_validate``
   that receive each fold's groups through metadata routing (`grouprobust.lastlayer.scoring`).
 """
 
+from grouprobust.lastlayer.crt import ClassifierRetraining
 from grouprobust.lastlayer.dfr import DFR
 from grouprobust.lastlayer.gsr import GSR
 from grouprobust.lastlayer.influence import weight_influence
@@ -20,5 +22,5 @@ from grouprobust.lastlayer.scoring import (
     worst_group_scorer,
 )
 
-__all__ = ["DFR", "GSR", "WeightedLogisticRegression", "group_balanced_accuracy", "group_balanced_scorer",
-           "weight_influence", "worst_group_accuracy", "worst_group_scorer"]
+__all__ = ["ClassifierRetraining", "DFR", "GSR", "WeightedLogisticRegression", "group_balanced_accuracy",
+           "group_balanced_scorer", "weight_influence", "worst_group_accuracy", "worst_group_scorer"]

@@ -68,7 +68,7 @@ class Method(MethodDeclaration):
     ``summary`` and ``params`` (their hyper-parameters, each with its constraint: values arrive
     checked and typed in ``hparams``), and override only what differs:
     `batches` (the sampler), `loss` (the objective), `setup` (work before training, e.g. JTT's
-    first stage) and `epoch_log` (state written to ``history.jsonl``).
+    first stage), `end_epoch` (after each epoch) and `epoch_log` (state written to ``history.jsonl``).
     """
 
     kind: ClassVar[str] = "loop"
@@ -91,6 +91,9 @@ class Method(MethodDeclaration):
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The scalar objective for one minibatch."""
         return self.loss_fn(model(batch.x), batch.y).mean()
+
+    def end_epoch(self, model: torch.nn.Module, epoch: int) -> None:
+        """Called after each epoch's last step, before its evaluation (e.g. to adapt a schedule)."""
 
     def epoch_log(self) -> dict[str, Any]:
         """Extra fields for this epoch's ``history.jsonl`` line (JSON-serialisable)."""

@@ -34,6 +34,19 @@ therefore taken per class as ``A_y``, the number of attribute values observed in
 Then ``p_lb`` is still the mixture ``(1 - c) p_b + c * uniform`` over the drawable groups, and
 ``c = 1`` is uniform over them.
 
+**Adaptive beta** (``beta_schedule=adaptive``; the paper names a fixed, dataset-sensitive beta as a
+limitation). ``beta`` is then the *ceiling* of the extrapolation factor and ``beta_floor`` its floor
+(both checked against ``[-1, beta_max]``). A relative loss gap ``r = (L_lb - L_b) / L_lb`` says how
+much worse the model does where the bias is weaker, and the next beta is
+``floor + (ceiling - floor) * clip(r / beta_gap_scale, 0, 1)``: extrapolate hard while the model leans
+on the bias, fall back towards ``floor`` once both distributions are fitted alike. With
+``beta_signal=train`` the gap comes from moving averages (momentum ``beta_ema``) of the two
+half-batch losses, updated every step; with ``beta_signal=val`` (``gerne`` only) from the validation
+split's per-group losses weighted as ``p_lb`` and ``p_b`` (classes uniform), once an epoch, which
+reads validation group labels during training. Training begins at the floor. Every value lies in
+``[floor, ceiling]`` within ``[-1, beta_max]``; ``history.jsonl`` logs the epoch's mean, minimum,
+maximum and last beta.
+
 **Unknown attributes** (`GERNEPseudo`, ``gerne-pseudo``): an ERM model (trained first in the
 run, or loaded from a run directory's ``model.pt``) marks a training sample bias-aligned
 (pseudo-attribute 0) if its softmax confidence on the true label exceeds ``threshold``, else
@@ -56,7 +69,7 @@ from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import register_method
 from grouprobust.methods.sampling import batches_per_epoch, per_sample_probabilities, weighted_batches
 from grouprobust.models import predict_logits
-from grouprobust.params import TRAIN_PARAMS, Interval, Param
+from grouprobust.params import POSITIVE, TRAIN_PARAMS, Interval, Param
 
 if TYPE_CHECKING:
     from grouprobust.training import Trainer
@@ -121,6 +134,15 @@ def check_beta(beta: float, counts: np.ndarray, c: float) -> tuple[float, float]
     return lo, hi
 
 
+def adaptive_beta(gap: float, floor: float, ceiling: float, scale: float) -> float:
+    """The adaptive extrapolation factor for relative loss gap ``gap = (L_lb - L_b) / L_lb`` (unitless):
+    ``floor + (ceiling - floor) * clip(gap / scale, 0, 1)``, always in ``[floor, ceiling]`` (``floor``
+    when the gap is not finite)."""
+    if not math.isfinite(gap):
+        return floor
+    return floor + (ceiling - floor) * min(max(gap / scale, 0.0), 1.0)
+
+
 def sample_probabilities(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: int,
                          conditional: np.ndarray) -> torch.Tensor:
     """Per-sample draw probabilities: classes uniform, attribute ``a`` given ``y`` with ``conditional[y, a]``,
@@ -136,15 +158,32 @@ def count_table(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: int) -> n
 
 # -- the method ---------------------------------------------------------------------------------------
 
+BETA_SCHEDULES = ("fixed", "adaptive")
+BETA_SIGNALS = ("train", "val")
+
 GERNE_PARAMS: dict[str, Param] = {
     # With c <= 0.5 and beta <= 1, k = c (beta + 1) <= 1 <= alpha / (alpha - 1/A): every draw is admissible.
     "c": Param(0.5, ("choice", [0.25, 0.5]), "less-biased batch strength: p_lb(a|y) = alpha + c (1/A - alpha), 0 < c <= 1",
                Interval(0, 1, lo_open=True)),
     # The range [-1, beta_max] depends on the training groups: it is checked (and logged) when training starts.
-    "beta": Param(1.0, ("uniform", -0.5, 1.0), "extrapolation factor in L_lb + beta (L_lb - L_b); range [-1, beta_max] "
-                                               "is computed from the training groups and logged"),
+    "beta": Param(1.0, ("uniform", -0.5, 1.0), "extrapolation factor in L_lb + beta (L_lb - L_b) (beta_schedule=adaptive: "
+                                               "its ceiling); range [-1, beta_max] is computed from the training "
+                                               "groups and logged"),
     "batch_size": Param(TRAIN_PARAMS["batch_size"].default, TRAIN_PARAMS["batch_size"].search,
                         "examples per step, split into a less-biased and a biased half", Interval(2, None)),
+    "beta_schedule": Param("fixed", ("choice", list(BETA_SCHEDULES)),
+                           "fixed: beta throughout; adaptive: beta moves in [beta_floor, beta] with the relative "
+                           "gap (L_lb - L_b) / L_lb of the two half-batch losses"),
+    "beta_floor": Param(0.0, None, "adaptive: the smallest beta (used while the two batches are fitted alike)",
+                        Interval(-1, None)),
+    "beta_gap_scale": Param(0.5, ("log_uniform", 0.1, 2.0), "adaptive: relative loss gap at which beta reaches "
+                                                            "its ceiling beta", POSITIVE),
+    "beta_signal": Param("train", ("choice", list(BETA_SIGNALS)),
+                         "adaptive: the loss gap that drives beta: train (moving averages of the two half-batch "
+                         "losses, every step) or val (the validation loss weighted as each batch, every epoch; "
+                         "reads validation group labels, gerne only)"),
+    "beta_ema": Param(0.9, None, "adaptive, beta_signal=train: moving-average momentum of the half-batch losses",
+                      Interval(0, 1, hi_open=True)),
 }
 
 
@@ -158,10 +197,22 @@ class _GERNEBase(Method):
         self.half = self.batch_size // 2
         self._sums = torch.zeros(2, dtype=torch.float64)
         self._steps = 0
+        self.adaptive = hparams["beta_schedule"] == "adaptive"
+        #: adaptive schedule: [floor, ceiling] of beta, the loss moving averages and this epoch's betas
+        self.ceiling: float = hparams["beta"]
+        self.floor: float = hparams["beta_floor"]
+        self._ema: tuple[float, float] | None = None
+        self._epoch_betas: list[float] = []
+        self.gap = math.nan
 
     def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
         """Per-sample attribute (true or pseudo) of the training set and the number of attribute values."""
         raise NotImplementedError
+
+    def _validation_split(self, trainer: "Trainer"):
+        """The group-labelled validation split whose groups match the training groups (``beta_signal=val``)."""
+        raise GroupRobustError(f"{self.name}: beta_signal=val needs validation groups that match the training "
+                               "groups; use beta_signal=train", subject="hparam:beta_signal")
 
     def setup(self, trainer: "Trainer") -> None:
         a, n_attrs = self._attributes(trainer)
@@ -170,6 +221,13 @@ class _GERNEBase(Method):
         self.attributes = np.asarray(a)
         self.counts = count_table(y, a, n_classes, n_attrs)
         self.range = check_beta(self.beta, self.counts, self.c)
+        if self.adaptive:
+            if self.floor > self.ceiling:
+                raise GroupRobustError(f"gerne: beta_floor={self.floor} is above the adaptive ceiling beta={self.ceiling}; "
+                                       "pick beta_floor <= beta", subject="hparam:beta_floor")
+            self.beta = self.floor
+            if self.hparams["beta_signal"] == "val":
+                self._val, self._device = self._validation_split(trainer), trainer.device
         self.p_b = sample_probabilities(y, a, n_classes, n_attrs, simulated_proportions(self.counts, 0.0))
         self.p_lb = sample_probabilities(y, a, n_classes, n_attrs, simulated_proportions(self.counts, self.c))
 
@@ -184,20 +242,72 @@ class _GERNEBase(Method):
         """``L_lb + beta (L_lb - L_b)`` from one forward pass over both halves."""
         per_example = self.loss_fn(model(batch.x), batch.y)
         loss_lb, loss_b = per_example[:self.half].mean(), per_example[self.half:].mean()
-        self._sums += torch.stack([loss_lb.detach(), loss_b.detach()]).double().cpu()
+        pair = torch.stack([loss_lb.detach(), loss_b.detach()]).double().cpu()
+        self._sums += pair
         self._steps += 1
-        return loss_lb + self.beta * (loss_lb - loss_b)
+        objective = loss_lb + self.beta * (loss_lb - loss_b)
+        if self.adaptive:
+            self._epoch_betas.append(self.beta)
+            if self.hparams["beta_signal"] == "train":
+                self._adapt(float(pair[0]), float(pair[1]))
+        return objective
+
+    def end_epoch(self, model: torch.nn.Module, epoch: int) -> None:
+        """``beta_signal=val``: set the next epoch's beta from the validation loss gap."""
+        if self.adaptive and self.hparams["beta_signal"] == "val":
+            self._adapt(*self._validation_losses(model))
+
+    def _validation_losses(self, model: torch.nn.Module) -> tuple[float, float]:
+        """``(L_lb, L_b)`` on the validation split: its per-group mean losses weighted by the less-biased and
+        the biased batch distributions (classes uniform; groups absent from validation are skipped)."""
+        val = self._val
+        logits = predict_logits(model, val.x, self._device)
+        per_example = self.loss_fn(logits, torch.as_tensor(val.y)).double().numpy()
+        n_classes, n_attrs = self.counts.shape
+        sums = np.bincount(val.g, weights=per_example, minlength=n_classes * n_attrs).reshape(n_classes, n_attrs)
+        sizes = np.bincount(val.g, minlength=n_classes * n_attrs).reshape(n_classes, n_attrs)
+        group_loss = np.divide(sums, sizes, out=np.zeros_like(sums), where=sizes > 0)
+
+        def weighted(conditional: np.ndarray) -> float:
+            w = np.where(sizes > 0, conditional, 0.0)
+            w = np.divide(w, w.sum(axis=1, keepdims=True), out=np.zeros_like(w), where=w.sum(axis=1, keepdims=True) > 0)
+            return float((w * group_loss).sum() / max(int((w.sum(axis=1) > 0).sum()), 1))
+
+        return (weighted(simulated_proportions(self.counts, self.c)), weighted(simulated_proportions(self.counts, 0.0)))
+
+    def _adapt(self, loss_lb: float, loss_b: float) -> None:
+        """Update the loss moving averages and set the next step's beta (`adaptive_beta`)."""
+        # the val signal is a full pass over validation once an epoch: not noisy, so not smoothed
+        m = self.hparams["beta_ema"] if self.hparams["beta_signal"] == "train" else 0.0
+        if self._ema is None:
+            self._ema = (loss_lb, loss_b)
+        else:
+            self._ema = (m * self._ema[0] + (1 - m) * loss_lb, m * self._ema[1] + (1 - m) * loss_b)
+        ema_lb, ema_b = self._ema
+        gap = (ema_lb - ema_b) / ema_lb if ema_lb > 0 else math.nan
+        self.gap = gap
+        self.beta = adaptive_beta(gap, self.floor, self.ceiling, self.hparams["beta_gap_scale"])
 
     def _range_info(self) -> dict[str, Any]:
         lo, hi = self.range
-        return {"c": self.c, "beta": self.beta, "beta_min": lo, "beta_max": None if math.isinf(hi) else hi,
-                "c_beta_plus_1": self.c * (self.beta + 1)}
+        info = {"c": self.c, "beta": self.beta, "beta_min": lo, "beta_max": None if math.isinf(hi) else hi,
+                "c_beta_plus_1": self.c * (self.beta + 1), "beta_schedule": self.hparams["beta_schedule"]}
+        if self.adaptive:
+            info.update(beta_floor=self.floor, beta_ceiling=self.ceiling)
+        return info
 
     def epoch_log(self) -> dict[str, Any]:
         means = (self._sums / max(self._steps, 1)).tolist()
         self._sums.zero_()
         self._steps = 0
-        return {"gerne": {**self._range_info(), "loss_lb": means[0], "loss_b": means[1]}}
+        line = {**self._range_info(), "loss_lb": means[0], "loss_b": means[1]}
+        if self.adaptive and self._epoch_betas:
+            betas = self._epoch_betas
+            # "beta" is the value the next step will use; these describe the steps of this epoch
+            line.update(beta_epoch_mean=float(np.mean(betas)), beta_epoch_min=min(betas), beta_epoch_max=max(betas),
+                        loss_gap=self.gap if math.isfinite(self.gap) else None)
+            self._epoch_betas = []
+        return {"gerne": line}
 
     def run_info(self) -> dict[str, Any]:
         k = self.c * (self.beta + 1)
@@ -221,6 +331,12 @@ class GERNE(_GERNEBase):
             raise GroupRobustError("gerne needs groups of the form y * n_attrs + a; this dataset defines its own "
                                    "groups, so use gerne-pseudo")
         return dataset.a, dataset.n_attrs
+
+    def _validation_split(self, trainer: "Trainer"):
+        val = trainer.val_set
+        if val.g is None or val.a is None or val.n_attrs != self.counts.shape[1]:
+            return super()._validation_split(trainer)
+        return val
 
 
 # -- unknown attributes ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``gsr``, ``gsr-hf`` and ``dfr``: two-stage methods (see `grouprobust.two_stage` for the protocol).
+"""``gsr``, ``gsr-hf``, ``dfr`` and the classifier re-training family (``crt``, ``reweight-crt``,
+``vanilla-crt``): two-stage methods (see `grouprobust.two_stage` for the protocol).
 
 Each declares its stage-2 hyper-parameters with defaults and constraints taken from the estimator
 itself (`grouprobust.lastlayer`), so they never drift; the stage-1 training parameters and the
@@ -11,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from grouprobust.lastlayer import DFR, GSR
+from grouprobust.lastlayer import DFR, GSR, ClassifierRetraining
 from grouprobust.methods.base import Stage2Data, TwoStageMethod
 from grouprobust.methods.registry import register_method
 from grouprobust.params import Param
@@ -102,3 +103,56 @@ class DFRMethod(TwoStageMethod):
             log({"C": float(C), "val_worst_group_acc": float(score)})
         return est, {"selected": {"epoch": None, "C": float(est.C_)}, "fit_on": "target",
                      "cv_scores": {str(c): float(v) for c, v in est.cv_scores_.items()}}
+
+
+CRT_PARAMS = estimator_params(ClassifierRetraining, {
+    "Cs": (None, "inverse L2 strengths tried (chosen by worst-group accuracy on the validation half)"),
+    "n_draws": (None, "crt: class-balanced draws, one head each, averaged"),
+})
+
+
+class _CRTMethod(TwoStageMethod):
+    """Kang et al.'s classifier re-training: the head refit on the held-out samples' frozen features with
+    class balancing (`grouprobust.lastlayer.ClassifierRetraining`); no group labels in the fit, the
+    validation half chooses ``C``."""
+
+    balance = "sample"
+    params = CRT_PARAMS
+
+    @classmethod
+    def fit_stage2(cls, hp: dict[str, Any], data: Stage2Data, seed: int,
+                   log: Callable[[dict[str, Any]], None]) -> tuple[Any, dict[str, Any]]:
+        est = ClassifierRetraining(balance=cls.balance, Cs=tuple(hp["Cs"]), n_draws=hp["n_draws"],
+                                   standardize=hp["standardize"], random_state=seed)
+        est.fit(data.heldout.x, data.heldout.y,
+                X_val=data.validation.x, y_val=data.validation.y, groups_val=data.validation.g)
+        for C, score in est.cv_scores_.items():
+            log({"C": float(C), "val_worst_group_acc": float(score)})
+        return est, {"selected": {"epoch": None, "C": float(est.C_)}, "balance": cls.balance,
+                     "class_weight": [float(v) for v in est.class_weight_],
+                     "cv_scores": {str(c): float(v) for c, v in est.cv_scores_.items()}}
+
+
+@register_method
+class CRTMethod(_CRTMethod):
+    name = "crt"
+    summary = ("cRT (Kang et al.): ERM features, head retrained on class-balanced draws of the held-out training "
+               "samples (no group labels); C chosen on the validation half")
+    same_as = "SubpopBench CRT"
+
+
+@register_method
+class ReWeightCRTMethod(_CRTMethod):
+    name = "reweight-crt"
+    balance = "reweight"
+    summary = ("ReWeightCRT: head retrained on the held-out samples with class-balanced loss weights "
+               "n / (k n_c); C chosen on the validation half")
+    same_as = "SubpopBench ReWeightCRT"
+
+
+@register_method
+class VanillaCRTMethod(_CRTMethod):
+    name = "vanilla-crt"
+    balance = "none"
+    summary = "VanillaCRT: head retrained on the held-out samples as they are (no balancing); C chosen on the validation half"
+    same_as = "SubpopBench VanillaCRT"
