@@ -77,4 +77,8 @@ def report(
         for row in result.failures.itertuples():
             console.print(f"  {row.run_id} {row.method} on {row.dataset} seed {row.seed}: {row.reason}",
                           markup=False, highlight=False, soft_wrap=True)
+    if len(result.unreadable):
+        console.print(f"[red]{len(result.unreadable)} unreadable runs[/] (left out):")
+        for row in result.unreadable.itertuples():
+            console.print(f"  {row.run_id}: {row.reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"report written to {folder} (report.md, summary.csv, summary.tex, per_group.csv, failures.csv, figures)")

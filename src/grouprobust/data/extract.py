@@ -13,6 +13,7 @@ from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
+from grouprobust.output import check_creatable
 
 Progress = Callable[[int, int], None]
 
@@ -74,6 +75,7 @@ def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, ou
     if (out / "meta.json").exists():
         raise GroupRobustError(f"{out} already holds a feature set; delete it or choose another output directory",
                                subject="out")
+    check_creatable(out, "feature directory")
     if batch_size is not None and batch_size < 1:
         raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
     options = dict(options or {})
