@@ -116,6 +116,8 @@ def read_json(path: Path | str) -> Any:
         raise GroupRobustError(f"{path} not found; is this a grouprobust run directory?") from None
     except json.JSONDecodeError as err:
         raise GroupRobustError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); the file is damaged") from None
+    except UnicodeDecodeError:
+        raise GroupRobustError(f"{path} is not text (binary data where JSON belongs); the file is damaged") from None
 
 
 # -- formatting ----------------------------------------------------------------------------------------

@@ -75,8 +75,6 @@ def _run_row(path: Path) -> dict[str, Any] | None:
 
 
 def _damage(path: Path, err: Exception) -> str:
-    if isinstance(err, UnicodeDecodeError):
-        return "a JSON file is not text (binary garbage); the run directory is damaged"
     if isinstance(err, KeyError):
         return f"{path / 'config.json'} lacks the key {err}; the run directory is damaged"
     return f"{type(err).__name__}: {err}; the run directory is damaged"
