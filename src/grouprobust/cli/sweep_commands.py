@@ -56,6 +56,11 @@ def sweep(
                             on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan)
     console.print(f"ran {len(summary.outcomes)}: {summary.finished} finished, {len(summary.failed)} failed. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")
+    failed = len(summary.failed) + summary.skipped_failed
+    if failed:  # scripts notice: the sweep ran every trial it could, but not all of them finished
+        err_console.print(f"{failed} trial(s) failed; see their reasons with `grouprobust report {out}`, run them "
+                          "again with --retry-failed", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.sweep.executors import LocalExecutor, Outcome, RayExecutor, check_executor, make_executor
+from grouprobust.sweep.executors import (LocalExecutor, Outcome, RayExecutor, _check_reachable, check_executor,
+                                         make_executor)
 from grouprobust.sweep.spec import SweepSpec, load_sweep
 from grouprobust.sweep.store import Plan, plan, runs_dir, write_manifest
 from grouprobust.sweep.trials import expand
@@ -51,6 +52,8 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     is known, ``on_start(plan, slots)`` once the executor is ready, ``on_outcome`` after each trial.
     """
     check_executor(executor, workers, address)
+    if address is not None:
+        _check_reachable(address)  # before sweep.json is written: an unreachable cluster leaves nothing behind
     spec, todo = prepare(spec_path, out, retry_failed)
     write_manifest(out, spec.raw, spec.path, todo.to_run + todo.finished + todo.failed)
     summary = SweepSummary(todo.total, len(todo.finished), len(todo.failed))
