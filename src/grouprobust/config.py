@@ -136,7 +136,7 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
 MAX_SEED = 2**32 - 1
 
 
-def check_seed(seed: object) -> int:
+def check_seed(seed: object, subject: str = "seed") -> int:
     """``seed`` as an int if it is a whole number in [0, 2**32 - 1] (what numpy and torch both accept);
     else a one-line error."""
     if isinstance(seed, str):
@@ -146,7 +146,7 @@ def check_seed(seed: object) -> int:
             pass
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
         raise GroupRobustError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}; pass a "
-                               "non-negative seed", subject="seed")
+                               "non-negative seed", subject=subject)
     return int(seed)
 
 
