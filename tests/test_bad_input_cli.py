@@ -171,3 +171,11 @@ def test_a_sweep_with_failed_trials_finishes_the_others_and_exits_1(tmp_path, ca
     runs = sorted((tmp_path / "sw" / "runs").iterdir())
     assert sorted((r / "result.json").is_file() for r in runs) == [False, True]  # the mlp trial still finished
     assert "1 trial(s) failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[], ["analyze"]])
+def test_a_command_without_arguments_prints_its_help_once(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 2 and out.count("Usage:") == 1

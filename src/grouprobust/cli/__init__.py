@@ -43,7 +43,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except NoArgsIsHelpError as err:
-        console.print(err.ctx.get_help(), markup=False, highlight=False)
+        if err.format_message().strip():  # typer's rich help is printed when the error is made; click's is text
+            console.print(err.format_message(), markup=False, highlight=False)
         sys.exit(2)
     except UsageError as err:
         err_console.print(f"error: {usage_line(err)}", markup=False, highlight=False, soft_wrap=True)
