@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import platform
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -111,6 +112,7 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
     worst-group accuracy on their validation half), else the dataset's, else validation
     worst-group accuracy, or worst-class accuracy when the regime gives no group labels.
     """
+    seed = check_seed(seed)
     if regime not in REGIMES:
         raise GroupRobustError(f"unknown label regime {regime!r}; use one of: {', '.join(REGIMES)}", subject="regime")
     entry = get_dataset_entry(dataset)
@@ -129,6 +131,23 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
     rule = get_rule(select or (default_rule if regime != "none" else DEFAULT_RULE_NO_GROUPS))
     check_rule_for_regime(rule, regime)
     return RunConfig(dataset, method, int(seed), data_options, resolved, regime, rule.name)
+
+
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: object, subject: str = "seed") -> int:
+    """``seed`` as an int if it is a whole number in [0, 2**32 - 1] (what numpy and torch both accept);
+    else a one-line error."""
+    if isinstance(seed, str):
+        try:
+            seed = int(seed.strip())
+        except ValueError:
+            pass
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
+        raise GroupRobustError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}; pass a "
+                               "non-negative seed", subject=subject)
+    return int(seed)
 
 
 def _needs_text(level: str) -> str:

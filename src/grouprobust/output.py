@@ -57,6 +57,27 @@ def write_atomic(path: Path | str, data: bytes | str | Callable[[Any], None]) ->
     return path
 
 
+def check_creatable(path: Path | str, what: str = "output directory", subject: str | None = "out") -> None:
+    """Raise a one-line error if the directory ``path`` could not be created (or written, if it exists).
+
+    Walks up to the nearest existing ancestor: a file there, or a folder that refuses a new entry
+    (read-only, immutable, a pseudo file system), is refused before anything is computed. Creates
+    nothing that outlives the call (the probe is an empty folder, removed at once).
+    """
+    path = Path(path)
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        where = "is a file" if ancestor == path else f"is under {ancestor}, which is a file"
+        raise GroupRobustError(f"{what} {path} {where}; give a folder path for {subject or what}", subject=subject)
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".grouprobust-probe-"))
+    except OSError as err:
+        raise GroupRobustError(f"cannot create {what} {path}: {ancestor} is not writable ({err.strerror or err}); "
+                               f"give a writable path for {subject or what}", subject=subject) from None
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -95,6 +116,8 @@ def read_json(path: Path | str) -> Any:
         raise GroupRobustError(f"{path} not found; is this a grouprobust run directory?") from None
     except json.JSONDecodeError as err:
         raise GroupRobustError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); the file is damaged") from None
+    except UnicodeDecodeError:
+        raise GroupRobustError(f"{path} is not text (binary data where JSON belongs); the file is damaged") from None
 
 
 # -- formatting ----------------------------------------------------------------------------------------

@@ -155,8 +155,24 @@ class Param:
         return value
 
     def resolve(self, name: str, value: Any, what: str = "hyper-parameter", subject: str | None = None) -> Any:
-        """``value`` converted to the parameter's type and checked against its constraint."""
-        return self.check(name, coerce(value, self.kind, name, what, subject), what, subject)
+        """``value`` converted to the parameter's type, refused if it is or holds NaN or an infinity,
+        and checked against its constraint."""
+        value = coerce(value, self.kind, name, what, subject)
+        if not _finite(value):
+            raise GroupRobustError(f"{what} {name} must be a finite number, got {value!r}; NaN and infinities are "
+                                   "never valid values", subject=subject)
+        return self.check(name, value, what, subject)
+
+
+def _finite(value: Any) -> bool:
+    """False if ``value`` is, or (in a list, tuple or dict) holds, a NaN or infinite float."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 def _kind_of(default: Any) -> type | None:

@@ -22,7 +22,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
-from grouprobust.output import write_atomic
+from grouprobust.output import check_creatable, write_atomic
 from grouprobust.result import RunResult
 from grouprobust.rundir import RunDirectory
 from grouprobust.trained import MODEL_FILE, load_trained_run
@@ -61,6 +61,7 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
                            on_epoch=on_epoch).fit()
         with tempfile.TemporaryDirectory() as tmp:  # a two-stage run reads its stage 1 back from disk
             return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model)
+    check_creatable(out, "run directory")
     writer = RunDirectory(Path(out), config.to_dict())
     with writer.claim(wait=wait):
         return _run_claimed(config, writer, splits, device, on_epoch, save_model, two_stage, tracker)

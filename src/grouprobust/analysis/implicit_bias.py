@@ -10,6 +10,8 @@ All three minimise their weighted loss ``+ l2/2 ||W||²`` with the same per-exam
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -40,8 +42,9 @@ class ImplicitBiasSetting:
     def check(self) -> None:
         """Raise `GroupRobustError` for settings the experiment cannot run."""
         get_loss(self.loss)
-        if self.steps < 1 or self.lr <= 0 or self.l2 < 0 or self.group_lr < 0:
-            raise GroupRobustError("implicit-bias: need steps >= 1, lr > 0, l2 >= 0 and group_lr >= 0; fix the options")
+        finite = all(math.isfinite(v) for v in (self.lr, self.l2, self.group_lr))
+        if self.steps < 1 or not finite or self.lr <= 0 or self.l2 < 0 or self.group_lr < 0:
+            raise GroupRobustError("implicit-bias: need steps >= 1 and finite lr > 0, l2 >= 0 and group_lr >= 0; fix the options")
         if self.n_major < 1 or self.n_minor < 1:
             raise GroupRobustError("implicit-bias: need at least one image of each digit (--n-major/--n-minor >= 1)")
 

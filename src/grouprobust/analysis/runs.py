@@ -26,7 +26,7 @@ from grouprobust.analysis.alignment import HEAD_DEFAULTS, alignment_sweep
 from grouprobust.analysis.completeness import completeness_runs
 from grouprobust.analysis.implicit_bias import ImplicitBiasSetting, run_implicit_bias
 from grouprobust.analysis.plots import plot_alignment, plot_completeness, plot_implicit_bias
-from grouprobust.config import resolve_hparams
+from grouprobust.config import check_seed, resolve_hparams
 from grouprobust.analysis.output_dir import AnalysisDirectory, check_analysis_out, mean_std_table, summarize
 from grouprobust.analysis.training import embed_splits, train_model
 from grouprobust.data import load_dataset
@@ -97,7 +97,7 @@ def run_alignment(out: Path | str, *, dataset: str = "spurious-gaussian", featur
     _check_out(out, force)
     method_list = list(dict.fromkeys(_nonempty(methods, "methods")))
     l2_list = [float(v) for v in _nonempty(l2, "l2")]
-    seed_list = [int(s) for s in _nonempty(seeds, "seeds")]
+    seed_list = [check_seed(s, "seeds") for s in _nonempty(seeds, "seeds")]
     for m in method_list:
         get_method(m)
     if "erm" not in method_list:
@@ -173,7 +173,7 @@ def run_completeness(out: Path | str, *, dataset: str = "spurious-gaussian",
     out = Path(out)
     _check_out(out, force)
     method_list = list(dict.fromkeys(_nonempty(methods, "methods")))
-    seed_list = [int(s) for s in _nonempty(seeds, "seeds")]
+    seed_list = [check_seed(s, "seeds") for s in _nonempty(seeds, "seeds")]
     for m in method_list:
         get_method(m)
     if split not in ("train", "val", "test"):
@@ -227,7 +227,7 @@ def run_implicit_bias_experiment(out: Path | str, *, losses: Sequence[str] = ("s
     out = Path(out)
     _check_out(out, force)
     settings = [ImplicitBiasSetting(loss=loss, l2=float(lam), steps=int(steps), lr=float(lr),
-                                    group_lr=float(group_lr), seed=int(seed))
+                                    group_lr=float(group_lr), seed=check_seed(seed, "seeds"))
                 for seed in _nonempty(seeds, "seeds") for loss in _nonempty(losses, "losses")
                 for lam in _nonempty(l2, "l2")]
     for s in settings:

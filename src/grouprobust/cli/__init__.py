@@ -13,6 +13,13 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
+from typer import Abort
+
+try:  # recent typer vendors click as typer._click; its usage errors are not re-exported publicly
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - typer on top of click
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.flags import describe_error
 from grouprobust.errors import GroupRobustError
@@ -28,12 +35,34 @@ __all__ = ["app", "console", "err_console", "main"]
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: user errors print one line and exit 2, never a traceback."""
+    """Entry point: user errors print one line and exit 2, never a traceback.
+
+    Usage errors (an unknown option, a missing or malformed value) are one ``error: ...`` line too,
+    with exit status 2; a command run without arguments prints its help, as before.
+    """
     try:
-        app(args=argv, prog_name="grouprobust", standalone_mode=True)
+        code = app(args=argv, prog_name="grouprobust", standalone_mode=False)
+    except NoArgsIsHelpError as err:
+        if err.format_message().strip():  # typer's rich help is printed when the error is made; click's is text
+            console.print(err.format_message(), markup=False, highlight=False)
+        sys.exit(2)
+    except UsageError as err:
+        err_console.print(f"error: {usage_line(err)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Abort:
+        err_console.print("aborted; nothing was written for the unfinished run")
+        sys.exit(1)
     except GroupRobustError as err:
         err_console.print(f"error: {describe_error(err)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing was written for the unfinished run")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)  # as typer's standalone mode: always exit
+
+
+def usage_line(err: UsageError) -> str:
+    """A click usage error as one line: the problem, then where to read the command's options."""
+    message = " ".join(err.format_message().split())
+    command = err.ctx.command_path if err.ctx is not None else "grouprobust"
+    return f"{message.rstrip('.')}; see `{command} --help`"

@@ -63,6 +63,11 @@ def sweep(
     elsewhere = f" ({summary.elsewhere} more ran in other processes sharing {out})" if summary.elsewhere else ""
     console.print(f"ran {summary.ran}: {summary.finished} finished, {len(summary.failed)} failed{elsewhere}. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")
+    failed = len(summary.failed) + summary.skipped_failed
+    if failed:  # scripts notice: the sweep ran every trial it could, but not all of them finished
+        err_console.print(f"{failed} trial(s) failed; see their reasons with `grouprobust report {out}`, run them "
+                          "again with --retry-failed", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -85,4 +90,8 @@ def report(
         for row in result.failures.itertuples():
             console.print(f"  {row.run_id} {row.method} on {row.dataset} seed {row.seed}: {row.reason}",
                           markup=False, highlight=False, soft_wrap=True)
+    if len(result.unreadable):
+        console.print(f"[red]{len(result.unreadable)} unreadable runs[/] (left out):")
+        for row in result.unreadable.itertuples():
+            console.print(f"  {row.run_id}: {row.reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"report written to {folder} (report.md, summary.csv, summary.tex, per_group.csv, failures.csv, figures)")

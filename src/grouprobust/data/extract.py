@@ -17,6 +17,7 @@ from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
+from grouprobust.output import check_creatable
 
 Progress = Callable[[int, int], None]
 Notes = Callable[[str], None]
@@ -116,6 +117,7 @@ def _path(weights: Path | str | None) -> Path | None:
 
 def _check_out(out: Path | str, batch_size: int | None, force: bool) -> Path:
     out = check_feature_target(Path(out), force)
+    check_creatable(out, "feature directory")
     if batch_size is not None and batch_size < 1:
         raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
     return out

@@ -8,7 +8,7 @@ and usable directly by the last-layer methods and by training with ``model=linea
 
 from __future__ import annotations
 
-import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.errors import GroupRobustError
-from grouprobust.output import save_npz_atomic, write_json_atomic
+from grouprobust.output import read_json, save_npz_atomic, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 FILES = tuple(f"{split}.npz" for split in SPLITS) + ("meta.json",)
@@ -67,18 +67,54 @@ def load_feature_splits(directory: Path) -> DatasetSplits:
     if not meta_path.is_file():
         raise GroupRobustError(f"{meta_path} not found; point to a directory written by `grouprobust features` "
                                "or save_feature_splits")
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(meta_path)
     parts = []
     for split in SPLITS:
         path = directory / f"{split}.npz"
         if not path.is_file():
             raise GroupRobustError(f"{path} not found; the feature directory is incomplete, extract the features again")
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = _read_arrays(path)
         parts.append(GroupDataset(arrays["x"], arrays["y"], arrays.get("a"), meta["n_classes"], meta["n_attrs"], split,
                                   meta.get("dataset", "features"), g=arrays.get("g"), group_names=meta.get("group_names"),
                                   eval_groups=arrays.get("eval_groups"), eval_group_names=meta.get("eval_group_names")))
     return DatasetSplits(*parts, name=meta.get("dataset", "features"), meta={"source": meta.get("source", {})})
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``meta.json`` as a dict whose class and attribute counts are positive integers; else a one-line error."""
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise GroupRobustError(f"{path} holds a JSON {type(meta).__name__}, not an object; the feature directory is "
+                               "damaged, extract the features again")
+    for key in ("n_classes", "n_attrs"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GroupRobustError(f"{path}: {key} must be a positive integer, got {value!r}; the feature directory "
+                                   "is damaged, extract the features again")
+    for key in ("group_names", "eval_group_names"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise GroupRobustError(f"{path}: {key} must be a list of names, got {value!r}; the feature directory is "
+                                   "damaged, extract the features again")
+    if not isinstance(meta.get("dataset", "features"), str) or not isinstance(meta.get("source", {}), dict):
+        raise GroupRobustError(f"{path}: dataset must be a name and source an object; the feature directory is "
+                               "damaged, extract the features again")
+    return meta
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of one split's ``.npz``, which must hold ``x`` and ``y``; else a one-line error."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile, AttributeError) as err:
+        raise GroupRobustError(f"{path} is not a readable .npz file ({type(err).__name__}); the feature directory is "
+                               "damaged, extract the features again") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise GroupRobustError(f"{path} has no array {missing[0]!r}; the feature directory is damaged, extract the "
+                               "features again")
+    return arrays
 
 
 __all__ = ["FILES", "SPLITS", "check_feature_target", "load_feature_splits", "save_feature_splits"]

@@ -148,10 +148,9 @@ class RayExecutor:
                 ray.init(num_cpus=workers, **quiet)
             else:
                 ray.init(address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
-        except (ConnectionError, RuntimeError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - Ray's own errors (connection, authentication) become one line
             target = f"the Ray cluster at {address}" if address else "a local Ray instance"
-            raise GroupRobustError(f"could not start or join {target} ({str(err).splitlines()[0]}); "
-                                   "check the address or use the local executor", subject="address") from None
+            raise GroupRobustError(_ray_failure(target, err), subject="address") from None
         resources = ray.cluster_resources()
         self.slots = max(1, int(resources.get("CPU", workers)))
         gpus = float(resources.get("GPU", 0.0))
@@ -182,6 +181,16 @@ class RayExecutor:
     def close(self) -> None:
         """Shut down the Ray connection (and the local instance, if this executor started one)."""
         self.ray.shutdown()
+
+
+def _ray_failure(target: str, err: Exception) -> str:
+    """One line saying why Ray could not start or join ``target``, and the fix."""
+    cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if type(err).__name__ == "AuthenticationError" or "token" in cause.lower() or "authenticat" in cause.lower():
+        return (f"could not join {target}: it requires token authentication ({type(err).__name__}: "
+                f"{cause.split('. ')[0].rstrip('.')}); set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN "
+                "(or a file named by RAY_AUTH_TOKEN_PATH) in this shell, or use the local executor")
+    return f"could not start or join {target} ({type(err).__name__}: {cause}); check the address or use the local executor"
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

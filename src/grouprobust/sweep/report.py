@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,35 @@ import numpy as np
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.output import format_mean_std, read_json, write_atomic
+from grouprobust.output import check_creatable, format_mean_std, read_json, write_atomic
 from grouprobust.rundir import run_status
-from grouprobust.selection import get_rule, select_best_index, selection_key
+from grouprobust.selection import SELECTION_RULES, SelectionRule, get_rule, rule_value, select_best_index, selection_key
 from grouprobust.sweep.store import MANIFEST, runs_dir
 
 SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_class_acc", "balanced_acc")
 REPORTED = (("worst_group_acc", "worst-group"), ("group_balanced_acc", "group-balanced"), ("avg_acc", "average"))
 VARIANT = ["dataset", "data", "method", "regime", "select"]
+UNREADABLE = "unreadable"
+
+
+def metric_column(rule: SelectionRule) -> str:
+    """The column of `collect_runs` that holds the figure ``rule`` reads: ``<split>_<metric>``."""
+    return f"{rule.split}_{rule.metric}"
+
+
+def _metric_columns() -> dict[str, SelectionRule]:
+    """Every metric column: the scalar metrics of both splits, and the figure of every selection rule."""
+    columns = {f"{split}_{name}": SelectionRule(name, split, name, False) for split in ("val", "test")
+               for name in SCALAR_METRICS}
+    columns.update({metric_column(rule): rule for rule in SELECTION_RULES.values()})
+    return columns
+
+
+def _number(value: Any) -> float:
+    """``value`` as a float; NaN when it is missing or not a number (a damaged or older result)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return np.nan
+    return float(value)
 
 
 def _canon(obj: Any) -> str:
@@ -40,37 +61,66 @@ def _point_id(config: dict[str, Any]) -> str:
 
 
 def _run_row(path: Path) -> dict[str, Any] | None:
+    """The row of one run directory; an unreadable one (damaged JSON, missing keys) gets status
+    ``unreadable`` and the reason, so that one bad directory never hides the others."""
     status = run_status(path)
     if status not in ("finished", "failed"):
         return None
-    config = read_json(path / "config.json")
+    try:
+        return _read_run(path, status)
+    except (GroupRobustError, OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        reason = str(err) if isinstance(err, GroupRobustError) else _damage(path, err)
+        return {"run_id": path.name, "path": str(path), "status": UNREADABLE, "reason": reason,
+                "test_per_group": None}
+
+
+def _damage(path: Path, err: Exception) -> str:
+    if isinstance(err, KeyError):
+        return f"{path / 'config.json'} lacks the key {err}; the run directory is damaged"
+    return f"{type(err).__name__}: {err}; the run directory is damaged"
+
+
+def _object(path: Path) -> dict[str, Any]:
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise GroupRobustError(f"{path} holds a JSON {type(value).__name__}, not an object; the file is damaged")
+    return value
+
+
+def _read_run(path: Path, status: str) -> dict[str, Any]:
+    config = _object(path / "config.json")
     row: dict[str, Any] = {
         "run_id": path.name, "path": str(path), "status": status,
-        "dataset": config["dataset"], "data": _canon(config.get("data", {})), "method": config["method"],
+        "dataset": str(config["dataset"]), "data": _canon(config.get("data", {})), "method": str(config["method"]),
         "seed": int(config["seed"]), "regime": config.get("regime", "full"), "select": config.get("select"),
         "hparams": _canon(config.get("hparams", {})), "point": _point_id(config), "reason": None,
         "test_per_group": None,
     }
     if status == "failed":
-        row["reason"] = read_json(path / "error.json").get("reason", "unknown")
+        row["reason"] = str(_object(path / "error.json").get("reason", "unknown"))
         return row
-    result = read_json(path / "result.json")
-    for split in ("val", "test"):
-        metrics = result.get("metrics", {}).get(split) or {}
-        for name in SCALAR_METRICS:
-            value = metrics.get(name)
-            row[f"{split}_{name}"] = np.nan if value is None else float(value)
-    per_group = (result.get("metrics", {}).get("test") or {}).get("per_group") or {}
-    row["test_per_group"] = {g.get("name", k): g.get("acc") for k, g in per_group.items()}
-    row["selected_epoch"] = (result.get("selected") or {}).get("epoch")
+    result = _object(path / "result.json")
+    if not isinstance(result.get("metrics", {}), dict):
+        raise GroupRobustError(f"{path / 'result.json'}: metrics is not an object; the file is damaged")
+    for column, rule in _metric_columns().items():
+        row[column] = _number(rule_value(result, rule))
+    metrics = result.get("metrics")
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    per_group = test.get("per_group") if isinstance(test, dict) else None
+    row["test_per_group"] = {str(g.get("name", k)): _number(g.get("acc")) for k, g in per_group.items()
+                             if isinstance(g, dict)} if isinstance(per_group, dict) else {}
+    selected = result.get("selected")
+    row["selected_epoch"] = selected.get("epoch") if isinstance(selected, dict) else None
     return row
 
 
 def collect_runs(directory: Path) -> pd.DataFrame:
     """One row per finished or failed run under ``directory/runs`` (or ``directory`` itself).
 
-    Hidden directories (runs still being written, or killed part-way) are ignored. Accuracies are
-    fractions in [0, 1]; missing metrics are NaN.
+    Hidden directories (runs still being written, or killed part-way) are ignored. A run whose
+    files are damaged has status ``unreadable`` and its ``reason``. Columns ``<split>_<metric>``
+    hold every scalar metric and the figure of every selection rule (`grouprobust.selection`):
+    accuracies are fractions in [0, 1]; missing metrics are NaN.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -81,10 +131,12 @@ def collect_runs(directory: Path) -> pd.DataFrame:
     if not rows:
         raise GroupRobustError(f"no finished or failed runs under {root}; run the sweep into {directory} first")
     df = pd.DataFrame(rows)
-    for split in ("val", "test"):
-        for name in SCALAR_METRICS:
-            if f"{split}_{name}" not in df:
-                df[f"{split}_{name}"] = np.nan
+    for column in ("dataset", "data", "method", "seed", "regime", "select", "hparams", "point", "selected_epoch"):
+        if column not in df:
+            df[column] = None
+    for column in _metric_columns():
+        if column not in df:
+            df[column] = np.nan
     return df
 
 
@@ -118,6 +170,7 @@ class Report:
     failures: pd.DataFrame
     chosen: pd.DataFrame
     rule_override: str | None = None
+    unreadable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "path", "reason"]))
 
 
 def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
@@ -134,9 +187,11 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
     for key, group in finished.groupby(VARIANT, sort=True):
         dataset, _, method, regime, select = key
         sel = get_rule(rule or select)
-        metric = f"{sel.split}_{sel.metric}"
+        metric = metric_column(sel)
         if group[metric].isna().all():
-            raise GroupRobustError(f"runs of {method} on {dataset} have no {metric}; choose another selection rule",
+            usable = [r.name for r in SELECTION_RULES.values() if group[metric_column(r)].notna().any()]
+            raise GroupRobustError(f"selection rule {sel.name!r} reads {sel.metric} on the {sel.split} split, which no "
+                                   f"run of {method} on {dataset} has; choose one of: {', '.join(usable) or '(none)'}",
                                    subject="select")
         tie = f"{sel.split}_avg_acc"
         points = group.groupby("point").agg(score=(metric, "mean"), tie=(tie, "mean"), n=("seed", "size"))
@@ -162,9 +217,10 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
                        for g, acc in per_group.items()]
     failures = runs[runs["status"] == "failed"][["run_id", "variant", "method", "seed", "hparams", "reason"]]
     summary = pd.DataFrame(summary_rows)
+    unreadable = runs[runs["status"] == UNREADABLE][["run_id", "path", "reason"]].reset_index(drop=True)
     return Report(runs, summary, pd.DataFrame(group_rows),
                   failures.rename(columns={"variant": "dataset"}).reset_index(drop=True),
-                  pd.concat(chosen_rows) if chosen_rows else runs.iloc[:0], rule)
+                  pd.concat(chosen_rows) if chosen_rows else runs.iloc[:0], rule, unreadable)
 
 
 def display_table(summary: pd.DataFrame, pm: str = " ± ") -> pd.DataFrame:
@@ -185,6 +241,16 @@ def missing_trials(directory: Path, runs: pd.DataFrame) -> int:
     return len(listed - set(runs["run_id"]))
 
 
+def make_report_dir(out: Path) -> None:
+    """Create the report folder ``out`` (and its parents); a one-line error when that is impossible."""
+    check_creatable(out, "report folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GroupRobustError(f"cannot create the report folder {out} ({err.strerror or err}); give a writable "
+                               "folder for out", subject="out") from None
+
+
 def write_report(directory: Path, out: Path | None = None, rule: str | None = None, plots: bool = True) -> tuple[Report, Path]:
     """Write ``report.md``, ``summary.csv``, ``summary.tex``, ``per_group.csv``, ``failures.csv`` and plots.
 
@@ -195,7 +261,7 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     directory = Path(directory)
     report = select_and_aggregate(load_runs(directory), rule)
     out = Path(out) if out is not None else directory / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    make_report_dir(out)
     write_atomic(out / "summary.csv", report.summary.to_csv(index=False))
     write_atomic(out / "per_group.csv", report.per_group.to_csv(index=False))
     write_atomic(out / "failures.csv", report.failures.to_csv(index=False))
@@ -212,6 +278,7 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     missing = missing_trials(directory, report.runs)
     lines = [f"# Sweep report: {directory}", "",
              f"{int((report.runs['status'] == 'finished').sum())} finished runs, {len(report.failures)} failed"
+             + (f", {len(report.unreadable)} unreadable" if len(report.unreadable) else "")
              + (f", {missing} not run yet" if missing else "") + ".", "",
              "Hyper-parameters are chosen for each dataset and method by the mean over seeds of the validation "
              "metric of the selection rule (column `rule`; each run at its own selected epoch). Test accuracies "
@@ -223,5 +290,8 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     if len(report.failures):
         lines += ["## Failed runs", "", report.failures[["run_id", "dataset", "method", "seed", "reason"]]
                   .to_markdown(index=False), ""]
+    if len(report.unreadable):
+        lines += ["## Unreadable runs", "", "Damaged run directories, left out of every figure above.", "",
+                  report.unreadable.to_markdown(index=False), ""]
     write_atomic(out / "report.md", "\n".join(lines))
     return report, out

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.sweep.executors import LocalExecutor, Outcome, RayExecutor, check_executor, make_executor
+from grouprobust.sweep.executors import (LocalExecutor, Outcome, RayExecutor, _check_reachable, check_executor,
+                                         make_executor)
 from grouprobust.sweep.spec import SweepSpec, load_sweep
 from grouprobust.sweep.store import Plan, plan, runs_dir, unlisted_trials, write_manifest
 from grouprobust.sweep.trials import expand
@@ -75,6 +76,8 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     every trial runs once; those another process ran are in the outcomes with ``ran`` False.
     """
     check_executor(executor, workers, address)
+    if address is not None:
+        _check_reachable(address)  # before sweep.json is written: an unreachable cluster leaves nothing behind
     spec, todo = prepare(spec_path, out, retry_failed, force)
     names = parse_track(track) if track is not None else spec.track
     check_trackers(names)  # a tracking library that is not installed is refused before anything runs

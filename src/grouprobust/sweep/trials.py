@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grouprobust.config import RunConfig, param_space, resolve_config, sample_hparams
-from grouprobust.data.registry import get_dataset_entry, resolve_dataset_options
+from grouprobust.data.registry import get_dataset_entry, load_dataset, resolve_dataset_options
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import REGIMES
 from grouprobust.methods.registry import get_method
@@ -54,6 +54,8 @@ def _check_names(spec: SweepSpec) -> None:
 
     for name, options in spec.datasets.items():
         check(f"datasets.{name}", resolve_dataset_options, name, options)
+        if not get_dataset_entry(name).embedded:  # read from files the options name: read them once, now
+            check(f"datasets.{name}", lambda: load_dataset(name, spec.seeds[0], **options))
     for method in spec.methods:
         check(f"methods.{method.name}", get_method, method.name)
     if spec.regime not in REGIMES:
