@@ -123,6 +123,7 @@ class MultinomialProblem:
         self.Y = np.zeros((self.n, self.k))
         self.Y[np.arange(self.n), self.y] = 1.0
         self._gram: np.ndarray | None = None
+        self._X32: np.ndarray | None = None
 
     # -- coordinates ----------------------------------------------------------------------------
     def zeros(self) -> np.ndarray:
@@ -204,9 +205,26 @@ class MultinomialProblem:
         B = np.einsum("ka,nk,kb->nab", self.Q, P, self.Q) - QP[:, :, None] * QP[:, None, :]
         return B * np.maximum(w, 0.0)[:, None, None]
 
-    def hess_vec(self, B: np.ndarray, V: np.ndarray) -> np.ndarray:
-        """``H V`` for ``V`` ``(m, k-1, D)`` at the curvature ``B`` (`curvature`): two passes over ``X``."""
+    def hess_vec(self, B: np.ndarray, V: np.ndarray, single: bool = False) -> np.ndarray:
+        """``H V`` for ``V`` ``(m, k-1, D)`` at the curvature ``B`` (`curvature`): two passes over ``X``.
+
+        ``single=True`` makes the passes over a float32 copy of ``X`` (half the memory traffic,
+        relative error about 1e-7): good enough for a Newton direction, never used for influences.
+        """
         m, km, d = V.shape[0], self.k - 1, self.d
+        if single:
+            if self._X32 is None:
+                self._X32 = self.X.astype(np.float32)
+            X32 = self._X32
+            U = (X32 @ V[:, :, :d].reshape(m * km, d).T.astype(np.float32)).reshape(self.n, m, km).astype(np.float64)
+            if self.fit_intercept:
+                U += V[:, :, d][None]
+            T = U * B[:, None, None] if B.ndim == 1 else np.einsum("nab,nmb->nma", B, U)
+            out = np.empty_like(V)
+            out[:, :, :d] = (T.reshape(self.n, m * km).T.astype(np.float32) @ X32).reshape(m, km, d) + self.l2 * V[:, :, :d]
+            if self.fit_intercept:
+                out[:, :, d] = T.sum(axis=0)
+            return out
         U = (self.X @ V[:, :, :d].reshape(m * km, d).T).reshape(self.n, m, km)
         if self.fit_intercept:
             U += V[:, :, d][None]
@@ -258,7 +276,7 @@ class MultinomialProblem:
         out = linalg.cho_solve(chol, G.reshape(m, -1).T, check_finite=False)
         return out.T.reshape(G.shape)
 
-    def iterative_factor(self, B: np.ndarray, chol: tuple, exact: bool, max_cg: int = 60) -> Factor:
+    def iterative_factor(self, B: np.ndarray, chol: tuple, exact: bool, max_cg: int = 10) -> Factor:
         """A `Factor` of the Hessian at curvature ``B``: direct when ``chol`` factors it (``exact``), else
         conjugate gradients preconditioned by ``chol``; ``solve(G, rtol)`` (default ``1e-12``) falls back to
         building the exact factor if the preconditioner has gone stale (``builds`` counts that)."""
@@ -372,30 +390,30 @@ class MultinomialProblem:
                 return alpha, cand, new_value, new_grad, new_P
             alpha *= 0.5
 
-    def _fit_preconditioned(self, w, phi0, factor, tol, max_iter, newton_rtol: float = 1e-9, max_cg: int = 16):
+    def _fit_preconditioned(self, w, phi0, factor, tol, max_iter, max_cg: int = 6):
+        # Inexact Newton: each step's conjugate gradients stop at a relative residual
+        # eta = min(0.1, previous Newton decrement), which keeps Newton's fast local convergence
+        # (Eisenstat-Walker forcing terms) while far-from-converged steps take one or two iterations.
         phi = self.zeros() if phi0 is None else phi0.copy()
         value, grad, P = self.value_grad(phi, w)
         scale = max(float(np.sum(w)), 1e-300)
         chol = factor.chol if factor is not None and factor.form == "parameter" else None
-        builds, shape = 0, (1, self.k - 1, self.D)
+        builds, shape, eta = 0, (1, self.k - 1, self.D), 0.1
         for _ in range(max_iter):
             B = self.curvature(P, w)
             exact = chol is None
-            if exact:
+            if not exact:
+                x, _, ok = pcg(lambda V: self.hess_vec(B, V.reshape(shape), single=True).reshape(1, -1),
+                               lambda R: self.cho_apply(chol, R.reshape(shape)).reshape(1, -1),
+                               grad.reshape(1, -1), max(eta, 1e-5), max_cg)
+                step, exact = x.reshape(grad.shape), not ok
+            if exact:  # no factor yet, or the preconditioner has gone stale: build it here
                 chol, builds = self.cholesky(B), builds + 1
                 step = self.cho_apply(chol, grad[None])[0]
-            else:
-                x, _, ok = pcg(lambda V: self.hess_vec(B, V.reshape(shape)).reshape(1, -1),
-                               lambda R: self.cho_apply(chol, R.reshape(shape)).reshape(1, -1),
-                               grad.reshape(1, -1), newton_rtol, max_cg)
-                if ok:
-                    step = x.reshape(grad.shape)
-                else:  # the preconditioner has gone stale: rebuild it here
-                    chol, exact, builds = self.cholesky(B), True, builds + 1
-                    step = self.cho_apply(chol, grad[None])[0]
             dec2 = float(np.sum(grad * step))
             if dec2 <= tol * tol * scale:
                 return phi, self.iterative_factor(B, chol, exact), P, builds
+            eta = min(0.1, float(np.sqrt(max(dec2, 0.0) / scale)))
             alpha, cand, new_value, new_grad, new_P = self._line_search(phi, value, step, dec2, w)
             if alpha < 1e-8:
                 if exact:  # no descent along an exact Newton step: converged to machine precision
@@ -437,5 +455,122 @@ class MultinomialProblem:
                 continue
             phi, value, grad, P = cand, new_value, new_grad, new_P
             fresh, last_dec = False, dec2
+        raise GroupRobustError(f"the last-layer Newton solve did not converge in {max_iter} iterations; "
+                               "increase l2 or standardise the features")
+
+
+class DualKernelProblem:
+    """The inner problem of a `MultinomialProblem` with ``n < D`` in dual coordinates (GSR's kernel form).
+
+    With the L2 penalty the optimal ``Phi_u`` lies in the span of the samples, ``Phi_u = A^T X``
+    (``A`` is ``(n, k-1)``), so the reduced logits of any set ``X_o`` are ``(X_o X^T) A + b``. Once the
+    Gram matrix ``X X^T`` and the cross-Gram matrices ``X_o X^T`` are computed, no outer step touches
+    the ``d``-dimensional features: a Newton step costs ``O(n^2 k^2 + (n k)^3 / 3)``. The Newton
+    iterates are the primal ones (`MultinomialProblem`'s kernel-form solve, written on Gram matrices).
+    A direction ``v`` in parameter space enters through its *image* ``X v`` ``(n, k-1)``.
+    """
+
+    def __init__(self, problem: MultinomialProblem):
+        self.problem = problem
+        self.K = problem.gram()
+        self.n, self.km = problem.n, problem.k - 1
+
+    def zeros(self) -> tuple[np.ndarray, np.ndarray]:
+        """The starting point ``(A, b) = 0``: ``A`` ``(n, k-1)``, ``b`` ``(k-1,)``."""
+        return np.zeros((self.n, self.km)), np.zeros(self.km)
+
+    def reduced_logits(self, A: np.ndarray, b: np.ndarray, cross: np.ndarray | None = None) -> np.ndarray:
+        """Reduced logits ``(n_o, k-1)`` of the set whose cross-Gram matrix ``X_o X^T`` is ``cross`` (default: the samples)."""
+        return (self.K if cross is None else cross) @ A + b
+
+    def to_phi(self, A: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The primal ``Phi`` ``(k-1, D)`` of dual coordinates ``(A, b)``."""
+        p = self.problem
+        phi = np.zeros((self.km, p.D))
+        phi[:, :p.d] = A.T @ p.X
+        if p.fit_intercept:
+            phi[:, p.d] = b
+        return phi
+
+    def value_grad(self, A: np.ndarray, b: np.ndarray, w: np.ndarray):
+        """``(F, gradient's dual coefficients (n, k-1), intercept gradient (k-1,), probabilities (n, k))``."""
+        p = self.problem
+        KA = self.K @ A
+        logp = log_softmax((KA + b) @ p.Q.T, axis=1)
+        P = np.exp(logp)
+        value = -float(w @ logp[np.arange(self.n), p.y]) + 0.5 * p.l2 * float(np.sum(A * KA))
+        U = ((P - p.Y) * w[:, None]) @ p.Q
+        gc = U.sum(axis=0) if p.fit_intercept else np.zeros(self.km)
+        return value, U + p.l2 * A, gc, P
+
+    def factor(self, P: np.ndarray, w: np.ndarray) -> Callable:
+        """``solve(image, g_c, coef=None) -> (image of H^{-1} g, its intercept part, its dual coefficients)``.
+
+        ``image`` is ``X g_u^T`` ``(n, k-1)``; ``coef`` (dual coefficients of ``g_u``, when it lies in
+        the span of the samples) gives the result's coefficients too, else ``None`` is returned for them.
+        """
+        p, n, km, l2 = self.problem, self.n, self.km, self.problem.l2
+        N = n * km
+        C = p.curvature_roots(P, w)
+        if km == 1:
+            c = C[:, 0, 0]
+            M = self.K * np.outer(c, c)
+        else:
+            M = (np.einsum("iac,jbc->iajb", C, C) * self.K[:, None, :, None]).reshape(N, N)
+        M[np.diag_indices(N)] += l2
+        try:
+            cho = linalg.cho_factor(M, lower=True, overwrite_a=True, check_finite=False)
+            Dm = C.reshape(N, km)
+            if p.fit_intercept:
+                schur = linalg.cho_factor(l2 * (Dm.T @ linalg.cho_solve(cho, Dm, check_finite=False)), lower=True,
+                                          check_finite=False)
+        except linalg.LinAlgError:
+            raise GroupRobustError(SINGULAR) from None
+
+        def z(img):  # Z_u g for the image X g_u^T: C_i (X g)_i, flattened to (N,)
+            return np.einsum("iab,ib->ia", C, img).reshape(N)
+
+        def zt(t):  # dual coefficients of Z_u^T t: C_i^T t_i
+            return np.einsum("iac,ia->ic", C, t.reshape(n, km))
+
+        def solve(img, gc, coef=None):
+            vc = np.zeros(km)
+            if p.fit_intercept:
+                t = linalg.cho_solve(cho, z(img), check_finite=False)
+                vc = linalg.cho_solve(schur, gc - Dm.T @ t, check_finite=False)
+                extra = zt(Dm @ vc)
+                img = img - self.K @ extra
+                coef = None if coef is None else coef - extra
+            s = zt(linalg.cho_solve(cho, z(img), check_finite=False))
+            return (img - self.K @ s) / l2, vc, None if coef is None else (coef - s) / l2
+
+        return solve
+
+    def fit(self, w: np.ndarray, start: tuple[np.ndarray, np.ndarray] | None = None, tol: float = 1e-9,
+            max_iter: int = 200):
+        """Newton with backtracking from ``start`` until the decrement is below ``tol`` (as `MultinomialProblem.fit`).
+
+        Returns ``((A, b), solve at the result (see `factor`), probabilities (n, k), Hessians factored)``.
+        """
+        A, b = self.zeros() if start is None else (start[0].copy(), start[1].copy())
+        value, Gd, gc, P = self.value_grad(A, b, w)
+        scale = max(float(np.sum(w)), 1e-300)
+        for it in range(1, max_iter + 1):
+            solve = self.factor(P, w)
+            img, vc, coef = solve(self.K @ Gd, gc, Gd)
+            dec2 = float(np.sum(Gd * img) + gc @ vc)
+            if dec2 <= tol * tol * scale:
+                return (A, b), solve, P, it
+            alpha = 1.0
+            while True:
+                cA, cb = A - alpha * coef, b - alpha * vc
+                new = self.value_grad(cA, cb, w)
+                if new[0] <= value - 1e-4 * alpha * dec2 + 1e-13 * abs(value) or alpha < 1e-8:
+                    break
+                alpha *= 0.5
+            if alpha < 1e-8:  # no descent along an exact Newton step: converged to machine precision
+                return (A, b), solve, P, it
+            A, b = cA, cb
+            value, Gd, gc, P = new
         raise GroupRobustError(f"the last-layer Newton solve did not converge in {max_iter} iterations; "
                                "increase l2 or standardise the features")
