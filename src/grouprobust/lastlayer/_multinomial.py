@@ -547,20 +547,29 @@ class DualKernelProblem:
         return solve
 
     def fit(self, w: np.ndarray, start: tuple[np.ndarray, np.ndarray] | None = None, tol: float = 1e-9,
-            max_iter: int = 200):
+            max_iter: int = 200, solve: Callable | None = None):
         """Newton with backtracking from ``start`` until the decrement is below ``tol`` (as `MultinomialProblem.fit`).
 
-        Returns ``((A, b), solve at the result (see `factor`), probabilities (n, k), Hessians factored)``.
+        ``solve`` (the previous outer step's, see `factor`) is reused as a chord Hessian while it makes
+        fast progress; convergence is always confirmed with a Hessian factored at the result.
+        Returns ``((A, b), solve at the result, probabilities (n, k), Hessians factored)``.
         """
         A, b = self.zeros() if start is None else (start[0].copy(), start[1].copy())
         value, Gd, gc, P = self.value_grad(A, b, w)
         scale = max(float(np.sum(w)), 1e-300)
-        for it in range(1, max_iter + 1):
+        fresh = solve is None
+        if fresh:
             solve = self.factor(P, w)
+        n_factor, last_dec = int(fresh), np.inf
+        for _ in range(max_iter):
             img, vc, coef = solve(self.K @ Gd, gc, Gd)
             dec2 = float(np.sum(Gd * img) + gc @ vc)
-            if dec2 <= tol * tol * scale:
-                return (A, b), solve, P, it
+            if dec2 <= tol * tol * scale or (not fresh and dec2 > 0.25 * last_dec):
+                if dec2 <= tol * tol * scale and fresh:
+                    return (A, b), solve, P, n_factor
+                # confirm at, or (the chord no longer gives fast progress) refactor at, the current point
+                solve, fresh, last_dec, n_factor = self.factor(P, w), True, np.inf, n_factor + 1
+                continue
             alpha = 1.0
             while True:
                 cA, cb = A - alpha * coef, b - alpha * vc
@@ -568,9 +577,13 @@ class DualKernelProblem:
                 if new[0] <= value - 1e-4 * alpha * dec2 + 1e-13 * abs(value) or alpha < 1e-8:
                     break
                 alpha *= 0.5
-            if alpha < 1e-8:  # no descent along an exact Newton step: converged to machine precision
-                return (A, b), solve, P, it
+            if alpha < 1e-8:
+                if fresh:  # no descent along an exact Newton step: converged to machine precision
+                    return (A, b), solve, P, n_factor
+                solve, fresh, last_dec, n_factor = self.factor(P, w), True, np.inf, n_factor + 1
+                continue
             A, b = cA, cb
             value, Gd, gc, P = new
+            fresh, last_dec = False, dec2
         raise GroupRobustError(f"the last-layer Newton solve did not converge in {max_iter} iterations; "
                                "increase l2 or standardise the features")

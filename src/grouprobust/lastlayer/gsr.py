@@ -88,7 +88,7 @@ class _DualHead:
         self.start, self.solve, self.P = None, None, None
 
     def fit(self, w: np.ndarray) -> int:
-        self.start, self.solve, self.P, n_h = self.dual.fit(w, self.start, tol=self.tol)
+        self.start, self.solve, self.P, n_h = self.dual.fit(w, self.start, tol=self.tol, solve=self.solve)
         return n_h
 
     def logits(self, split: _Split) -> np.ndarray:
