@@ -465,8 +465,8 @@ class DualKernelProblem:
     With the L2 penalty the optimal ``Phi_u`` lies in the span of the samples, ``Phi_u = A^T X``
     (``A`` is ``(n, k-1)``), so the reduced logits of any set ``X_o`` are ``(X_o X^T) A + b``. Once the
     Gram matrix ``X X^T`` and the cross-Gram matrices ``X_o X^T`` are computed, no outer step touches
-    the ``d``-dimensional features: a Newton step costs ``O(n^2 k^2 + (n k)^3 / 3)``. The Newton
-    iterates are the primal ones (`MultinomialProblem`'s kernel-form solve, written on Gram matrices).
+    the ``d``-dimensional features: a Newton step costs ``O(n^2 k^2 + (n k)^3 / 3)``. The steps are
+    the primal ones (`MultinomialProblem`'s kernel-form solve and chord rule, written on Gram matrices).
     A direction ``v`` in parameter space enters through its *image* ``X v`` ``(n, k-1)``.
     """
 
