@@ -26,22 +26,6 @@ def set_gradients(problem: MultinomialProblem, phi: np.ndarray, X: np.ndarray, y
     return out
 
 
-def gamma_gradient(problem: MultinomialProblem, phi: np.ndarray, X: np.ndarray, y: np.ndarray,
-                   members: list[np.ndarray], gamma: np.ndarray, P: np.ndarray | None = None) -> np.ndarray:
-    """``sum_g gamma_g grad R_g`` over disjoint index sets ``members`` as a ``(1, k-1, D)`` array (reduced coordinates).
-
-    ``R_g`` is the mean cross-entropy over ``members[g]``; equals ``gamma @ set_gradients(...)`` in one pass over ``X``.
-    """
-    if P is None:
-        P = softmax(problem.logits(phi, X), axis=1)
-    R = P.copy()
-    R[np.arange(len(y)), y] -= 1.0
-    c = np.zeros(len(y))
-    for g, idx in enumerate(members):
-        c[idx] = gamma[g] / len(idx)
-    return problem.reduced_grad(R, X, c)[None]
-
-
 def influence_scores(problem: MultinomialProblem, P: np.ndarray, V: np.ndarray) -> np.ndarray:
     """``-grad l_i . v_g`` for every sample ``i`` and direction ``V[g]`` ``(m, k-1, D)``: an ``(n, m)`` array.
 
