@@ -1,7 +1,18 @@
 """GSR stage-2 runtime at the shapes of the paper's Table 5, on synthetic features.
 
-Prints, per shape: total wall and CPU seconds for the full GSR run (``grouprobust.lastlayer.GSR``), its
-peak memory, and the ratio against a straightforward dense implementation measured in the
+Prints, per shape, all measured in the same run:
+
+* total wall and CPU seconds for the full GSR run (``grouprobust.lastlayer.GSR``) and its peak memory;
+* the ratio of that run to one ``X^T diag(s) X`` product at the same shape (``Ys = X * sqrt(s)``,
+  then ``Ys.T @ Ys``: the BLAS floor of one Hessian build);
+* today's algorithm before issue 14 part 2 (`gsr_reference.py`: one Hessian factorisation per
+  outer step) on the same data: its time, and the max-norm difference of the weight trajectories
+  at every outer step (absolute, and in units of the mean weight ``1/n``);
+* the influence the fast path computes at the last step against a direct exact solve there.
+
+Threads: numpy's defaults unless ``--threads N`` (applied with threadpoolctl).
+
+Optionally (``--dense-steps N``, default 0) the ratio against a straightforward dense implementation measured in the
 same run (full-parameter Hessian built from per-sample outer products, ``numpy.linalg.pinv``,
 ``n x p`` per-sample gradient matrix, inner problem by scipy L-BFGS). The dense reference runs
 a few outer steps only (at a reduced held-out size for CivilComments, where it is too slow);
@@ -9,27 +20,31 @@ the ratio compares CPU seconds per outer step at the same shape (CPU time, becau
 machine may be shared), and the two implementations'
 influence scores are checked to agree.
 
-Usage: ``python benchmarks/gsr_scale.py [--only waterbirds|civilcomments] [--dense-steps 3]``
+Usage: ``python benchmarks/gsr_scale.py [--only waterbirds|civilcomments] [--threads 1] [--no-reference] [--dense-steps 1]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import sys
 import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax, softmax
+from threadpoolctl import threadpool_info, threadpool_limits
 
-import numpy as np  # noqa: E402
-from scipy.optimize import minimize  # noqa: E402
-from scipy.special import log_softmax, softmax  # noqa: E402
+from grouprobust.lastlayer import GSR, gsr as gsr_module
+from grouprobust.lastlayer._base import Standardizer
+from grouprobust.lastlayer._multinomial import MultinomialProblem
+from grouprobust.lastlayer.influence import exact_influence, influence_scores, set_gradients
 
-from grouprobust.lastlayer import GSR  # noqa: E402
-from grouprobust.lastlayer._base import Standardizer  # noqa: E402
-from grouprobust.lastlayer._multinomial import MultinomialProblem  # noqa: E402
-from grouprobust.lastlayer.influence import exact_influence, set_gradients  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gsr_reference import reference_weights  # noqa: E402
 
 SHAPES = {
     # name: (held-out n, features d, target n, classes, outer steps, dense reference n, paper total seconds)
@@ -102,26 +117,99 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def run_shape(name: str, dense_steps: int) -> None:
+def hessian_product_seconds(X: np.ndarray, repeats: int = 3) -> tuple[float, float]:
+    """Best (wall, CPU) seconds of one ``X^T diag(s) X`` product built as today's Hessian is (scale rows, SYRK)."""
+    s = np.random.default_rng(1).uniform(0.05, 0.25, len(X))
+    best_wall, best_cpu = np.inf, np.inf
+    for _ in range(repeats):
+        start, cpu = time.perf_counter(), time.process_time()
+        Ys = X * np.sqrt(s)[:, None]
+        Ys.T @ Ys
+        best_wall, best_cpu = min(best_wall, time.perf_counter() - start), min(best_cpu, time.process_time() - cpu)
+        del Ys
+    return best_wall, best_cpu
+
+
+@contextlib.contextmanager
+def traced_weights(trajectory: list):
+    """Record the weights every outer step's head is retrained on (the fast path's trajectory)."""
+    originals = {cls: cls.fit for cls in (gsr_module._PrimalHead, gsr_module._DualHead)}
+
+    def tracer(original):
+        def fit(self, w):
+            trajectory.append(w.copy())
+            traced_weights.last_head = self
+            return original(self, w)
+        return fit
+
+    for cls, original in originals.items():
+        cls.fit = tracer(original)
+    try:
+        yield
+    finally:
+        for cls, original in originals.items():
+            cls.fit = original
+
+
+def influence_check(head, target, w_prev: np.ndarray, w: np.ndarray, tol: float) -> float:
+    """Max relative difference between the fast path's influence at ``w`` (warm from ``w_prev``) and a direct exact solve."""
+    if hasattr(head, "cross"):  # the dual head needs the new split's cross-Gram matrix
+        head.cross[id(target)] = target.X @ head.dual.problem.X.T
+    head.fit(w_prev)
+    head.fit(w)
+    c = np.full(len(target.y), 1.0 / len(target.y))
+    P_tar, _, _ = target.evaluate(head.logits(target))
+    fast, _ = head.influence(target, P_tar, c, True)
+    problem = head.problem if hasattr(head, "problem") else head.dual.problem
+    phi = head.phi_of(head.state())
+    P = head.P
+    G = problem.reduced_grad(np.where(np.eye(problem.k, dtype=bool)[target.y], P_tar - 1.0, P_tar), target.X, c)[None]
+    exact = influence_scores(problem, P, problem.factorize(phi, w, P, "parameter").solve(G))[:, 0]
+    return float(np.abs(fast - exact).max() / np.abs(exact).max())
+
+
+def run_shape(name: str, dense_steps: int, reference: bool) -> None:
     n, d, n_target, k, steps, n_dense, paper_s = SHAPES[name]
     rng = np.random.default_rng(0)
     dirs = directions(d, rng)
     X, y, _ = synthetic(n, dirs, 0.95, rng)
     Xt, yt, gt = synthetic(n_target, dirs, 0.5, rng)
     Xv, yv, gv = synthetic(n_target // 2 + 1, dirs, 0.5, rng)
-    model = GSR(n_steps=steps)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model.fit(X, y, X_target=Xt, y_target=yt, groups_target=gt, X_val=Xv, y_val=yv, groups_val=gv)
-    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    hist = model.history_
-    per_step_fast = total / (steps + 1)
     print(f"[{name}] held-out {n} x {d}, target {n_target}, {k} classes, 4 groups, {steps} outer steps")
-    print(f"  GSR total {total:.2f} s wall, {cpu:.2f} s CPU ({per_step_fast * 1000:.1f} ms/step, {sum(e['n_hessians'] for e in hist)} "
-          f"Hessian factorisations), peak memory {peak_rss_gb():.2f} GB; paper (GPU) {paper_s:.0f} s")
+    prod_wall, prod_cpu = hessian_product_seconds(Standardizer(X, True)(X))
+    model = GSR(n_steps=steps)
+    trajectory: list[np.ndarray] = []
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with traced_weights(trajectory):
+        model.fit(X, y, X_target=Xt, y_target=yt, groups_target=gt, X_val=Xv, y_val=yv, groups_val=gv)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = peak_rss_gb()
+    head = traced_weights.last_head
+    hist = model.history_
+    print(f"  GSR total {total:.2f} s wall, {cpu:.2f} s CPU ({total / (steps + 1) * 1000:.1f} ms/step wall, "
+          f"{sum(e['n_hessians'] for e in hist)} Hessian factorisations, {type(head).__name__}), peak memory {peak:.2f} GB; "
+          f"paper (GPU) {paper_s:.0f} s")
+    print(f"  one X^T diag(s) X product: {prod_wall:.3f} s wall, {prod_cpu:.3f} s CPU -> fit / product = "
+          f"{total / prod_wall:.1f} (wall), {cpu / prod_cpu:.1f} (CPU)")
     print(f"  worst-group acc step 0 -> best step {model.best_step_}: target {hist[0]['target_worst_group_acc']:.3f} -> "
           f"{hist[model.best_step_]['target_worst_group_acc']:.3f}, validation {hist[0]['val_worst_group_acc']:.3f} -> "
           f"{hist[model.best_step_]['val_worst_group_acc']:.3f}")
+    target = gsr_module._Split(Standardizer(X, True)(Xt), yt, gt)
+    print(f"  influence at the last step vs a direct exact solve: max relative difference "
+          f"{influence_check(head, target, trajectory[-2], trajectory[-1], model.tol):.1e}")
+    if reference:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        ref, ref_h = reference_weights(X, y, Xt, yt, gt, n_steps=steps)
+        ref_total, ref_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        diff = np.array([np.abs(a - b).max() for a, b in zip(trajectory, ref)])
+        print(f"  today's algorithm (gsr_reference.py): {ref_total:.2f} s wall, {ref_cpu:.2f} s CPU, {ref_h} Hessian "
+              f"factorisations -> speed-up {ref_total / total:.1f}x wall, {ref_cpu / cpu:.1f}x CPU; fit / product "
+              f"{ref_total / prod_wall:.1f} (wall)")
+        print(f"  weight trajectories, {len(diff)} steps: max over steps of max|w - w_ref| = {diff.max():.1e} "
+              f"({diff.max() * n:.1e} mean weights; worst step {int(diff.argmax())})")
 
+    if dense_steps <= 0:
+        return
     # Dense reference at (possibly) reduced held-out size, on standardised features like GSR's.
     Xd, yd = X[:n_dense], y[:n_dense]
     scaler = Standardizer(Xd, True)
@@ -146,14 +234,19 @@ def run_shape(name: str, dense_steps: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(SHAPES))
-    parser.add_argument("--dense-steps", type=int, default=1)
+    parser.add_argument("--dense-steps", type=int, default=0, help="outer steps of the dense reference (0: skip it)")
+    parser.add_argument("--threads", type=int, help="BLAS threads (default: numpy's own choice)")
+    parser.add_argument("--no-reference", action="store_true", help="skip today's algorithm (gsr_reference.py)")
     args = parser.parse_args(argv)
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}), OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS')}")
-    for name in SHAPES:
-        if args.only in (None, name):
-            run_shape(name, args.dense_steps)
-            sys.stdout.flush()
+    limits = threadpool_limits(args.threads) if args.threads else contextlib.nullcontext()
+    with limits:
+        pools = ", ".join(f"{p['internal_api']} {p['num_threads']} threads" for p in threadpool_info())
+        print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}), {pools}, OMP_NUM_THREADS="
+              f"{os.environ.get('OMP_NUM_THREADS')}")
+        for name in SHAPES:
+            if args.only in (None, name):
+                run_shape(name, args.dense_steps, not args.no_reference)
+                sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -14,13 +14,16 @@ from scipy.special import log_softmax, softmax
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._base import LinearHead, Standardizer
-from grouprobust.lastlayer._multinomial import FORMS, MultinomialProblem
+from grouprobust.lastlayer._multinomial import FORMS, DualKernelProblem, MultinomialProblem
 from grouprobust.lastlayer._validation import check_features, check_groups, check_weights
-from grouprobust.lastlayer.influence import exact_influence, influence_scores, set_gradients
+from grouprobust.lastlayer.influence import influence_scores
 from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
 
 HESSIANS = ("exact", "free")
+# Relative residual (preconditioner norm) of the influence solve when it runs conjugate gradients:
+# influences then agree with a direct solve to about 1e-8 relative (benchmarks/gsr_scale.py checks it).
+INFLUENCE_RTOL = 1e-8
 
 
 class _Split:
@@ -31,16 +34,82 @@ class _Split:
         self.ids = np.unique(g)
         self.members = [np.flatnonzero(g == gid) for gid in self.ids]
 
-    def evaluate(self, problem: MultinomialProblem, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(probabilities (n, k), per-group mean cross-entropy (m,), per-group accuracy (m,))``; the
-        average accuracy is kept in ``last_avg_acc`` (the selection tie-break)."""
-        logp = log_softmax(problem.logits(phi, self.X), axis=1)
+    def evaluate(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(probabilities (n, k), per-group mean cross-entropy (m,), per-group accuracy (m,))`` of the
+        logits ``(n, k)``; the average accuracy is kept in ``last_avg_acc`` (the selection tie-break)."""
+        logp = log_softmax(logits, axis=1)
         ce = -logp[np.arange(len(self.y)), self.y]
         hit = np.argmax(logp, axis=1) == self.y
         losses = np.array([ce[idx].mean() for idx in self.members])
         accs = np.array([hit[idx].mean() for idx in self.members])
         self.last_avg_acc = float(hit.mean())
         return np.exp(logp), losses, accs
+
+
+class _PrimalHead:
+    """The retrained head in parameter coordinates (`MultinomialProblem`), one outer step at a time."""
+
+    def __init__(self, problem: MultinomialProblem, form: str, tol: float):
+        self.problem, self.form, self.tol = problem, form, tol
+        self.phi, self.factor, self.P = None, None, None
+
+    def fit(self, w: np.ndarray) -> int:
+        """Retrain at weights ``w`` (warm start); returns the number of Hessians built."""
+        self.phi, self.factor, self.P, n_h = self.problem.fit(w, self.phi, self.factor, tol=self.tol, form=self.form)
+        return n_h
+
+    def logits(self, split: _Split) -> np.ndarray:
+        return self.problem.logits(self.phi, split.X)
+
+    def influence(self, split: _Split, P: np.ndarray, c: np.ndarray, exact: bool) -> tuple[np.ndarray, int]:
+        """``xi_i = sum_j c_j d CE_j / dw_i`` over the split's samples (exact or first order) and Hessians built."""
+        R = P.copy()
+        R[np.arange(len(split.y)), split.y] -= 1.0
+        G = self.problem.reduced_grad(R, split.X, c)[None]
+        if not exact:
+            return influence_scores(self.problem, self.P, G)[:, 0], 0
+        xi = influence_scores(self.problem, self.P, self.factor.solve(G, rtol=INFLUENCE_RTOL))[:, 0]
+        return xi, self.factor.builds
+
+    def state(self) -> np.ndarray:
+        return self.phi.copy()
+
+    def phi_of(self, state: np.ndarray) -> np.ndarray:
+        return state
+
+
+class _DualHead:
+    """The retrained head in dual coordinates (`DualKernelProblem`): cross-Gram matrices of the target
+    and validation sets are computed once, so no outer step touches the features."""
+
+    def __init__(self, problem: MultinomialProblem, splits: list[_Split], tol: float):
+        self.dual, self.tol = DualKernelProblem(problem), tol
+        self.cross = {id(s): s.X @ problem.X.T for s in splits}
+        self.start, self.solve, self.P = None, None, None
+
+    def fit(self, w: np.ndarray) -> int:
+        self.start, self.solve, self.P, n_h = self.dual.fit(w, self.start, tol=self.tol, solve=self.solve)
+        return n_h
+
+    def logits(self, split: _Split) -> np.ndarray:
+        return self.dual.reduced_logits(*self.start, self.cross[id(split)]) @ self.dual.problem.Q.T
+
+    def influence(self, split: _Split, P: np.ndarray, c: np.ndarray, exact: bool) -> tuple[np.ndarray, int]:
+        problem = self.dual.problem
+        R = P.copy()
+        R[np.arange(len(split.y)), split.y] -= 1.0
+        Ct = (R * c[:, None]) @ problem.Q
+        img, gc = self.cross[id(split)].T @ Ct, Ct.sum(axis=0) if problem.fit_intercept else np.zeros(problem.k - 1)
+        if exact:
+            img, gc, _ = self.solve(img, gc)
+        S = (self.P - problem.Y) @ problem.Q
+        return -np.sum(S * (img + gc), axis=1), 0
+
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.start[0].copy(), self.start[1].copy()
+
+    def phi_of(self, state) -> np.ndarray:
+        return self.dual.to_phi(*state)
 
 
 class GSR(LinearHead):
@@ -138,21 +207,29 @@ class GSR(LinearHead):
         w = w / w.sum()
 
         problem = MultinomialProblem(scaler(X), codes, len(self.classes_), float(self.l2), self.fit_intercept)
+        form = problem.choose_form(self.hessian_form)
+        if form == "kernel":
+            head = _DualHead(problem, [target] + ([val] if val is not None else []), float(self.tol))
+        else:
+            head = _PrimalHead(problem, form, float(self.tol))
         log_gamma = np.zeros(len(target.ids))
+        group_of = np.empty(len(target.y), dtype=np.intp)
+        for g, idx in enumerate(target.members):
+            group_of[idx] = g
+        sizes = np.array([len(idx) for idx in target.members], dtype=np.float64)
         every = max(1, int(self.n_steps) // 20)
-        phi, factor = None, None
         history, snapshots, snapshot_steps = [], [], []
         best_key: tuple[float, float] | None = None
         best = None
         for t in range(int(self.n_steps) + 1):
-            phi, factor, P, n_h = problem.fit(w, phi, factor, tol=float(self.tol), form=self.hessian_form)
-            P_tar, tar_loss, tar_acc = target.evaluate(problem, phi)
+            n_h = head.fit(w)
+            P_tar, tar_loss, tar_acc = target.evaluate(head.logits(target))
             entry: dict[str, Any] = {"step": t, "target_worst_group_acc": float(tar_acc.min()),
                                      "target_worst_group_loss": float(tar_loss.max()),
                                      "val_worst_group_acc": None, "val_worst_group_loss": None, "val_avg_acc": None,
                                      "effective_n": float(1.0 / np.sum(w ** 2)), "n_hessians": n_h}
             if val is not None:
-                _, val_loss, val_acc = val.evaluate(problem, phi)
+                _, val_loss, val_acc = val.evaluate(head.logits(val))
                 entry["val_worst_group_acc"] = float(val_acc.min())
                 entry["val_worst_group_loss"] = float(val_loss.max())
                 entry["val_avg_acc"] = val.last_avg_acc
@@ -163,19 +240,16 @@ class GSR(LinearHead):
             if held_groups is not None:
                 entry["group_weight"] = {str(gid): float(w[held_groups == gid].sum()) for gid in np.unique(held_groups)}
             if select_best_index([best_key, key]) == 1:
-                best_key, best = key, (t, w.copy(), phi.copy())
+                best_key, best = key, (t, w.copy(), head.state())
             if t % every == 0 or t == self.n_steps:
                 snapshots.append(w.copy())
                 snapshot_steps.append(t)
             if t < self.n_steps:
                 log_gamma += tar_loss / float(self.tau)
                 gamma = softmax(log_gamma)
-                G = set_gradients(problem, phi, target.X, target.y, target.members, P_tar)
-                if self.hessian == "exact":
-                    scores = exact_influence(problem, P, factor, G)
-                else:
-                    scores = influence_scores(problem, P, G)
-                xi = scores @ gamma
+                # xi = sum_g gamma_g dR_g/dw is linear in the set gradient: one solve with sum_g gamma_g grad R_g
+                xi, builds = head.influence(target, P_tar, (gamma / sizes)[group_of], self.hessian == "exact")
+                entry["n_hessians"] += builds
                 rms = float(np.sqrt(np.mean(xi ** 2)))
                 if self.clip is not None and rms > self.clip:
                     xi *= self.clip / rms
@@ -188,8 +262,8 @@ class GSR(LinearHead):
             entry["time_s"] = time.perf_counter() - start
             history.append(entry)
 
-        self.best_step_, self.weights_, phi_best = best
-        self.coef_, self.intercept_ = scaler.unscale(*problem.to_full(phi_best))
+        self.best_step_, self.weights_, state = best
+        self.coef_, self.intercept_ = scaler.unscale(*problem.to_full(head.phi_of(state)))
         self.history_ = history
         self.weight_trajectory_ = np.array(snapshots)
         self.trajectory_steps_ = np.array(snapshot_steps)

@@ -62,7 +62,8 @@ def weight_influence(X, y, sample_weight, X_eval, y_eval, l2: float, fit_interce
     Classes are ``0..k-1`` and all appear in ``y``; ``y_eval`` uses the same classes.
     ``form`` picks the Hessian solve: ``"kernel"`` (n-by-n Woodbury, best when ``n < d``),
     ``"parameter"`` (Cholesky of the ``(k-1)(d+1)``-square Hessian) or ``"auto"``; both give the
-    same numbers. ``tol`` is the Newton-decrement tolerance of the inner solve.
+    same numbers. ``tol`` is the Newton-decrement tolerance of the inner solve, which then takes one
+    more exact Newton step (so both forms land on the same point to rounding).
     """
     X = check_features(X, "X")
     X_eval = check_features(X_eval, "X_eval", n_features=X.shape[1])
@@ -72,6 +73,6 @@ def weight_influence(X, y, sample_weight, X_eval, y_eval, l2: float, fit_interce
     if not float(l2) > 0:
         raise GroupRobustError(f"l2 must be > 0, got {l2}; the inner problem needs it to be strictly convex")
     problem = MultinomialProblem(X, y, k, float(l2), fit_intercept)
-    phi, factor, P, _ = problem.fit(w, tol=tol, form=form)
+    phi, factor, P, _ = problem.fit(w, tol=tol, form=form, polish=True)
     G = set_gradients(problem, phi, X_eval, y_eval, [np.arange(len(X_eval))])
     return exact_influence(problem, P, factor, G)[:, 0]
