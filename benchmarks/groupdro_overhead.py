@@ -4,7 +4,7 @@ Two GroupDRO variants: its defaults (group-balanced sampler, weight decay), and 
 weight_decay=0`` so that only the objective (group losses + q update) differs from ERM.
 Prints the median wall-clock and CPU seconds per epoch of each and their ratios to ERM measured in
 the same run (on a shared CPU the CPU-time ratio is the steadier one).
-Run: OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/groupdro_overhead.py [--repeats 5]
+Run: PYTHONPATH=src python benchmarks/groupdro_overhead.py [--repeats 5]
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     device = pick_device()
     print(f"device: {device}")
     print(f"{'dataset':<20}{'variant':<28}{'wall s/epoch':>13}{'ratio':>8}{'CPU s/epoch':>13}{'ratio':>8}")

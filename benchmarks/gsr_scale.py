@@ -20,8 +20,6 @@ import resource
 import sys
 import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import numpy as np  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 from scipy.special import log_softmax, softmax  # noqa: E402

@@ -23,6 +23,7 @@ from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
 from grouprobust.result import RunResult
+from grouprobust.threads import apply_thread_policy
 from grouprobust.rundir import RunDirectory
 from grouprobust.trained import MODEL_FILE, load_trained_run
 from grouprobust.training import EpochCallback, Trainer
@@ -38,8 +39,10 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     (``result.reused`` is True). A diverging run is written with ``error.json`` and raises
     `DivergedError`; an interrupted one leaves nothing at ``out``. ``on_epoch(epoch, train_loss)``
     reports progress (a two-stage method's stage 1 reports through it too). ``splits`` replaces
-    the dataset built from the config (loop methods only).
+    the dataset built from the config (loop methods only). torch's CPU threads are set by
+    `grouprobust.threads.apply_thread_policy` (the user's own setting wins).
     """
+    apply_thread_policy()
     device = pick_device(device)
     method_cls = get_method(config.method)
     two_stage = issubclass(method_cls, TwoStageMethod)

@@ -13,6 +13,12 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
+from grouprobust.threads import prefer_passive_wait
+
+# OpenMP reads OMP_WAIT_POLICY once, when torch is first imported: set it before any module below imports torch.
+if "torch" not in sys.modules:
+    prefer_passive_wait()
+
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.flags import describe_error
 from grouprobust.errors import GroupRobustError

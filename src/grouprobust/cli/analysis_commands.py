@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from grouprobust.cli.application import app, console
-from grouprobust.cli.options import parse_assignments, parse_list
+from grouprobust.cli.options import ThreadsOpt, parse_assignments, parse_list
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Mechanism analyses: head alignment and strong convexity, "
                           "completeness of representations, implicit bias of reweighting.")
@@ -34,10 +34,14 @@ def alignment(
     seeds: str = typer.Option("0", "--seeds", help=SEEDS_HELP),
     sets: List[str] = typer.Option([], "--set", help="head training hyper-parameter key=value (repeatable)"),
     data: List[str] = typer.Option([], "--data", help="dataset option key=value (repeatable)"),
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Head-only fine-tuning: cosine with spurious/oracle heads, strong convexity and the gap bound over L2."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_alignment
+    from grouprobust.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
 
     table = run_alignment(out, dataset=dataset, features=features, encoder=encoder,
                           methods=parse_list(methods, str, "--methods"), l2=parse_list(l2, float, "--l2"),
@@ -55,10 +59,14 @@ def completeness(
     split: str = typer.Option("test", "--split", help="split whose representation is scored"),
     sets: List[str] = typer.Option([], "--set", help="training hyper-parameter key=value for every method"),
     data: List[str] = typer.Option([], "--data", help="dataset option key=value (repeatable)"),
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """DCI disentanglement, completeness and informativeness of end-to-end representations."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_completeness
+    from grouprobust.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
 
     table = run_completeness(out, dataset=dataset, methods=parse_list(methods, str, "--methods"),
                              seeds=parse_list(seeds, int, "--seeds"), split=split,
@@ -76,10 +84,14 @@ def implicit_bias(
     lr: float = typer.Option(0.05, "--lr", help="gradient-descent step size"),
     group_lr: float = typer.Option(0.01, "--group-lr", help="GroupDRO's step size on the group weights"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated seeds (each draws other digit images)"),
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """The GRW paper's 6-image experiment: distance of IW and GroupDRO weights from ERM's over training."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_implicit_bias_experiment
+    from grouprobust.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
 
     table = run_implicit_bias_experiment(out, losses=parse_list(losses, str, "--losses"),
                                          l2=parse_list(l2, float, "--l2"), steps=steps, lr=lr, group_lr=group_lr,

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import DataOpt, parse_assignments
+from grouprobust.cli.options import DataOpt, ThreadsOpt, parse_assignments
 from grouprobust.cli.progress import count_progress
 
 
@@ -26,10 +26,14 @@ def features(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: CUDA when present)"),
     download: bool = typer.Option(False, "--download", help="allow fetching the backbone's weights into its cache"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Extract backbone features of a benchmark into a directory that `train` and the last-layer methods read."""
     # Lazy: extraction imports pandas and the backbones torch, which `grouprobust --help` does not need.
     from grouprobust.data.extract import extract_benchmark_features
+    from grouprobust.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
 
     options = parse_assignments(data, "--data")
     with count_progress(f"{backbone} on {dataset}", err_console, disable=quiet) as progress:

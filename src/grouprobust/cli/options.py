@@ -10,6 +10,8 @@ from grouprobust.errors import GroupRobustError
 
 SetOpt = typer.Option([], "--set", help="hyper-parameter key=value (repeatable); see `grouprobust methods`")
 DataOpt = typer.Option([], "--data", help="dataset option key=value (repeatable); see `grouprobust datasets`")
+ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: chosen from the CPUs this process "
+                          "may use and how busy they are; OMP_NUM_THREADS wins)")
 
 
 def parse_assignments(items: Iterable[str], flag: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ import typer
 from rich.markdown import Markdown
 
 from grouprobust.cli.application import app, console, err_console
+from grouprobust.cli.options import ThreadsOpt
 from grouprobust.cli.progress import SweepProgress
 
 
@@ -23,11 +24,15 @@ def sweep(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed trials again"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run, run nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
     from grouprobust.sweep.executors import check_executor
     from grouprobust.sweep.runner import prepare, run_sweep
+    from grouprobust.threads import check_threads
+
+    check_threads(threads)
 
     if address is not None:
         executor = "ray"
@@ -53,7 +58,8 @@ def sweep(
                                                              disable=quiet or not todo.to_run)))
 
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
-                            on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan)
+                            on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan,
+                            threads=threads)
     console.print(f"ran {len(summary.outcomes)}: {summary.finished} finished, {len(summary.failed)} failed. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")
 

@@ -13,6 +13,7 @@ from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
+from grouprobust.threads import apply_thread_policy
 
 Progress = Callable[[int, int], None]
 
@@ -76,6 +77,7 @@ def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, ou
                                subject="out")
     if batch_size is not None and batch_size < 1:
         raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
+    apply_thread_policy()
     options = dict(options or {})
     table = read_benchmark(dataset, root, **options)
     encoder = load_encoder(backbone, table.input_kind, Path(weights) if weights is not None else None, device,

@@ -14,13 +14,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from grouprobust.config import RunConfig
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.rundir import RunDirectory
 from grouprobust.runs import run
 from grouprobust.sweep.trials import Trial
+from grouprobust.threads import apply_thread_policy
 
 Outcome = dict[str, Any]
 EXECUTORS = ("local", "ray")
@@ -32,12 +31,12 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> 
     ``status`` is ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
     combination only found while training, a bug) is written as a failed run directory with its
     reason instead of stopping the sweep. ``time_s`` is wall-clock and ``cpu_s`` this process's CPU
-    time, in seconds. ``threads`` sets torch's intra-op thread count. Every trial, loop or
+    time, in seconds. ``threads`` sets torch's intra-op thread count (None: the policy of
+    `grouprobust.threads`, applied by `grouprobust.runs.run`). Every trial, loop or
     two-stage, runs through `grouprobust.runs.run`.
     """
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    apply_thread_policy(threads)
     cfg = RunConfig.from_dict(config)
     out = Path(runs) / cfg.run_id
     start, cpu = time.perf_counter(), time.process_time()
@@ -58,21 +57,25 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None) -> 
 
 
 class LocalExecutor:
-    """Runs trials serially in this process (torch keeps its own thread settings)."""
+    """Runs trials serially in this process; ``threads`` None: each trial's count from the thread policy."""
 
     slots = 1
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
 
     def run(self, trials: list[Trial], runs: Path) -> Iterator[Outcome]:
         """Yield each trial's outcome as it finishes, in order."""
         for trial in trials:
-            yield run_trial(trial.config.to_dict(), str(runs))
+            yield run_trial(trial.config.to_dict(), str(runs), self.threads)
 
     def close(self) -> None:
         """Nothing to release."""
 
 
 class RayExecutor:
-    """Runs trials as Ray tasks (one CPU and one torch thread each) on a local instance or a cluster.
+    """Runs trials as Ray tasks (``threads`` CPUs and torch threads each, default 1) on a local instance or a
+    cluster: Ray reserves the task's CPUs, so the task's share of its node is exactly that many.
 
     With ``address`` None a local instance with ``workers`` CPUs is started (and shut down by
     `close`); otherwise the cluster at ``address`` is joined, and every node must see the output
@@ -80,7 +83,8 @@ class RayExecutor:
     the cluster's GPUs (none if it has none).
     """
 
-    def __init__(self, workers: int = 2, address: str | None = None, gpus_per_trial: float | None = None):
+    def __init__(self, workers: int = 2, address: str | None = None, gpus_per_trial: float | None = None,
+                 threads: int | None = None):
         try:
             import ray
         except ImportError:
@@ -105,13 +109,14 @@ class RayExecutor:
         gpus = float(resources.get("GPU", 0.0))
         if gpus_per_trial is None:
             gpus_per_trial = min(1.0, gpus / self.slots) if gpus else 0.0
-        self.task = ray.remote(num_cpus=1, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
+        self.threads = threads or 1
+        self.task = ray.remote(num_cpus=self.threads, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
 
     def run(self, trials: list[Trial], runs: Path) -> Iterator[Outcome]:
         """Submit every trial and yield outcomes in completion order."""
         ray = self.ray
         runs_text = str(Path(runs).resolve())
-        pending = [self.task.remote(t.config.to_dict(), runs_text, 1) for t in trials]
+        pending = [self.task.remote(t.config.to_dict(), runs_text, self.threads) for t in trials]
         by_ref = dict(zip(pending, trials))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -154,7 +159,9 @@ def check_executor(name: str, workers: int = 1, address: str | None = None) -> N
                                    "use executor ray for workers > 1 or an address", subject="executor")
 
 
-def make_executor(name: str, workers: int = 1, address: str | None = None) -> LocalExecutor | RayExecutor:
-    """The executor called ``name`` (``local`` or ``ray``), checked by `check_executor`."""
+def make_executor(name: str, workers: int = 1, address: str | None = None,
+                  threads: int | None = None) -> LocalExecutor | RayExecutor:
+    """The executor called ``name`` (``local`` or ``ray``), checked by `check_executor`; ``threads``: torch
+    threads per trial (None: the thread policy locally, one per Ray task)."""
     check_executor(name, workers, address)
-    return LocalExecutor() if name == "local" else RayExecutor(workers, address)
+    return LocalExecutor(threads) if name == "local" else RayExecutor(workers, address, threads=threads)

@@ -44,11 +44,12 @@ def prepare(spec_path: Path, out: Path, retry_failed: bool = False) -> tuple[Swe
 def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int = 1, address: str | None = None,
               retry_failed: bool = False, on_start: Callable[[Plan, int], None] | None = None,
               on_outcome: Callable[[Outcome], None] | None = None,
-              on_plan: Callable[[Plan], None] | None = None) -> SweepSummary:
+              on_plan: Callable[[Plan], None] | None = None, threads: int | None = None) -> SweepSummary:
     """Run the sweep in ``spec_path`` into ``out``; returns what was skipped and what ran.
 
     Everything is validated before the first trial starts. ``on_plan(plan)`` is called once the plan
     is known, ``on_start(plan, slots)`` once the executor is ready, ``on_outcome`` after each trial.
+    ``threads`` fixes each trial's torch thread count (default: `grouprobust.threads`' policy).
     """
     check_executor(executor, workers, address)
     spec, todo = prepare(spec_path, out, retry_failed)
@@ -56,7 +57,8 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     summary = SweepSummary(todo.total, len(todo.finished), len(todo.failed))
     if on_plan is not None:
         on_plan(todo)
-    runner: LocalExecutor | RayExecutor | None = make_executor(executor, workers, address) if todo.to_run else None
+    runner: LocalExecutor | RayExecutor | None = (make_executor(executor, workers, address, threads)
+                                                  if todo.to_run else None)
     if on_start is not None:
         on_start(todo, runner.slots if runner else 0)
     if runner is None:
