@@ -25,6 +25,34 @@ from grouprobust.trained import load_trained_run
 
 EpochCallback = Callable[[int, float], None]
 
+#: Steps between the training loop's checks that the loss is finite (each check synchronises with the device).
+DIVERGENCE_CHECK_EVERY = 32
+
+
+def _check_finite(window: torch.Tensor, steps: int, count: int, epoch: int, stage: str) -> None:
+    """Raise `DivergedError` naming the first non-finite loss among the last ``count`` steps of ``steps``
+    this epoch (step ``s`` sits at ``window[(s - 1) % len(window)]``; checks come every ``len(window)`` steps)."""
+    recent = window[:count]
+    bad = ~torch.isfinite(recent)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise DivergedError(f"{stage}: loss became {float(recent[first])} at epoch {epoch} step "
+                            f"{steps - count + first + 1}; lower the learning rate lr or check the inputs",
+                            subject="hparam:lr")
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The reduced precision of ``amp`` on ``device``: bfloat16 on CPUs and on GPUs that support it (no
+    loss scaling needed), float16 (with a ``GradScaler``) on older GPUs."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def memory_format(device: torch.device, model_name: str) -> torch.memory_format:
+    """``channels_last`` for the CNN on a GPU (the layout its convolution kernels prefer), else contiguous."""
+    return torch.channels_last if device.type == "cuda" and model_name == "cnn" else torch.contiguous_format
+
 
 def seed_everything(seed: int) -> None:
     """Seed torch's and numpy's global generators (model initialisation draws from torch's)."""
@@ -85,8 +113,9 @@ class Trainer:
     # -- building blocks methods may use -------------------------------------------------------
     def new_model(self) -> Classifier:
         """A freshly initialised model of the configured architecture, on the device."""
-        return build_model(self.hparams["model"], self.train_set.input_shape, self.train_set.n_classes,
-                           self.hparams["hidden"]).to(self.device)
+        model = build_model(self.hparams["model"], self.train_set.input_shape, self.train_set.n_classes,
+                            self.hparams["hidden"])
+        return model.to(self.device, memory_format=memory_format(self.device, self.hparams["model"]))
 
     def load_reference_model(self, run_dir: str | Path, subject: str) -> Classifier:
         """The model of a finished run on this run's dataset, data options and seed (e.g. gerne-pseudo's
@@ -112,26 +141,39 @@ class Trainer:
                    after_epoch: Callable[[int, float], None] | None = None, stage: str = "train") -> None:
         """The training loop: ``epochs`` passes of ``method``'s batches and objective over ``model``.
 
-        Raises `DivergedError` as soon as the loss is NaN or infinite.
+        Raises `DivergedError` naming the first step whose loss is NaN or infinite. The losses stay on
+        the device: finiteness is checked every `DIVERGENCE_CHECK_EVERY` steps and at each epoch's end
+        (one host synchronisation per check, none per step), so a diverging run stops at most that
+        many steps late. ``amp`` (mixed precision, see `autocast_dtype`) runs each step's forward
+        pass under ``torch.autocast``, with a ``GradScaler`` where the precision is float16.
         """
         optimizer = optimizer or make_optimizer(model, method.hparams)
         data = method.data
+        device = data.device
+        dtype = autocast_dtype(device) if method.hparams.get("amp", False) else None
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        window = torch.empty(DIVERGENCE_CHECK_EVERY, device=device)
         model.train()
         for epoch in range(1, epochs + 1):
-            total, steps = 0.0, 0
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            steps = 0
             for idx in method.batches():
-                loss = method.loss(model, data.batch(idx))
-                value = float(loss.detach())
-                if not np.isfinite(value):
-                    raise DivergedError(f"{stage}: loss became {value} at epoch {epoch} step {steps + 1}; "
-                                        "lower the learning rate lr or check the inputs", subject="hparam:lr")
+                with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                    loss = method.loss(model, data.batch(idx))
+                detached = loss.detach().float()
+                window[steps % DIVERGENCE_CHECK_EVERY] = detached
+                total += detached
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += value
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 steps += 1
+                if steps % DIVERGENCE_CHECK_EVERY == 0:
+                    _check_finite(window, steps, DIVERGENCE_CHECK_EVERY, epoch, stage)
+            if steps % DIVERGENCE_CHECK_EVERY:
+                _check_finite(window, steps, steps % DIVERGENCE_CHECK_EVERY, epoch, stage)
             if after_epoch is not None:
-                after_epoch(epoch, total / max(steps, 1))
+                after_epoch(epoch, float(total) / max(steps, 1))
 
     # -- the run -----------------------------------------------------------------------------------
     def fit(self) -> RunResult:
@@ -142,6 +184,8 @@ class Trainer:
         start = time.perf_counter()
         seed_everything(self.config.seed)
         data = TrainData(self.train_set, self.device)
+        if data.x.dim() == 4:
+            data.x = data.x.contiguous(memory_format=memory_format(self.device, self.hparams["model"]))
         method = self.new_method(self.method_cls, data)
         method.setup(self)
         seed_everything(self.config.seed)

@@ -83,8 +83,9 @@ class GroupDRO(WeightedSampling):
         g = batch.g
         # Few, fused ops: this runs every step and must cost little next to the model's own step.
         with torch.no_grad():
-            sums = torch.bincount(g, weights=losses.detach(), minlength=self.n_groups)
-            counts = torch.bincount(g, minlength=self.n_groups).clamp_min_(1)
+            # index_add_, not bincount: CUDA's bincount reads the largest id back to the host every step.
+            sums = losses.new_zeros(self.n_groups).index_add_(0, g, losses.detach())
+            counts = losses.new_zeros(self.n_groups).index_add_(0, g, torch.ones_like(losses)).clamp_min_(1)
             self.log_q.add_(torch.addcdiv(self.eta_adjustment, sums, counts, value=self.eta))
             q = torch.softmax(self.log_q, dim=0)
             torch.log(q, out=self.log_q)
@@ -134,11 +135,10 @@ def chi2_weights(losses: torch.Tensor, rho: float) -> torch.Tensor:
     eta = mean - torch.sqrt(var / denom.clamp_min(1e-12))
     next_loss = torch.cat([s[1:], s.new_tensor([-math.inf])])
     valid = (denom > 0) & (eta < s) & (eta >= next_loss)
-    if not bool(valid.any()):
-        return uniform
-    threshold = eta[int(valid.nonzero()[0])].to(losses.dtype)
+    # Without host synchronisation: the first valid k by argmax (first maximum), uniform when none is valid.
+    threshold = eta[valid.int().argmax()].to(losses.dtype)
     excess = (losses - threshold).clamp_min(0.0)
-    return excess / excess.sum()
+    return torch.where(valid.any(), excess / excess.sum(), uniform)
 
 
 class _ExampleDRO(Method):

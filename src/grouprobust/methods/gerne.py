@@ -156,7 +156,7 @@ class _GERNEBase(Method):
         self.c: float = hparams["c"]
         self.beta: float = hparams["beta"]
         self.half = self.batch_size // 2
-        self._sums = torch.zeros(2, dtype=torch.float64)
+        self._sums = torch.zeros(2, dtype=torch.float64, device=data.device)
         self._steps = 0
 
     def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
@@ -184,7 +184,7 @@ class _GERNEBase(Method):
         """``L_lb + beta (L_lb - L_b)`` from one forward pass over both halves."""
         per_example = self.loss_fn(model(batch.x), batch.y)
         loss_lb, loss_b = per_example[:self.half].mean(), per_example[self.half:].mean()
-        self._sums += torch.stack([loss_lb.detach(), loss_b.detach()]).double().cpu()
+        self._sums += torch.stack([loss_lb.detach(), loss_b.detach()]).double()
         self._steps += 1
         return loss_lb + self.beta * (loss_lb - loss_b)
 
