@@ -29,16 +29,17 @@ EpochCallback = Callable[[int, float], None]
 DIVERGENCE_CHECK_EVERY = 32
 
 
-def _check_finite(window: torch.Tensor, steps: int, count: int, epoch: int, stage: str) -> None:
-    """Raise `DivergedError` naming the first non-finite loss among the last ``count`` steps of ``steps``
-    this epoch (step ``s`` sits at ``window[(s - 1) % len(window)]``; checks come every ``len(window)`` steps)."""
-    recent = window[:count]
-    bad = ~torch.isfinite(recent)
+def _checked_sum(recent: list[torch.Tensor], steps: int, epoch: int, stage: str) -> torch.Tensor:
+    """The sum (float64, on the device) of the last ``len(recent)`` steps' losses of ``steps`` this epoch;
+    raises `DivergedError` naming the first of them that is NaN or infinite (one host read)."""
+    values = torch.stack(recent).double()
+    bad = ~torch.isfinite(values)
     if bool(bad.any()):
         first = int(bad.nonzero()[0])
-        raise DivergedError(f"{stage}: loss became {float(recent[first])} at epoch {epoch} step "
-                            f"{steps - count + first + 1}; lower the learning rate lr or check the inputs",
+        raise DivergedError(f"{stage}: loss became {float(values[first])} at epoch {epoch} step "
+                            f"{steps - len(recent) + first + 1}; lower the learning rate lr or check the inputs",
                             subject="hparam:lr")
+    return values.sum()
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype:
@@ -152,26 +153,25 @@ class Trainer:
         device = data.device
         dtype = autocast_dtype(device) if method.hparams.get("amp", False) else None
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        window = torch.empty(DIVERGENCE_CHECK_EVERY, device=device)
         model.train()
         for epoch in range(1, epochs + 1):
             total = torch.zeros((), dtype=torch.float64, device=device)
+            recent: list[torch.Tensor] = []  # this window's losses, still on the device
             steps = 0
             for idx in method.batches():
                 with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                     loss = method.loss(model, data.batch(idx))
-                detached = loss.detach().float()
-                window[steps % DIVERGENCE_CHECK_EVERY] = detached
-                total += detached
+                recent.append(loss.detach())
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 steps += 1
-                if steps % DIVERGENCE_CHECK_EVERY == 0:
-                    _check_finite(window, steps, DIVERGENCE_CHECK_EVERY, epoch, stage)
-            if steps % DIVERGENCE_CHECK_EVERY:
-                _check_finite(window, steps, steps % DIVERGENCE_CHECK_EVERY, epoch, stage)
+                if len(recent) == DIVERGENCE_CHECK_EVERY:
+                    total += _checked_sum(recent, steps, epoch, stage)
+                    recent = []
+            if recent:
+                total += _checked_sum(recent, steps, epoch, stage)
             if after_epoch is not None:
                 after_epoch(epoch, float(total) / max(steps, 1))
 

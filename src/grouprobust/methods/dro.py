@@ -71,7 +71,11 @@ class GroupDRO(WeightedSampling):
         self.log_q = as_tensor(log_q)
         self.inv_sampled = as_tensor(inv_sampled)  # 1 / s_g, 0 for empty groups
         self.eta_adjustment = as_tensor(self.eta * adj)
+        self.adjusted = bool(np.any(adj > 0))
         self.n_groups = data.n_groups
+        #: Row ``g`` is the one-hot vector of group ``g``: a batch's group sums and counts are then one
+        #: matrix product and one sum, and no step reads anything back from the device.
+        self.one_hot = torch.eye(data.n_groups, dtype=torch.float32, device=data.device)
 
     @property
     def q(self) -> torch.Tensor:
@@ -81,12 +85,14 @@ class GroupDRO(WeightedSampling):
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         losses = self.loss_fn(model(batch.x), batch.y)
         g = batch.g
-        # Few, fused ops: this runs every step and must cost little next to the model's own step.
+        # Few ops, none reading back from the device (CUDA's bincount would, every step): this runs every
+        # step and must cost little next to the model's own step.
         with torch.no_grad():
-            # index_add_, not bincount: CUDA's bincount reads the largest id back to the host every step.
-            sums = losses.new_zeros(self.n_groups).index_add_(0, g, losses.detach())
-            counts = losses.new_zeros(self.n_groups).index_add_(0, g, torch.ones_like(losses)).clamp_min_(1)
-            self.log_q.add_(torch.addcdiv(self.eta_adjustment, sums, counts, value=self.eta))
+            members = self.one_hot.index_select(0, g)  # (batch, groups)
+            sums, counts = losses.float() @ members, members.sum(0).clamp_min_(1)
+            self.log_q.addcdiv_(sums, counts, value=self.eta)
+            if self.adjusted:
+                self.log_q.add_(self.eta_adjustment)
             q = torch.softmax(self.log_q, dim=0)
             torch.log(q, out=self.log_q)
             weights = q.mul_(self.inv_sampled)
