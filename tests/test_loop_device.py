@@ -168,3 +168,33 @@ def test_channels_last_gives_the_same_training(monkeypatch):
     last, model = train(torch.channels_last)
     assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert last == pytest.approx(contiguous, abs=0.02)
+
+
+def test_features_amp_runs_the_backbone_under_autocast(tmp_path):
+    """``amp`` for feature extraction: the backbone runs under autocast on the chosen device (here the CPU's
+    bfloat16), and the features come back float32 and close to full precision."""
+    import numpy as np
+
+    from grouprobust.data.encoders import Encoder
+    from grouprobust.data.extract import extract_features
+    from grouprobust.data.readers import read_benchmark
+
+    from readers_fixtures import write_civilcomments
+
+    table = read_benchmark("civilcomments", write_civilcomments(tmp_path))
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 8)
+    modes = []
+
+    def encode(texts):
+        modes.append(torch.is_autocast_enabled("cpu"))
+        x = torch.tensor([[len(t), t.count(" "), t.count("e")] for t in texts], dtype=torch.float32)
+        with torch.no_grad():
+            return layer(x).float().numpy()
+
+    backbone = Encoder("toy", "text", encode)
+    full = extract_features(table, backbone, batch_size=16)
+    mixed = extract_features(table, backbone, batch_size=16, amp_device=torch.device("cpu"))
+    assert modes and not any(modes[:len(modes) // 2]) and all(modes[len(modes) // 2:])
+    assert mixed.dtype == np.float32 and mixed.shape == full.shape
+    assert np.allclose(mixed, full, rtol=0.05, atol=0.5) and not np.array_equal(mixed, full)

@@ -18,7 +18,7 @@ from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
 from grouprobust.methods.registry import get_method
 from grouprobust.metrics import dataset_metrics
-from grouprobust.models import Classifier, build_model, pick_device, predict_logits
+from grouprobust.models import Classifier, autocast_dtype, build_model, memory_format, pick_device, predict_logits
 from grouprobust.result import RunResult
 from grouprobust.selection import check_rule_for_split, get_rule, rule_key, select_best_index
 from grouprobust.trained import load_trained_run
@@ -40,19 +40,6 @@ def _checked_sum(recent: list[torch.Tensor], steps: int, epoch: int, stage: str)
                             f"{steps - len(recent) + first + 1}; lower the learning rate lr or check the inputs",
                             subject="hparam:lr")
     return values.sum()
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype:
-    """The reduced precision of ``amp`` on ``device``: bfloat16 on CPUs and on GPUs that support it (no
-    loss scaling needed), float16 (with a ``GradScaler``) on older GPUs."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def memory_format(device: torch.device, model_name: str) -> torch.memory_format:
-    """``channels_last`` for the CNN on a GPU (the layout its convolution kernels prefer), else contiguous."""
-    return torch.channels_last if device.type == "cuda" and model_name == "cnn" else torch.contiguous_format
 
 
 def seed_everything(seed: int) -> None:

@@ -27,6 +27,7 @@ def features(
     download: bool = typer.Option(False, "--download", help="allow fetching the backbone's weights into its cache"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     threads: Optional[int] = ThreadsOpt,
+    amp: bool = typer.Option(False, "--amp", help="mixed precision for the backbone (for GPUs)"),
 ) -> None:
     """Extract backbone features of a benchmark into a directory that `train` and the last-layer methods read."""
     # Lazy: extraction imports pandas and the backbones torch, which `grouprobust --help` does not need.
@@ -39,6 +40,6 @@ def features(
     with count_progress(f"{backbone} on {dataset}", err_console, disable=quiet) as progress:
         feats = extract_benchmark_features(dataset, root, backbone, out, weights=weights, options=options,
                                            batch_size=batch_size, device=device, download=download,
-                                           progress=progress)
+                                           progress=progress, amp=amp)
     console.print(f"{len(feats)} x {feats.shape[1]} features of {dataset} written to [bold]{out}[/bold]; train on them "
                   f"with `grouprobust train --dataset {dataset} --data features={out} ...`")
