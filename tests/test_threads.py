@@ -118,13 +118,6 @@ def test_a_call_before_the_policy_ever_ran_is_detected(monkeypatch, restore_thre
     assert choice.source == "torch.set_num_threads"
 
 
-def test_torch_default_matches_a_fresh_torch():
-    env = {k: v for k, v in os.environ.items() if k not in threads.USER_ENV}
-    fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
-                           capture_output=True, text=True, check=True)
-    assert int(fresh.stdout) == threads.torch_default_threads()
-
-
 def test_an_explicit_count_is_kept_and_bad_counts_refused(restore_threads):
     assert threads.apply_thread_policy(1).source == "requested"
     assert threads.apply_thread_policy().threads == 1  # run() re-applies the policy: the explicit count stays
@@ -158,24 +151,35 @@ def test_cli_refuses_a_bad_thread_count_naming_the_flag(tmp_path, capsys, restor
     assert not (tmp_path / "r").exists()
 
 
-def test_cli_sets_passive_waiting_before_torch_is_imported():
-    """The OpenMP runtime reads OMP_WAIT_POLICY when torch loads: record its value at that moment."""
-    probe = (
-        "import os, sys\n"
-        "seen = []\n"
-        "class Probe:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch' and not seen:\n"
-        "            seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
-        "        return None\n"
-        "sys.meta_path.insert(0, Probe())\n"
-        "import grouprobust.cli\n"
-        "import grouprobust.runs\n"
-        "print(seen[0])\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice is kept
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ACTIVE"
+PROBE = (
+    "import os, sys\n"
+    "seen = []\n"
+    "class Probe:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' and not seen:\n"
+    "            seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
+    "        return None\n"
+    "sys.meta_path.insert(0, Probe())\n"
+    "import grouprobust.cli\n"
+    "import grouprobust.runs\n"
+    "import torch\n"
+    "print(seen[0], torch.get_num_threads())\n"
+)
+
+
+def probe(wait_policy):
+    """A fresh ``grouprobust.cli`` import: OMP_WAIT_POLICY when torch loads, and torch's own thread count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", *threads.USER_ENV)}
+    if wait_policy:
+        env["OMP_WAIT_POLICY"] = wait_policy
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    policy, count = out.stdout.split()
+    return policy, int(count)
+
+
+def test_cli_sets_passive_waiting_before_torch_is_imported_and_torch_default_is_known():
+    """The OpenMP runtime reads OMP_WAIT_POLICY when torch loads: the probe records its value at that moment."""
+    policy, count = probe(None)
+    assert policy == "PASSIVE"
+    assert count == threads.torch_default_threads()  # how a user's torch.set_num_threads is told apart
+    assert probe("ACTIVE")[0] == "ACTIVE"  # the user's choice is kept
