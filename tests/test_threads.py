@@ -140,6 +140,16 @@ def test_config_json_records_the_threads_but_the_run_id_does_not(tmp_path, tiny_
     assert config.run_id == run_id
 
 
+def test_a_sweep_worker_takes_the_sweeps_thread_count(tmp_path, tiny_gaussian, restore_threads):
+    from grouprobust.sweep.executors import make_executor, run_trial
+
+    assert make_executor("local", threads=1).threads == 1
+    config = resolve_config("spurious-gaussian", "erm", 0, tiny_gaussian, {"epochs": 1})
+    outcome = run_trial(config.to_dict(), str(tmp_path), threads=1)
+    written = json.loads((tmp_path / outcome["run_id"] / "config.json").read_text())
+    assert outcome["status"] == "finished" and written["environment"]["threads"] == 1
+
+
 def test_cli_refuses_a_bad_thread_count_naming_the_flag(tmp_path, capsys, restore_threads):
     from grouprobust.cli import main
 

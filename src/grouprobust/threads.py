@@ -199,8 +199,8 @@ def user_setting(env: Mapping[str, str] | None = None) -> str | None:
 def check_threads(threads: int | None) -> None:
     """Raise a one-line error unless ``threads`` is None or a positive int."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise GroupRobustError(f"threads must be a positive integer (or None for the automatic choice), got "
-                               f"{threads!r}", subject="threads")
+        raise GroupRobustError(f"threads must be a positive integer, got {threads!r}; leave it unset for the "
+                               "automatic choice", subject="threads")
 
 
 def apply_thread_policy(threads: int | None = None, workers: int = 1) -> ThreadChoice:
