@@ -133,7 +133,8 @@ class Trainer:
         the device: finiteness is checked every `DIVERGENCE_CHECK_EVERY` steps and at each epoch's end
         (one host synchronisation per check, none per step), so a diverging run stops at most that
         many steps late. ``amp`` (mixed precision, see `autocast_dtype`) runs each step's forward
-        pass under ``torch.autocast``, with a ``GradScaler`` where the precision is float16.
+        pass under ``torch.autocast``, with a ``GradScaler`` where the precision is float16 (GPUs
+        without bfloat16; the scaler's inf check then reads one value back per step).
         """
         optimizer = optimizer or make_optimizer(model, method.hparams)
         data = method.data

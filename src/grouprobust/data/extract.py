@@ -82,8 +82,8 @@ def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, ou
     ``options`` are the benchmark reader's options; ``weights`` local backbone weights; ``download``
     allows fetching weights into the backbone's cache; ``device`` None picks CUDA when present.
     ``progress(done, total)`` is called after every batch; ``amp`` runs the backbone in mixed precision
-    (on a GPU: float16 or bfloat16; on a CPU: bfloat16, which is rarely faster there). Refuses to replace an existing feature
-    directory. Returns the ``(n_rows, dim)`` features.
+    (on a GPU: float16 or bfloat16; on a CPU: bfloat16, which is rarely faster there). Refuses to
+    replace an existing feature directory. Returns the ``(n_rows, dim)`` features.
     """
     out = Path(out)
     if (out / "meta.json").exists():
