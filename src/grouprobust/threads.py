@@ -203,6 +203,17 @@ def check_threads(threads: int | None) -> None:
                                "automatic choice", subject="threads")
 
 
+def _set_threads(count: int) -> None:
+    """torch's intra-op threads and every native thread pool already loaded (numpy's and scipy's
+    OpenBLAS, other OpenMP runtimes), through threadpoolctl: an OpenBLAS pool left at one thread per
+    core spins beside a busy process just as torch's does."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(count)
+    threadpool_limits(limits=count)
+
+
 def apply_thread_policy(threads: int | None = None, workers: int = 1) -> ThreadChoice:
     """Set torch's intra-op thread count; returns the `ThreadChoice` in force afterwards.
 
@@ -215,7 +226,7 @@ def apply_thread_policy(threads: int | None = None, workers: int = 1) -> ThreadC
 
     check_threads(threads)
     if threads is not None:
-        torch.set_num_threads(threads)
+        _set_threads(threads)
         _last = ThreadChoice(threads, "requested", workers=workers)
         return _last
     if _last is not None and _last.source == "requested" and torch.get_num_threads() == _last.threads:
@@ -225,7 +236,7 @@ def apply_thread_policy(threads: int | None = None, workers: int = 1) -> ThreadC
         return ThreadChoice(torch.get_num_threads(), source, workers=workers)
     usable, busy = usable_cpus(), busy_cpus()
     count = policy_threads(usable, busy, workers)
-    torch.set_num_threads(count)
+    _set_threads(count)
     _last = ThreadChoice(count, "policy", usable, busy, workers)
     return _last
 
