@@ -34,7 +34,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="training samples whose weights are differentiated")
     parser.add_argument("--hidden", type=int, default=16, help="width of the two tanh hidden layers")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     splits = load_dataset("spurious-gaussian", 0, n=args.n, n_val=200, n_test=10)
     X, y, Xe, ye = splits.train.x, splits.train.y, splits.val.x, splits.val.y
     w = np.ones(len(X))

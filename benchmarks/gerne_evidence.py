@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.errors import GroupRobustError
@@ -99,7 +98,6 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run only settings whose label contains this text")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     seeds = list(range(args.seeds))
     parts = []
     for label, dataset, data, rule in SETTINGS:

@@ -57,7 +57,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     device = pick_device(args.device)
     splits = load_dataset("colored-digits", 0, conflict=0.01)
     erm = seconds_per_step("erm", splits, device, args.batch_size, args.epochs, args.repeats)

@@ -6,7 +6,7 @@ test worst-group accuracy at the *last* epoch (no early stopping) as weight deca
 cross-entropy and the polynomially-tailed loss.
 
 Run directories go under ``--runs`` (finished ones are reused, so an interrupted table resumes).
-Run: OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/grw_table.py [--seeds 0 1 2] [--datasets ...] [--study]
+Run: PYTHONPATH=src python benchmarks/grw_table.py [--seeds 0 1 2] [--datasets ...] [--study]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.output import format_mean_std
@@ -98,7 +97,6 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/grw-table"))
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     for dataset in args.datasets:
         options = ", ".join(f"{k}={v}" for k, v in DATASETS[dataset].items()) or "defaults"
         print(f"\n### {dataset} ({options}; seeds {' '.join(map(str, args.seeds))})\n", flush=True)

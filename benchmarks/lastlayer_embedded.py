@@ -11,11 +11,9 @@ Usage: ``python benchmarks/lastlayer_embedded.py [--seeds 0 1 2]``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import numpy as np  # noqa: E402

@@ -36,7 +36,6 @@ def best_time(fn) -> float:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
     device = torch.device("cpu")
     print(f"{'dataset':<20}{'test n':>7}{'groups':>7}{'epoch ms':>10}{'fwd ms':>8}{'acc ms':>8}{'full ms':>9}"
           f"{'added/epoch':>13}")

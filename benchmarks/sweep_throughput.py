@@ -7,7 +7,7 @@ mode (which tell Ray's own cost apart from waiting for a core on a busy machine)
 one warm-up trial done before timing); so is the Ray run (one warm-up trial per worker first), with
 ``ray.init``, the workers' warm-up (imports) and shutdown timed separately.
 
-    OMP_NUM_THREADS=1 python benchmarks/sweep_throughput.py [--trials 16] [--epochs 20] [--workers 2]
+    python benchmarks/sweep_throughput.py [--trials 16] [--epochs 20] [--workers 2]
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import torch
 import yaml
 
 from grouprobust.sweep.executors import LocalExecutor, RayExecutor, run_trial
@@ -46,7 +43,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path = sweep_file(folder, args.trials, args.epochs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import torch
 
 from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
@@ -34,7 +33,6 @@ def histories(dataset: str, method: str, seeds: int, data: dict[str, str]) -> li
 
 
 def main() -> None:
-    torch.set_num_threads(1)
     dataset = sys.argv[1] if len(sys.argv) > 1 else "spurious-gaussian"
     method = sys.argv[2] if len(sys.argv) > 2 else "erm"
     seeds = int(sys.argv[3]) if len(sys.argv) > 3 else 3

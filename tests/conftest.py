@@ -1,11 +1,12 @@
-import os
+from grouprobust.threads import apply_thread_policy, prefer_passive_wait
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# What the CLI entry does before torch is imported; the suite then uses the product's own thread policy
+# (for the tests that call Trainer directly rather than an entry point).
+prefer_passive_wait()
 
-import pytest
-import torch
+import pytest  # noqa: E402
 
-torch.set_num_threads(1)
+apply_thread_policy()
 
 
 @pytest.fixture

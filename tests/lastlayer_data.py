@@ -34,7 +34,6 @@ class FeatureSets:
 
 def erm_features(dataset: str, seed: int, epochs: int, data: dict | None = None, **hparams) -> FeatureSets:
     """Train ERM for ``epochs`` on 90% of train and return the frozen features of every part."""
-    torch.set_num_threads(1)
     config = resolve_config(dataset, "erm", seed, data or {}, {"epochs": epochs, **hparams}, regime="val")
     splits = load_dataset(dataset, seed, **config.data)
     perm = np.random.default_rng(seed).permutation(len(splits.train.y))

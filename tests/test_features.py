@@ -16,7 +16,6 @@ from grouprobust.trained import load_trained_run, run_features
 from grouprobust.errors import GroupRobustError
 from grouprobust.runs import run
 
-torch.set_num_threads(1)
 SMALL = {"n": 300, "n_val": 120, "n_test": 120}
 
 

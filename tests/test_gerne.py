@@ -17,7 +17,6 @@ from grouprobust.methods.reweighting import Resample
 from grouprobust.runs import run
 from grouprobust.training import Trainer
 
-torch.set_num_threads(1)
 
 SMALL = {"n": 400, "n_val": 200, "n_test": 400}
 

@@ -17,7 +17,6 @@ from grouprobust.models import predict_logits
 from grouprobust.runs import run
 from grouprobust.training import Trainer
 
-torch.set_num_threads(1)
 
 SMALL = {"n": 400, "n_val": 200, "n_test": 400}
 FAST = {"epochs": 2, "erm_epochs": 3, "lr": 0.01}

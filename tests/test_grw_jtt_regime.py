@@ -13,7 +13,6 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.methods import TrainData, get_method
 from grouprobust.training import Trainer, seed_everything
 
-torch.set_num_threads(1)
 TINY = {"n": 400, "n_val": 200, "n_test": 400}
 
 

@@ -11,8 +11,6 @@ from grouprobust.config import resolve_hparams
 from grouprobust.losses import LOSSES, make_loss, multiclass_margin
 from grouprobust.methods import get_method
 
-torch.set_num_threads(1)
-
 
 def loss_and_grad(name, logits, y, counts=(1, 1), **params):
     hp = resolve_hparams(get_method("erm"), {"loss": name, **params})

@@ -13,7 +13,6 @@ from grouprobust.methods.dro import chi2_weights, cvar_weights
 from grouprobust.runs import run
 from grouprobust.training import Trainer, seed_everything
 
-torch.set_num_threads(1)
 TINY = {"n": 400, "n_val": 200, "n_test": 400}
 
 

@@ -6,14 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from grouprobust.cli import main
 from grouprobust.data import load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.two_stage import ValHalves, holdout_split
 
-torch.set_num_threads(1)
 DATA = ["--data", "n=2000", "--data", "n_val=400", "--data", "n_test=400"]
 
 

@@ -16,7 +16,6 @@ from grouprobust.lastlayer.full_network import (
     inverse_hvp,
 )
 
-torch.set_num_threads(1)
 L2 = 0.1
 
 

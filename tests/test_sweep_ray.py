@@ -1,9 +1,6 @@
 """The Ray executor on a local 2-CPU instance gives the same runs as the in-process executor."""
 
 import json
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import yaml

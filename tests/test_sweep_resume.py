@@ -1,23 +1,18 @@
 """Resuming sweeps: SIGKILL of a real sweep process, failed trials and --retry-failed."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import pytest
-import torch
 import yaml
 
 from grouprobust.cli import main
 from grouprobust.sweep import prepare, run_sweep, write_report
 from grouprobust.sweep.store import runs_dir
 
-torch.set_num_threads(1)
 TINY = {"n": 300, "n_val": 100, "n_test": 100}
 
 

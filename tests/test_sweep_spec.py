@@ -1,9 +1,6 @@
 """Sweep files: expansion into trials, random draws, and one-line errors for bad files."""
 
-import os
 from pathlib import Path
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import yaml

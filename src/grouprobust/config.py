@@ -24,6 +24,7 @@ from grouprobust.methods.base import REGIMES, TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.params import TRAIN_PARAMS, Param, resolve_params, sample_params
 from grouprobust.selection import DEFAULT_RULE, DEFAULT_RULE_NO_GROUPS, check_rule_for_regime, get_rule
+from grouprobust.threads import thread_environment
 
 
 @dataclass
@@ -45,8 +46,10 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as written to ``config.json``: fields, run id and package versions."""
-        return {**asdict(self), "run_id": self.run_id, "versions": package_versions()}
+        """The config as written to ``config.json``: fields, run id, package versions and the environment
+        block (torch's thread count and its source; not part of the run id)."""
+        return {**asdict(self), "run_id": self.run_id, "versions": package_versions(),
+                "environment": thread_environment()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":

@@ -73,6 +73,19 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The reduced precision of ``amp`` on ``device``: bfloat16 on CPUs and on GPUs that support it (no
+    loss scaling needed), float16 (with a ``GradScaler``) on older GPUs."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def memory_format(device: torch.device, model_name: str) -> torch.memory_format:
+    """``channels_last`` for the CNN on a GPU (the layout its convolution kernels prefer), else contiguous."""
+    return torch.channels_last if device.type == "cuda" and model_name == "cnn" else torch.contiguous_format
+
+
 @torch.no_grad()
 def forward_in_chunks(module: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device | None = None,
                       chunk: int = 4096) -> torch.Tensor:

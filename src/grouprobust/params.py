@@ -316,4 +316,6 @@ TRAIN_PARAMS: dict[str, Param] = {
     "epochs": Param(20, None, "passes over the training set", AT_LEAST_ONE),
     "loss": Param("ce", None, "per-example loss; see `grouprobust losses` (grouprobust.losses.LOSSES)"),
     "eval_every": Param(1, None, "evaluate val/test every this many epochs (and always at the last)", AT_LEAST_ONE),
+    "amp": Param(False, None, "mixed precision: each step's forward pass under torch.autocast (bfloat16; float16 "
+                              "with loss scaling on GPUs without bfloat16)"),
 }

@@ -24,6 +24,7 @@ from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
 from grouprobust.output import check_creatable, write_atomic
 from grouprobust.result import RunResult
+from grouprobust.threads import apply_thread_policy
 from grouprobust.rundir import RunDirectory
 from grouprobust.trained import MODEL_FILE, load_trained_run
 from grouprobust.tracking import Tracker, track_run
@@ -45,8 +46,10 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     nor of a two-stage method's stage 1); its failures are logged and never stop the run. ``out`` is
     claimed with a file lock for the whole run: if another process is writing it, `RunBusyError` is
     raised at once, or with ``wait`` True the call waits for it (and then reuses its result if it was
-    this very run).
+    this very run). torch's CPU threads are set by `grouprobust.threads.apply_thread_policy` (the
+    user's own setting wins).
     """
+    apply_thread_policy()
     device = pick_device(device)
     method_cls = get_method(config.method)
     two_stage = issubclass(method_cls, TwoStageMethod)

@@ -3,6 +3,7 @@ evaluates and selects one run and returns its `RunResult` (`grouprobust.runs.run
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from pathlib import Path
@@ -18,12 +19,28 @@ from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
 from grouprobust.methods.registry import get_method
 from grouprobust.metrics import dataset_metrics
-from grouprobust.models import Classifier, build_model, pick_device, predict_logits
+from grouprobust.models import Classifier, autocast_dtype, build_model, memory_format, pick_device, predict_logits
 from grouprobust.result import RunResult
 from grouprobust.selection import check_rule_for_split, get_rule, rule_key, select_best_index
 from grouprobust.trained import load_trained_run
 
 EpochCallback = Callable[[int, float], None]
+
+#: Steps between the training loop's checks that the loss is finite (each check synchronises with the device).
+DIVERGENCE_CHECK_EVERY = 32
+
+
+def _checked_sum(recent: list[torch.Tensor], steps: int, epoch: int, stage: str) -> torch.Tensor:
+    """The sum (float64, on the device) of the last ``len(recent)`` steps' losses of ``steps`` this epoch;
+    raises `DivergedError` naming the first of them that is NaN or infinite (one host read)."""
+    values = torch.stack(recent).double()
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise DivergedError(f"{stage}: loss became {float(values[first])} at epoch {epoch} step "
+                            f"{steps - len(recent) + first + 1}; lower the learning rate lr or check the inputs",
+                            subject="hparam:lr")
+    return values.sum()
 
 
 def seed_everything(seed: int) -> None:
@@ -85,8 +102,9 @@ class Trainer:
     # -- building blocks methods may use -------------------------------------------------------
     def new_model(self) -> Classifier:
         """A freshly initialised model of the configured architecture, on the device."""
-        return build_model(self.hparams["model"], self.train_set.input_shape, self.train_set.n_classes,
-                           self.hparams["hidden"]).to(self.device)
+        model = build_model(self.hparams["model"], self.train_set.input_shape, self.train_set.n_classes,
+                            self.hparams["hidden"])
+        return model.to(self.device, memory_format=memory_format(self.device, self.hparams["model"]))
 
     def new_optimizer(self, model: torch.nn.Module, hparams: dict[str, Any] | None = None) -> torch.optim.Optimizer:
         """The run's optimizer (`make_optimizer` with ``hparams``, default the run's) over ``model``'s
@@ -117,29 +135,44 @@ class Trainer:
                    after_epoch: Callable[[int, float], None] | None = None, stage: str = "train") -> None:
         """The training loop: ``epochs`` passes of ``method``'s batches and objective over ``model``.
 
-        Raises `DivergedError` as soon as the loss is NaN or infinite.
+        Raises `DivergedError` naming the first step whose loss is NaN or infinite. The losses stay on
+        the device: finiteness is checked every `DIVERGENCE_CHECK_EVERY` steps and at each epoch's end
+        (one host synchronisation per check, none per step), so a diverging run stops at most that
+        many steps late. ``amp`` (mixed precision, see `autocast_dtype`) runs each step's forward
+        pass under ``torch.autocast``, with a ``GradScaler`` where the precision is float16 (GPUs
+        without bfloat16; the scaler's inf check then reads one value back per step).
         """
         optimizer = optimizer or make_optimizer(model, method.hparams)
         data = method.data
+        device = data.device
+        dtype = autocast_dtype(device) if method.hparams.get("amp", False) else None
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        # One autocast object re-entered each step (a disabled one still costs ~5 us a step on a CPU).
+        precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         model.train()
         for epoch in range(1, epochs + 1):
-            total, steps = 0.0, 0
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            recent: list[torch.Tensor] = []  # this window's losses, still on the device
+            steps = 0
             if hasattr(method.loss_fn, "on_epoch"):  # epoch-dependent losses (e.g. deferred re-weighting)
                 method.loss_fn.on_epoch(epoch)
             for idx in method.batches():
-                loss = method.loss(model, data.batch(idx))
-                value = float(loss.detach())
-                if not np.isfinite(value):
-                    raise DivergedError(f"{stage}: loss became {value} at epoch {epoch} step {steps + 1}; "
-                                        "lower the learning rate lr or check the inputs", subject="hparam:lr")
+                with precision:
+                    loss = method.loss(model, data.batch(idx))
+                recent.append(loss.detach())
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += value
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 steps += 1
+                if len(recent) == DIVERGENCE_CHECK_EVERY:
+                    total += _checked_sum(recent, steps, epoch, stage)
+                    recent = []
+            if recent:
+                total += _checked_sum(recent, steps, epoch, stage)
             method.end_epoch(model, epoch)
             if after_epoch is not None:
-                after_epoch(epoch, total / max(steps, 1))
+                after_epoch(epoch, float(total) / max(steps, 1))
 
     # -- the run -----------------------------------------------------------------------------------
     def fit(self) -> RunResult:
@@ -150,6 +183,8 @@ class Trainer:
         start = time.perf_counter()
         seed_everything(self.config.seed)
         data = TrainData(self.train_set, self.device)
+        if data.x.dim() == 4:
+            data.x = data.x.contiguous(memory_format=memory_format(self.device, self.hparams["model"]))
         method = self.new_method(self.method_cls, data)
         method.setup(self)
         seed_everything(self.config.seed)

@@ -15,10 +15,16 @@ from typing import Optional
 
 from typer import Abort
 
+from grouprobust.threads import prefer_passive_wait
+
 try:  # recent typer vendors click as typer._click; its usage errors are not re-exported publicly
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - typer on top of click
     from click.exceptions import NoArgsIsHelpError, UsageError
+
+# OpenMP reads OMP_WAIT_POLICY once, when torch is first imported: set it before any module below imports torch.
+if "torch" not in sys.modules:
+    prefer_passive_wait()
 
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.flags import describe_error

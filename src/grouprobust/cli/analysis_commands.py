@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import parse_assignments, parse_list
+from grouprobust.cli.options import ThreadsOpt, parse_assignments, parse_list
 from grouprobust.cli.progress import step_progress
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Mechanism analyses: head alignment and strong convexity, "
@@ -37,10 +37,14 @@ def alignment(
     sets: List[str] = typer.Option([], "--set", help="head training hyper-parameter key=value (repeatable)"),
     data: List[str] = typer.Option([], "--data", help="dataset option key=value (repeatable)"),
     force: bool = ForceOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Head-only fine-tuning: cosine with spurious/oracle heads, strong convexity and the gap bound over L2."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_alignment
+    from grouprobust.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
 
     with step_progress("alignment", err_console) as progress:
         table = run_alignment(out, dataset=dataset, features=features, encoder=encoder,
@@ -60,10 +64,14 @@ def completeness(
     sets: List[str] = typer.Option([], "--set", help="training hyper-parameter key=value for every method"),
     data: List[str] = typer.Option([], "--data", help="dataset option key=value (repeatable)"),
     force: bool = ForceOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """DCI disentanglement, completeness and informativeness of end-to-end representations."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_completeness
+    from grouprobust.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
 
     with step_progress("completeness", err_console) as progress:
         table = run_completeness(out, dataset=dataset, methods=parse_list(methods, str, "--methods"),
@@ -83,10 +91,14 @@ def implicit_bias(
     group_lr: float = typer.Option(0.01, "--group-lr", help="GroupDRO's step size on the group weights"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated seeds (each draws other digit images)"),
     force: bool = ForceOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """The GRW paper's 6-image experiment: distance of IW and GroupDRO weights from ERM's over training."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_implicit_bias_experiment
+    from grouprobust.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
 
     with step_progress("implicit-bias", err_console) as progress:
         table = run_implicit_bias_experiment(out, losses=parse_list(losses, str, "--losses"),

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import DataOpt, parse_assignments
+from grouprobust.cli.options import DataOpt, ThreadsOpt, parse_assignments
 from grouprobust.cli.progress import count_progress
 from grouprobust.errors import GroupRobustError
 
@@ -32,10 +32,15 @@ def features(
     layer: Optional[str] = typer.Option(None, "--layer", help="image backbones: module to read, by its name in "
                                         "model.named_modules() (default: the penultimate layer)"),
     force: bool = typer.Option(False, "--force", help="replace the feature files (train/val/test.npz, meta.json) in OUT"),
+    threads: Optional[int] = ThreadsOpt,
+    amp: bool = typer.Option(False, "--amp", help="mixed precision for the backbone (for GPUs)"),
 ) -> None:
     """Extract backbone features of a benchmark into a directory that `train` and the last-layer methods read."""
     # Lazy: extraction imports pandas and the backbones torch, which `grouprobust --help` does not need.
     from grouprobust.data.extract import extract_benchmark_features, extract_embedded_features, is_embedded
+    from grouprobust.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
 
     options = parse_assignments(data, "--data")
     embedded = is_embedded(dataset)
@@ -45,7 +50,7 @@ def features(
     notes: list[str] = []
     with count_progress(f"{backbone} on {dataset}", err_console, disable=quiet) as progress:
         common = dict(weights=weights, options=options, batch_size=batch_size, device=device, download=download,
-                      progress=progress, layer=layer, notes=notes.append, force=force)
+                      progress=progress, layer=layer, notes=notes.append, force=force, amp=amp)
         feats = (extract_embedded_features(dataset, backbone, out, **common) if embedded
                  else extract_benchmark_features(dataset, root, backbone, out, **common))
     for note in notes:

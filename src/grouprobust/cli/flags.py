@@ -22,6 +22,7 @@ FLAGS: dict[str, str] = {
     "out": "--out",
     "executor": "--executor",
     "workers": "--workers",
+    "threads": "--threads",
     "address": "--address",
     "root": "--root",
     "backbone": "--backbone",

@@ -12,6 +12,8 @@ SetOpt = typer.Option([], "--set", help="hyper-parameter key=value (repeatable);
 DataOpt = typer.Option([], "--data", help="dataset option key=value (repeatable); see `grouprobust datasets`")
 TrackOpt = typer.Option(None, "--track", help="experiment tracking: mlflow, tensorboard or mlflow,tensorboard "
                         "(MLflow: MLFLOW_TRACKING_URI, else a local store mlruns/ beside the run; see docs/tracking.md)")
+ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: chosen from the CPUs this process "
+                          "may use and how busy they are; OMP_NUM_THREADS wins)")
 
 
 def parse_assignments(items: Iterable[str], flag: str) -> dict[str, str]:

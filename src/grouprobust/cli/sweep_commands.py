@@ -10,7 +10,7 @@ import typer
 from rich.markdown import Markdown
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import TrackOpt
+from grouprobust.cli.options import ThreadsOpt, TrackOpt
 from grouprobust.cli.progress import SweepProgress
 
 
@@ -26,12 +26,16 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
     track: Optional[str] = TrackOpt,
     force: bool = typer.Option(False, "--force", help="add this sweep's trials to an OUT that holds another sweep"),
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
     from grouprobust.sweep.executors import check_executor
     from grouprobust.sweep.runner import prepare, run_sweep
+    from grouprobust.threads import check_threads
     from grouprobust.tracking import check_trackers
+
+    check_threads(threads)
 
     if address is not None:
         executor = "ray"
@@ -59,7 +63,7 @@ def sweep(
 
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
                             on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan,
-                            track=track, force=force)
+                            track=track, force=force, threads=threads)
     elsewhere = f" ({summary.elsewhere} more ran in other processes sharing {out})" if summary.elsewhere else ""
     console.print(f"ran {summary.ran}: {summary.finished} finished, {len(summary.failed)} failed{elsewhere}. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")

@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import DataOpt, SetOpt, TrackOpt, complete_dataset, complete_method, parse_assignments
+from grouprobust.cli.options import (DataOpt, SetOpt, ThreadsOpt, TrackOpt, complete_dataset, complete_method,
+                                     parse_assignments)
 from grouprobust.cli.progress import training_progress
 from grouprobust.cli.render import comparison_table, print_result
 
@@ -16,13 +17,16 @@ from grouprobust.cli.render import comparison_table, print_result
 def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data: list[str], out: Path,
                      regime: str, select: Optional[str], device: Optional[str], epochs: Optional[int],
                      quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True,
-                     track: Optional[str] = None) -> dict:
+                     track: Optional[str] = None, threads: Optional[int] = None) -> dict:
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
     from grouprobust.config import resolve_config
     from grouprobust.runs import run
+    from grouprobust.threads import apply_thread_policy
     from grouprobust.tracking import make_tracker
     from grouprobust.two_stage import stage1_option
+
+    apply_thread_policy(threads)
 
     hparams = parse_assignments(sets, "--set")
     if epochs is not None:
@@ -65,22 +69,23 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="gsr/gsr-hf/dfr: reuse this run's model as stage 1"),
     track: Optional[str] = TrackOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Train one method on one dataset and write a run directory."""
     train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir,
-                     track=track)
+                     track=track, threads=threads)
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="folder for the demo's run directories")
-         ) -> None:
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="folder for the demo's run directories"),
+         threads: Optional[int] = ThreadsOpt) -> None:
     """Train ERM and GroupDRO on colored-digits (1% bias-conflicting) and compare their groups."""
     console.print("[bold]grouprobust demo[/bold]: colored-digits, where color gives the digit away in 99% of "
                   "training images and is independent of it at test time (100 digit x color groups).")
     results = {"erm": train_and_report("colored-digits", "erm", 0, [], ["conflict=0.01"], out / "erm", "full",
-                                       None, None, None)}
+                                       None, None, None, threads=threads)}
     console.print("\nNow GroupDRO, which sees the groups in training and up-weights the worst of them:")
     results["groupdro"] = train_and_report("colored-digits", "groupdro", 0, [], ["conflict=0.01"], out / "groupdro",
-                                           "full", None, None, None, show=False)
+                                           "full", None, None, None, show=False, threads=threads)
     console.print(comparison_table(results))
     console.print("Next: `grouprobust methods` lists every method, `grouprobust train --help` shows the options.")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +19,7 @@ from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
 from grouprobust.output import check_creatable
+from grouprobust.threads import apply_thread_policy
 
 Progress = Callable[[int, int], None]
 Notes = Callable[[str], None]
@@ -38,23 +40,37 @@ def table_inputs(table: BenchmarkTable) -> list[Any]:
 
 
 def extract_features(table: BenchmarkTable, encoder: Encoder, batch_size: int | None = None,
-                     progress: Progress | None = None) -> np.ndarray:
-    """``(n_rows, dim)`` float32 features of every table row, in table order; ``progress(done, total)`` per batch."""
+                     progress: Progress | None = None, amp_device: Any = None) -> np.ndarray:
+    """``(n_rows, dim)`` float32 features of every table row, in table order; ``progress(done, total)`` per batch.
+
+    ``amp_device`` (a torch device) runs the backbone under ``torch.autocast`` in that device's reduced
+    precision (`grouprobust.models.autocast_dtype`); the features are returned as float32 either way.
+    """
     if encoder.kind != table.input_kind:
         raise GroupRobustError(f"backbone {encoder.name!r} encodes {encoder.kind}s but {table.name} has "
                                f"{table.input_kind}s; choose a {table.input_kind} backbone", subject="backbone")
-    return encode_inputs(table_inputs(table), encoder, batch_size, progress)
+    return encode_inputs(table_inputs(table), encoder, batch_size, progress, amp_device=amp_device)
 
 
 def encode_inputs(inputs: Sequence[Any], encoder: Encoder, batch_size: int | None = None,
-                  progress: Progress | None = None, done: int = 0, total: int | None = None) -> np.ndarray:
-    """``(len(inputs), dim)`` float32 features of ``inputs``, in order; ``progress(done + k, total)`` per batch."""
+                  progress: Progress | None = None, done: int = 0, total: int | None = None,
+                  amp_device: Any = None) -> np.ndarray:
+    """``(len(inputs), dim)`` float32 features of ``inputs``, in order; ``progress(done + k, total)`` per batch;
+    ``amp_device`` as in `extract_features`."""
     total = len(inputs) if total is None else total
     size = batch_size or encoder.batch_size
     chunks = []
+    precision = contextlib.nullcontext()
+    if amp_device is not None:
+        import torch  # only mixed precision needs torch here
+
+        from grouprobust.models import autocast_dtype  # models imports torch
+
+        precision = torch.autocast(amp_device.type, dtype=autocast_dtype(amp_device))
     for start in range(0, len(inputs), size):
-        chunks.append(np.asarray(encoder.encode(inputs[start:start + size]), dtype=np.float32).reshape(
-            min(size, len(inputs) - start), -1))
+        with precision:
+            encoded = encoder.encode(inputs[start:start + size])
+        chunks.append(np.asarray(encoded, dtype=np.float32).reshape(min(size, len(inputs) - start), -1))
         if progress is not None:
             progress(done + min(start + size, len(inputs)), total)
     features = np.concatenate(chunks)
@@ -87,7 +103,8 @@ def embedded_inputs(ds: GroupDataset) -> tuple[str, list[Any]]:
 def extract_embedded_features(dataset: str, backbone: str, out: Path | str, weights: Path | str | None = None,
                               options: dict[str, Any] | None = None, seed: int = 0, batch_size: int | None = None,
                               device: Any = None, download: bool = False, progress: Progress | None = None,
-                              layer: str | None = None, notes: Notes | None = None, force: bool = False) -> np.ndarray:
+                              layer: str | None = None, notes: Notes | None = None, force: bool = False,
+                              amp: bool = False) -> np.ndarray:
     """Build embedded ``dataset`` (``options``, ``seed``), encode every split with ``backbone``, write a feature
     directory (train on it with dataset ``features``, option ``path``). Returns the ``(n_train, dim)``
     train features; the other arguments are as in `extract_benchmark_features`."""
@@ -101,7 +118,7 @@ def extract_embedded_features(dataset: str, backbone: str, out: Path | str, weig
                                f"{parts[0][0]}s; choose a {parts[0][0]} backbone", subject="backbone")
     total, done, encoded = sum(len(p[1]) for p in parts), 0, []
     for ds, (_, inputs) in zip(splits, parts):
-        feats = encode_inputs(inputs, encoder, batch_size, progress, done, total)
+        feats = encode_inputs(inputs, encoder, batch_size, progress, done, total, _amp_device(amp, device))
         done += len(inputs)
         encoded.append(replace(ds, x=feats, meta={}))
     _note(encoder, notes)
@@ -109,6 +126,15 @@ def extract_embedded_features(dataset: str, backbone: str, out: Path | str, weig
     save_feature_splits(featured, out, source={"dataset": dataset, "seed": seed, "options": options,
                                                "n": total, **_source(backbone, weights, encoder)}, force=force)
     return encoded[0].x
+
+
+def _amp_device(amp: bool, device: Any) -> Any:
+    """The torch device to autocast on when ``amp``, else None."""
+    if not amp:
+        return None
+    from grouprobust.models import pick_device  # models imports torch
+
+    return pick_device(device)
 
 
 def _path(weights: Path | str | None) -> Path | None:
@@ -143,26 +169,29 @@ def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, ou
                                weights: Path | str | None = None, options: dict[str, Any] | None = None,
                                batch_size: int | None = None, device: Any = None, download: bool = False,
                                progress: Progress | None = None, layer: str | None = None,
-                               notes: Notes | None = None, force: bool = False) -> np.ndarray:
+                               notes: Notes | None = None, force: bool = False, amp: bool = False) -> np.ndarray:
     """Read benchmark ``dataset`` under ``root``, encode every row with ``backbone``, write a feature directory.
 
     ``options`` are the benchmark reader's options; ``weights`` local backbone weights; ``download``
     allows fetching weights into the backbone's cache; ``device`` None picks CUDA when present.
     ``progress(done, total)`` is called after every batch. ``layer`` names the backbone module read
     (default: the penultimate layer); ``notes(line)`` receives one line when the weights needed a
-    prefix stripped or keys left out (also listed in ``meta.json``). Refuses, before any work, to replace
-    a feature set's files (``train/val/test.npz``, ``meta.json``) already in ``out`` unless ``force``. An embedded dataset (e.g. ``toxic-templates``) goes to
+    prefix stripped or keys left out (also listed in ``meta.json``); ``amp`` runs the backbone in mixed
+    precision (on a GPU: float16 or bfloat16; on a CPU: bfloat16, which is rarely faster there).
+    Refuses, before any work, to replace a feature set's files (``train/val/test.npz``, ``meta.json``)
+    already in ``out`` unless ``force``. An embedded dataset (e.g. ``toxic-templates``) goes to
     `extract_embedded_features` (``root`` is then unused). Returns the ``(n_rows, dim)`` features.
     """
     if is_embedded(dataset):
         return extract_embedded_features(dataset, backbone, out, weights, options, batch_size=batch_size,
                                          device=device, download=download, progress=progress, layer=layer,
-                                         notes=notes, force=force)
+                                         notes=notes, force=force, amp=amp)
     out = _check_out(out, batch_size, force)
+    apply_thread_policy()
     options = dict(options or {})
     table = read_benchmark(dataset, root, **options)
     encoder = load_encoder(backbone, table.input_kind, _path(weights), device, download, layer)
-    features = extract_features(table, encoder, batch_size, progress=progress)
+    features = extract_features(table, encoder, batch_size, progress=progress, amp_device=_amp_device(amp, device))
     _note(encoder, notes)
     write_features(table, features, out, {**_source(backbone, weights, encoder), "root": str(root),
                                           "options": options}, force=force)

@@ -43,7 +43,7 @@ class TrainData:
         self.n_groups = dataset.n_groups
 
     def batch(self, idx: torch.Tensor) -> Batch:
-        """The `Batch` at CPU indices ``idx``."""
+        """The `Batch` at indices ``idx`` (on the device, or on the CPU: then copied there)."""
         idx = idx.to(self.device, non_blocking=True)
         return Batch(idx, self.x[idx], self.y[idx], None if self.g is None else self.g[idx])
 
@@ -84,9 +84,9 @@ class Method(MethodDeclaration):
         """Called once before the main training (after the data is on the device)."""
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """One epoch of CPU index tensors: a seeded shuffle cut into minibatches."""
+        """One epoch of index tensors: a seeded shuffle (drawn on the CPU) cut into minibatches on the device."""
         perm = torch.randperm(self.data.n, generator=self.generator)
-        return iter(perm.split(self.batch_size))
+        return iter(perm.to(self.data.device).split(self.batch_size))  # one copy per epoch, not one per step
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The scalar objective for one minibatch."""

@@ -71,7 +71,11 @@ class GroupDRO(WeightedSampling):
         self.log_q = as_tensor(log_q)
         self.inv_sampled = as_tensor(inv_sampled)  # 1 / s_g, 0 for empty groups
         self.eta_adjustment = as_tensor(self.eta * adj)
+        self.adjusted = bool(np.any(adj > 0))
         self.n_groups = data.n_groups
+        #: Row ``g`` is the one-hot vector of group ``g``: a batch's group sums and counts are then one
+        #: matrix product and one sum, and no step reads anything back from the device.
+        self.one_hot = torch.eye(data.n_groups, dtype=torch.float32, device=data.device)
 
     @property
     def q(self) -> torch.Tensor:
@@ -81,11 +85,14 @@ class GroupDRO(WeightedSampling):
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         losses = self.loss_fn(model(batch.x), batch.y)
         g = batch.g
-        # Few, fused ops: this runs every step and must cost little next to the model's own step.
+        # Few ops, none reading back from the device (CUDA's bincount would, every step): this runs every
+        # step and must cost little next to the model's own step.
         with torch.no_grad():
-            sums = torch.bincount(g, weights=losses.detach(), minlength=self.n_groups)
-            counts = torch.bincount(g, minlength=self.n_groups).clamp_min_(1)
-            self.log_q.add_(torch.addcdiv(self.eta_adjustment, sums, counts, value=self.eta))
+            members = self.one_hot.index_select(0, g)  # (batch, groups)
+            sums, counts = losses.float() @ members, members.sum(0).clamp_min_(1)
+            self.log_q.addcdiv_(sums, counts, value=self.eta)
+            if self.adjusted:
+                self.log_q.add_(self.eta_adjustment)
             q = torch.softmax(self.log_q, dim=0)
             torch.log(q, out=self.log_q)
             weights = q.mul_(self.inv_sampled)
@@ -148,11 +155,10 @@ def chi2_weights(losses: torch.Tensor, rho: float) -> torch.Tensor:
     eta = mean - torch.sqrt(var / denom.clamp_min(1e-12))
     next_loss = torch.cat([s[1:], s.new_tensor([-math.inf])])
     valid = (denom > 0) & (eta < s) & (eta >= next_loss)
-    if not bool(valid.any()):
-        return uniform
-    threshold = eta[int(valid.nonzero()[0])].to(losses.dtype)
+    # Without host synchronisation: the first valid k by argmax (first maximum), uniform when none is valid.
+    threshold = eta[valid.int().argmax()].to(losses.dtype)
     excess = (losses - threshold).clamp_min(0.0)
-    return excess / excess.sum()
+    return torch.where(valid.any(), excess / excess.sum(), uniform)
 
 
 class _ExampleDRO(Method):

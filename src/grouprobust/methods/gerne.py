@@ -195,7 +195,7 @@ class _GERNEBase(Method):
         self.c: float = hparams["c"]
         self.beta: float = hparams["beta"]
         self.half = self.batch_size // 2
-        self._sums = torch.zeros(2, dtype=torch.float64)
+        self._sums = torch.zeros(2, dtype=torch.float64, device=data.device)
         self._steps = 0
         self.adaptive = hparams["beta_schedule"] == "adaptive"
         #: adaptive schedule: [floor, ceiling] of beta, the loss moving averages and this epoch's betas
@@ -242,8 +242,8 @@ class _GERNEBase(Method):
         """``L_lb + beta (L_lb - L_b)`` from one forward pass over both halves."""
         per_example = self.loss_fn(model(batch.x), batch.y)
         loss_lb, loss_b = per_example[:self.half].mean(), per_example[self.half:].mean()
-        pair = torch.stack([loss_lb.detach(), loss_b.detach()]).double().cpu()
-        self._sums += pair
+        pair = torch.stack([loss_lb.detach(), loss_b.detach()]).double()
+        self._sums += pair  # stays on the device: no per-step host sync (the adaptive train signal reads it back)
         self._steps += 1
         objective = loss_lb + self.beta * (loss_lb - loss_b)
         if self.adaptive:

@@ -57,7 +57,7 @@ class JTT(Method):
 
     def batches(self) -> Iterator[torch.Tensor]:
         perm = torch.randperm(len(self.epoch_indices), generator=self.generator)
-        return iter(self.epoch_indices[perm].split(self.batch_size))
+        return iter(self.epoch_indices[perm].to(self.data.device).split(self.batch_size))
 
     def run_info(self) -> dict[str, Any]:
         return self._report

@@ -76,7 +76,7 @@ class WeightedSampling(Method):
         # One draw for the whole epoch: a draw per batch would rebuild the O(n) table every step.
         draws = torch.multinomial(self.sample_probs, n_batches * self.batch_size, replacement=True,
                                   generator=self.generator)
-        return iter(draws.split(self.batch_size))
+        return iter(draws.to(self.data.device).split(self.batch_size))
 
 
 @register_method

@@ -14,8 +14,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from grouprobust.config import RunConfig
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.output import read_json
@@ -23,6 +21,7 @@ from grouprobust.rundir import RunBusyError, RunDirectory, directory_token, run_
 from grouprobust.runs import run
 from grouprobust.tracking import make_tracker
 from grouprobust.sweep.trials import Trial
+from grouprobust.threads import apply_thread_policy
 
 Outcome = dict[str, Any]
 EXECUTORS = ("local", "ray")
@@ -44,13 +43,13 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None, wai
     ``status`` is otherwise ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
     combination only found while training, a bug) is written as a failed run directory with its
     reason instead of stopping the sweep. ``time_s`` is wall-clock and ``cpu_s`` this process's CPU
-    time, in seconds. ``threads`` sets torch's intra-op thread count. Every trial, loop or
-    two-stage, runs through `grouprobust.runs.run`. ``tracking`` holds `grouprobust.tracking.make_tracker`'s
+    time, in seconds. ``threads`` sets torch's intra-op thread count (None: the policy of
+    `grouprobust.threads`, applied by `grouprobust.runs.run`). Every trial, loop or two-stage, runs
+    through `grouprobust.runs.run`. ``tracking`` holds `grouprobust.tracking.make_tracker`'s
     arguments (``track``, ``store_dir``, ``experiment``); the tracker is built here, in the worker.
     """
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    apply_thread_policy(threads)
     cfg = RunConfig.from_dict(config)
     out = Path(runs) / cfg.run_id
     start, cpu = time.perf_counter(), time.process_time()
@@ -107,24 +106,28 @@ def trial_tracker(tracking: dict[str, Any] | None) -> Any:
 
 
 class LocalExecutor:
-    """Runs trials serially in this process (torch keeps its own thread settings)."""
+    """Runs trials serially in this process; ``threads`` None: each trial's count from the thread policy."""
 
     slots = 1
 
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
     def run(self, trials: list[Trial], runs: Path, wait: bool = False, replace: dict[str, str] | None = None,
             tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
-        """Yield each trial's outcome (`run_trial` with ``wait`` and ``tracking``; ``replace``: run id -> token
-        of a failed run to retry) as it finishes, in order."""
+        """Yield each trial's outcome (`run_trial` with this executor's ``threads``, ``wait`` and ``tracking``;
+        ``replace``: run id -> token of a failed run to retry) as it finishes, in order."""
         for trial in trials:
-            yield run_trial(trial.config.to_dict(), str(runs), wait=wait, replace=(replace or {}).get(trial.run_id),
-                            tracking=tracking)
+            yield run_trial(trial.config.to_dict(), str(runs), self.threads, wait=wait,
+                            replace=(replace or {}).get(trial.run_id), tracking=tracking)
 
     def close(self) -> None:
         """Nothing to release."""
 
 
 class RayExecutor:
-    """Runs trials as Ray tasks (one CPU and one torch thread each) on a local instance or a cluster.
+    """Runs trials as Ray tasks (``threads`` CPUs and torch threads each, default 1) on a local instance or a
+    cluster: Ray reserves the task's CPUs, so the task's share of its node is exactly that many.
 
     With ``address`` None a local instance with ``workers`` CPUs is started (and shut down by
     `close`); otherwise the cluster at ``address`` is joined, and every node must see the output
@@ -132,7 +135,8 @@ class RayExecutor:
     the cluster's GPUs (none if it has none).
     """
 
-    def __init__(self, workers: int = 2, address: str | None = None, gpus_per_trial: float | None = None):
+    def __init__(self, workers: int = 2, address: str | None = None, gpus_per_trial: float | None = None,
+                 threads: int | None = None):
         try:
             import ray
         except ImportError:
@@ -156,7 +160,8 @@ class RayExecutor:
         gpus = float(resources.get("GPU", 0.0))
         if gpus_per_trial is None:
             gpus_per_trial = min(1.0, gpus / self.slots) if gpus else 0.0
-        self.task = ray.remote(num_cpus=1, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
+        self.threads = threads or 1
+        self.task = ray.remote(num_cpus=self.threads, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
 
     def run(self, trials: list[Trial], runs: Path, wait: bool = False, replace: dict[str, str] | None = None,
             tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
@@ -165,7 +170,7 @@ class RayExecutor:
         ray = self.ray
         runs_text = str(Path(runs).resolve())
         replace = replace or {}
-        pending = [self.task.remote(t.config.to_dict(), runs_text, 1, wait, replace.get(t.run_id), tracking)
+        pending = [self.task.remote(t.config.to_dict(), runs_text, self.threads, wait, replace.get(t.run_id), tracking)
                    for t in trials]
         by_ref = dict(zip(pending, trials))
         while pending:
@@ -219,7 +224,9 @@ def check_executor(name: str, workers: int = 1, address: str | None = None) -> N
                                    "use executor ray for workers > 1 or an address", subject="executor")
 
 
-def make_executor(name: str, workers: int = 1, address: str | None = None) -> LocalExecutor | RayExecutor:
-    """The executor called ``name`` (``local`` or ``ray``), checked by `check_executor`."""
+def make_executor(name: str, workers: int = 1, address: str | None = None,
+                  threads: int | None = None) -> LocalExecutor | RayExecutor:
+    """The executor called ``name`` (``local`` or ``ray``), checked by `check_executor`; ``threads``: torch
+    threads per trial (None: the thread policy locally, one per Ray task)."""
     check_executor(name, workers, address)
-    return LocalExecutor() if name == "local" else RayExecutor(workers, address)
+    return LocalExecutor(threads) if name == "local" else RayExecutor(workers, address, threads=threads)

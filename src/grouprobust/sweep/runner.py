@@ -61,14 +61,15 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
               retry_failed: bool = False, on_start: Callable[[Plan, int], None] | None = None,
               on_outcome: Callable[[Outcome], None] | None = None,
               on_plan: Callable[[Plan], None] | None = None, track: str | list[str] | None = None,
-              force: bool = False) -> SweepSummary:
+              force: bool = False, threads: int | None = None) -> SweepSummary:
     """Run the sweep in ``spec_path`` into ``out``; returns what was skipped and what ran.
 
     Everything is validated before the first trial starts. ``on_plan(plan)`` is called once the plan
     is known, ``on_start(plan, slots)`` once the executor is ready, ``on_outcome`` after each trial.
     ``track`` (trackers, `grouprobust.tracking`) replaces the sweep file's ``track:``; MLflow's default
     local store is ``out/mlruns`` and its experiment the sweep's name. ``force`` adds this sweep's
-    trials to a directory whose manifest lists another sweep (`write_manifest`).
+    trials to a directory whose manifest lists another sweep (`write_manifest`). ``threads`` fixes each
+    trial's torch thread count (default: `grouprobust.threads`' policy).
 
     Other processes may run the same sweep into ``out`` at the same time (on other machines too, with
     a shared file system): each trial is claimed when it starts, trials claimed elsewhere are left
@@ -86,7 +87,8 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     summary = SweepSummary(todo.total, len(todo.finished), len(todo.failed))
     if on_plan is not None:
         on_plan(todo)
-    runner: LocalExecutor | RayExecutor | None = make_executor(executor, workers, address) if todo.to_run else None
+    runner: LocalExecutor | RayExecutor | None = (make_executor(executor, workers, address, threads)
+                                                  if todo.to_run else None)
     if on_start is not None:
         on_start(todo, runner.slots if runner else 0)
     if runner is None:

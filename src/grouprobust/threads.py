@@ -1,0 +1,268 @@
+"""The CPU thread policy: how many intra-op threads torch uses, chosen from the CPUs this process may use.
+
+torch's own default is one OpenMP thread per physical core of the machine, spinning between
+parallel regions; it ignores affinity masks, cgroup CPU quotas (clusters, containers), other
+sweep workers and other busy processes, and a spinning thread that shares a core with a busy
+process stalls every barrier (a 3-epoch colored-digits run: 9 s quiet, 90 s or more at load 4).
+The policy, applied by every entry point (the CLI commands, `grouprobust.runs.run`, sweep
+workers, feature extraction):
+
+* **usable CPUs** = the affinity mask (`os.sched_getaffinity`), capped by the cgroup v2 quota
+  (``cpu.max``) or v1 quota (``cpu.cfs_quota_us / cpu.cfs_period_us``), rounded up;
+* **share** = usable CPUs divided among ``workers`` concurrent workers of this process (at least 1);
+* **idle** = usable CPUs minus the runnable tasks of other processes (``procs_running`` in
+  ``/proc/stat``, sampled a few times; system-wide, so scaled to the usable fraction of the machine);
+* **threads** = ``max(1, min(share, idle))``, chosen when a run starts.
+
+The user's own setting always wins: ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) in the
+environment, a count passed explicitly (``threads=``, the CLI's ``--threads``), or a call to
+``torch.set_num_threads`` (detected as a count that differs from torch's default, or from the
+policy's last choice).
+
+**Passive waiting.** OpenMP threads should sleep, not spin, between parallel regions
+(``OMP_WAIT_POLICY=PASSIVE``); the variable is read once, when the OpenMP runtime starts, i.e.
+when torch is first imported. The CLI sets it (unless the user did) before importing torch
+(`prefer_passive_wait`); Python users set it themselves before importing torch, e.g.
+``OMP_WAIT_POLICY=PASSIVE python script.py``.
+
+This is a leaf module: it imports torch only inside the functions that set or read its threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from grouprobust.errors import GroupRobustError
+
+USER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The intra-op thread count in use and where it came from.
+
+    ``source`` is ``policy`` (chosen here), ``requested`` (an explicit count), ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS`` (the environment) or ``torch.set_num_threads`` (the user's own call);
+    ``usable_cpus``, ``busy_cpus`` and ``workers`` are what the policy saw (None when it did not run).
+    """
+
+    threads: int
+    source: str
+    usable_cpus: int | None = None
+    busy_cpus: float | None = None
+    workers: int = 1
+
+    def to_dict(self) -> dict:
+        """The choice as a JSON-serialisable dict (for ``config.json``'s environment block)."""
+        return asdict(self)
+
+
+# -- what the process may use ---------------------------------------------------------------------------
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _cgroup_paths(proc_cgroup: Path) -> tuple[str | None, str | None]:
+    """This process's cgroup path in the v2 hierarchy and in v1's ``cpu`` controller (None if absent)."""
+    text = _read(proc_cgroup) or ""
+    v2 = v1 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            v2 = path
+        elif "cpu" in controllers.split(","):
+            v1 = path
+    return v2, v1
+
+
+def _ancestors(root: Path, path: str | None) -> list[Path]:
+    """``root/path``, its parents, up to ``root`` itself (the quota of any ancestor caps the process)."""
+    out = [root]
+    if path:
+        parts = [p for p in path.split("/") if p]
+        out = [root.joinpath(*parts[:i]) for i in range(len(parts), 0, -1)] + [root]
+    return out
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (e.g. 1.5), the smallest over its ancestors; None if unlimited.
+
+    Reads cgroup v2 ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``) and cgroup v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1: unlimited), under ``root``.
+    """
+    v2, v1 = _cgroup_paths(proc_cgroup)
+    limits: list[float] = []
+    for folder in _ancestors(root, v2):
+        fields = (_read(folder / "cpu.max") or "").split()
+        if len(fields) == 2 and fields[0] != "max":
+            try:
+                quota, period = float(fields[0]), float(fields[1])
+            except ValueError:
+                continue
+            if quota > 0 and period > 0:
+                limits.append(quota / period)
+    for base in (root / "cpu", root / "cpu,cpuacct"):
+        for folder in _ancestors(base, v1):
+            quota, period = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
+            try:
+                q, p = float(quota or "-1"), float(period or "0")
+            except ValueError:
+                continue
+            if q > 0 and p > 0:
+                limits.append(q / p)
+    return min(limits) if limits else None
+
+
+def affinity_cpus() -> int:
+    """How many CPUs this process's affinity mask allows (``os.cpu_count()`` where there is no mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def usable_cpus(affinity: int | None = None, quota: float | None | str = "read") -> int:
+    """CPUs this process may really use: the affinity count capped by the cgroup quota (rounded up), at least 1."""
+    affinity = affinity_cpus() if affinity is None else affinity
+    limit = cgroup_cpu_limit() if quota == "read" else quota
+    cpus = affinity if limit is None else min(affinity, math.ceil(limit - 1e-9))
+    return max(1, int(cpus))
+
+
+def busy_cpus(proc_stat: Path = Path("/proc/stat"), samples: int = 5, interval_s: float = 0.01) -> float:
+    """Runnable tasks of other processes right now: the median of ``samples`` reads of ``procs_running``
+    minus this process's own reading thread (0 where ``/proc/stat`` cannot be read)."""
+    values = []
+    for i in range(samples):
+        for line in (_read(proc_stat) or "").splitlines():
+            if line.startswith("procs_running"):
+                values.append(max(0, int(line.split()[1]) - 1))
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return float(statistics.median(values)) if values else 0.0
+
+
+def policy_threads(usable: int, busy: float, workers: int = 1, machine_cpus: int | None = None) -> int:
+    """The policy's thread count: ``max(1, min(usable // workers, usable - busy_here))``, where ``busy_here``
+    is ``busy`` (a system-wide count) scaled by the usable fraction of the machine's ``machine_cpus``."""
+    machine = machine_cpus or os.cpu_count() or usable
+    share = max(1, usable // max(1, workers))
+    busy_here = busy * min(1.0, usable / max(1, machine))
+    idle = math.floor(usable - busy_here + 1e-9)
+    return max(1, min(share, idle))
+
+
+# -- torch's setting ----------------------------------------------------------------------------------------
+
+_last: ThreadChoice | None = None
+
+
+def torch_default_threads() -> int:
+    """The count torch starts with when no variable is set: one per physical core of the machine
+    (counted from ``/sys/devices/system/cpu``; ``os.cpu_count()`` where that cannot be read)."""
+    cores = set()
+    for folder in Path("/sys/devices/system/cpu").glob("cpu[0-9]*"):
+        siblings = _read(folder / "topology" / "thread_siblings_list")
+        if siblings:
+            cores.add(siblings)
+    return len(cores) or os.cpu_count() or 1
+
+
+def user_setting(env: Mapping[str, str] | None = None) -> str | None:
+    """What set the thread count if the user did: ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` (in ``env``,
+    default the process environment), ``torch.set_num_threads``, or None."""
+    env = os.environ if env is None else env
+    for name in USER_ENV:
+        if env.get(name, "").strip():
+            return name
+    import torch
+
+    current = torch.get_num_threads()
+    expected = _last.threads if _last is not None else torch_default_threads()
+    return "torch.set_num_threads" if current != expected else None
+
+
+def check_threads(threads: int | None) -> None:
+    """Raise a one-line error unless ``threads`` is None or a positive int."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise GroupRobustError(f"threads must be a positive integer, got {threads!r}; leave it unset for the "
+                               "automatic choice", subject="threads")
+
+
+def _set_threads(count: int) -> None:
+    """torch's intra-op threads and every native thread pool already loaded (numpy's and scipy's
+    OpenBLAS, other OpenMP runtimes), through threadpoolctl: an OpenBLAS pool left at one thread per
+    core spins beside a busy process just as torch's does."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(count)
+    threadpool_limits(limits=count)
+
+
+def apply_thread_policy(threads: int | None = None, workers: int = 1) -> ThreadChoice:
+    """Set torch's intra-op thread count; returns the `ThreadChoice` in force afterwards.
+
+    ``threads`` given: exactly that many (kept by later automatic calls). Else the user's own
+    setting wins (``OMP_NUM_THREADS``, ``torch.set_num_threads``, an earlier explicit count);
+    otherwise the policy's count for ``workers`` concurrent workers (see the module docstring).
+    """
+    global _last
+    import torch
+
+    check_threads(threads)
+    if threads is not None:
+        _set_threads(threads)
+        _last = ThreadChoice(threads, "requested", workers=workers)
+        return _last
+    if _last is not None and _last.source == "requested" and torch.get_num_threads() == _last.threads:
+        return _last
+    source = user_setting()
+    if source is not None:
+        return ThreadChoice(torch.get_num_threads(), source, workers=workers)
+    usable, busy = usable_cpus(), busy_cpus()
+    count = policy_threads(usable, busy, workers)
+    _set_threads(count)
+    _last = ThreadChoice(count, "policy", usable, busy, workers)
+    return _last
+
+
+def current_choice() -> ThreadChoice:
+    """The thread count in force now and its source (``policy`` / ``requested`` if this module set it)."""
+    import torch
+
+    current = torch.get_num_threads()
+    if _last is not None and _last.threads == current:
+        return _last
+    return ThreadChoice(current, user_setting() or "torch default")
+
+
+def thread_environment() -> dict:
+    """``config.json``'s environment block: the thread choice and the OpenMP wait policy in the environment."""
+    return {**current_choice().to_dict(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "runtime default")}
+
+
+def prefer_passive_wait(env: dict | None = None) -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it; returns whether it was set here.
+
+    Takes effect only if torch has not been imported yet (call it first thing in an entry point).
+    """
+    env = os.environ if env is None else env
+    if env.get("OMP_WAIT_POLICY"):
+        return False
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True

@@ -1,0 +1,195 @@
+"""The CPU thread policy (grouprobust.threads) on faked affinity masks, cgroup files and load; no timing."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from grouprobust import threads
+from grouprobust.config import resolve_config
+from grouprobust.errors import GroupRobustError
+from grouprobust.runs import run
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    """Leave torch's thread count and the policy's memory as the test found them."""
+    before, last = torch.get_num_threads(), threads._last
+    for name in threads.USER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    yield
+    torch.set_num_threads(before)
+    threads._last = last
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_quota_of_the_process_and_its_ancestors(tmp_path):
+    proc = tmp_path / "cgroup"
+    write(proc, "0::/jobs/job7\n")
+    root = tmp_path / "fs"
+    write(root / "jobs" / "job7" / "cpu.max", "max 100000\n")
+    assert threads.cgroup_cpu_limit(root, proc) is None
+    write(root / "jobs" / "cpu.max", "150000 100000\n")  # a parent's quota caps the child
+    assert threads.cgroup_cpu_limit(root, proc) == pytest.approx(1.5)
+    write(root / "jobs" / "job7" / "cpu.max", "50000 100000\n")
+    assert threads.cgroup_cpu_limit(root, proc) == pytest.approx(0.5)
+
+
+def test_cgroup_v1_quota_and_unlimited(tmp_path):
+    proc = tmp_path / "cgroup"
+    write(proc, "4:memory:/x\n2:cpu,cpuacct:/slurm/job1\n")
+    root = tmp_path / "fs"
+    folder = root / "cpu,cpuacct" / "slurm" / "job1"
+    write(folder / "cpu.cfs_quota_us", "-1\n")
+    write(folder / "cpu.cfs_period_us", "100000\n")
+    assert threads.cgroup_cpu_limit(root, proc) is None
+    write(folder / "cpu.cfs_quota_us", "300000\n")
+    assert threads.cgroup_cpu_limit(root, proc) == pytest.approx(3.0)
+    assert threads.cgroup_cpu_limit(tmp_path / "missing", tmp_path / "missing-cgroup") is None
+
+
+def test_usable_cpus_takes_the_affinity_mask_and_the_quota(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})
+    assert threads.usable_cpus(quota=None) == 3
+    assert threads.usable_cpus(quota=1.5) == 2  # rounded up: 1.5 CPUs of quota can run two threads half the time
+    assert threads.usable_cpus(quota=8.0) == 3
+    assert threads.usable_cpus(quota=0.2) == 1
+
+
+def test_busy_cpus_reads_procs_running_without_this_process(tmp_path):
+    stat = tmp_path / "stat"
+    write(stat, "cpu  1 2 3\nprocs_running 4\nprocs_blocked 0\n")
+    assert threads.busy_cpus(stat, samples=3, interval_s=0) == 3.0
+    assert threads.busy_cpus(tmp_path / "none", samples=2, interval_s=0) == 0.0
+
+
+@pytest.mark.parametrize("usable, busy, workers, machine, expected", [
+    (8, 0, 1, 8, 8),      # quiet: every usable CPU
+    (8, 0, 4, 8, 2),      # four workers share eight CPUs
+    (2, 1, 1, 2, 1),      # one busy process on a 2-core machine: one thread
+    (2, 5, 1, 2, 1),      # overloaded: never fewer than one
+    (16, 3, 1, 16, 13),
+    (4, 8, 1, 32, 3),     # system-wide load scaled to a 4-CPU mask of a 32-CPU machine
+])
+def test_policy_threads(usable, busy, workers, machine, expected):
+    assert threads.policy_threads(usable, busy, workers, machine) == expected
+
+
+def test_the_policy_sets_torch_threads_from_what_it_sees(monkeypatch, restore_threads):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 1.0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    threads._last = None
+    monkeypatch.setattr(threads, "torch_default_threads", lambda: torch.get_num_threads())
+    choice = threads.apply_thread_policy()
+    assert (choice.threads, choice.source, choice.usable_cpus) == (2, "policy", 3)
+    assert torch.get_num_threads() == 2
+    assert threads.apply_thread_policy(workers=3).threads == 1  # the policy's own count is no user setting
+
+
+def test_the_users_setting_wins(monkeypatch, restore_threads):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 0.0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    threads._last = None
+    monkeypatch.setattr(threads, "torch_default_threads", lambda: torch.get_num_threads())
+    assert threads.apply_thread_policy().threads == 4
+    torch.set_num_threads(3)  # the user's own call, after the policy ran
+    choice = threads.apply_thread_policy()
+    assert (choice.threads, choice.source) == (3, "torch.set_num_threads")
+    assert torch.get_num_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.apply_thread_policy().source == "OMP_NUM_THREADS"
+
+
+def test_a_call_before_the_policy_ever_ran_is_detected(monkeypatch, restore_threads):
+    threads._last = None
+    monkeypatch.setattr(threads, "torch_default_threads", lambda: 7)  # torch would start with 7; the user set another
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+    choice = threads.apply_thread_policy()
+    assert choice.source == "torch.set_num_threads"
+
+
+def test_an_explicit_count_is_kept_and_bad_counts_refused(restore_threads):
+    assert threads.apply_thread_policy(1).source == "requested"
+    assert threads.apply_thread_policy().threads == 1  # run() re-applies the policy: the explicit count stays
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(GroupRobustError, match="threads must be a positive integer") as err:
+            threads.apply_thread_policy(bad)
+        assert err.value.subject == "threads"
+
+
+def test_config_json_records_the_threads_but_the_run_id_does_not(tmp_path, tiny_gaussian, restore_threads):
+    config = resolve_config("spurious-gaussian", "erm", 0, tiny_gaussian, {"epochs": 1})
+    threads.apply_thread_policy(1)
+    run_id = config.run_id
+    run(config, tmp_path / "a", save_model=False)
+    written = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert written["environment"]["threads"] == 1 and written["environment"]["source"] == "requested"
+    assert written["run_id"] == run_id
+    threads.apply_thread_policy(2)
+    assert config.to_dict()["environment"]["threads"] == 2
+    assert config.run_id == run_id
+
+
+def test_a_sweep_worker_takes_the_sweeps_thread_count(tmp_path, tiny_gaussian, restore_threads):
+    from grouprobust.sweep.executors import make_executor, run_trial
+
+    assert make_executor("local", threads=1).threads == 1
+    config = resolve_config("spurious-gaussian", "erm", 0, tiny_gaussian, {"epochs": 1})
+    outcome = run_trial(config.to_dict(), str(tmp_path), threads=1)
+    written = json.loads((tmp_path / outcome["run_id"] / "config.json").read_text())
+    assert outcome["status"] == "finished" and written["environment"]["threads"] == 1
+
+
+def test_cli_refuses_a_bad_thread_count_naming_the_flag(tmp_path, capsys, restore_threads):
+    from grouprobust.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dataset", "spurious-gaussian", "--out", str(tmp_path / "r"), "--threads", "0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "threads must be a positive integer" in err and "--threads" in err
+    assert not (tmp_path / "r").exists()
+
+
+PROBE = (
+    "import os, sys\n"
+    "seen = []\n"
+    "class Probe:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' and not seen:\n"
+    "            seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
+    "        return None\n"
+    "sys.meta_path.insert(0, Probe())\n"
+    "import grouprobust.cli\n"
+    "import grouprobust.runs\n"
+    "import torch\n"
+    "print(seen[0], torch.get_num_threads())\n"
+)
+
+
+def probe(wait_policy):
+    """A fresh ``grouprobust.cli`` import: OMP_WAIT_POLICY when torch loads, and torch's own thread count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", *threads.USER_ENV)}
+    if wait_policy:
+        env["OMP_WAIT_POLICY"] = wait_policy
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    policy, count = out.stdout.split()
+    return policy, int(count)
+
+
+def test_cli_sets_passive_waiting_before_torch_is_imported_and_torch_default_is_known():
+    """The OpenMP runtime reads OMP_WAIT_POLICY when torch loads: the probe records its value at that moment."""
+    policy, count = probe(None)
+    assert policy == "PASSIVE"
+    assert count == threads.torch_default_threads()  # how a user's torch.set_num_threads is told apart
+    assert probe("ACTIVE")[0] == "ACTIVE"  # the user's choice is kept
