@@ -300,4 +300,6 @@ TRAIN_PARAMS: dict[str, Param] = {
     "epochs": Param(20, None, "passes over the training set", AT_LEAST_ONE),
     "loss": Param("ce", None, "per-example loss; see `grouprobust losses` (grouprobust.losses.LOSSES)"),
     "eval_every": Param(1, None, "evaluate val/test every this many epochs (and always at the last)", AT_LEAST_ONE),
+    "train_groups": Param("", None, "inferred-groups file (`grouprobust infer-groups`) whose (class, inferred "
+                          "attribute) groups replace the training groups; empty: the dataset's own", kind=str),
 }
