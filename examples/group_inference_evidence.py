@@ -59,18 +59,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, from: " + ", ".join(DATASETS))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    chosen = {name: DATASETS[name] for name in args.datasets.split(",")}
     table: dict[str, dict[str, list[float]]] = {}
-    for label, (data, train) in DATASETS.items():
+    for label, (data, train) in chosen.items():
         for seed in seeds:
             rows = one_seed(label, data, train, seed, args.out / label / f"seed{seed}")
             for name, value in rows.items():
                 table.setdefault(name, {}).setdefault(label, []).append(value)
             print(label, seed, {k: round(v, 3) for k, v in rows.items()}, flush=True)
-    columns = ["method", *DATASETS]
+    columns = ["method", *chosen]
     body = [[name, *(format_mean_std(np.mean(v[c]), np.std(v[c], ddof=1) if len(v[c]) > 1 else None, 1, 100)
-                     for c in DATASETS)] for name, v in table.items()]
+                     for c in chosen)] for name, v in table.items()]
     print(markdown_table(columns, body))
 
 
