@@ -26,7 +26,7 @@ TINY = {"n": 200, "n_val": 100, "n_test": 100}
 TRAIN = {"epochs": 1, "batch_size": 32}
 # Parameters that keep a method's extra work small (two-stage estimators, JTT's first stage).
 FAST = {"gsr": {"n_steps": 2}, "gsr-hf": {"n_steps": 2}, "dfr": {"Cs": [1.0], "n_subsamples": 1},
-        "jtt": {"stage1_epochs": 1}}
+        "jtt": {"stage1_epochs": 1}, "afr": {"gammas": [4.0], "regs": [0.1]}, "self": {"l2s": [0.01]}}
 FAST.update({m: {"Cs": [1.0], "n_draws": 1} for m in ("crt", "reweight-crt", "vanilla-crt")})
 
 
@@ -56,9 +56,9 @@ def _read_history(path):
 
 def _selected_is_in_history(method_cls, selected, history):
     """The selected entry exists in ``history.jsonl``: an epoch of a loop run, a GSR step, a DFR ``C``."""
-    if issubclass(method_cls, TwoStageMethod):
-        key = next(k for k in ("step", "C") if k in selected)
-        return any(h.get(key) == selected[key] for h in history)
+    if issubclass(method_cls, TwoStageMethod):  # what the estimator chose: GSR's step, DFR's C, AFR's gamma/reg ...
+        keys = [k for k in selected if k not in ("rule", "oracle", "epoch")]
+        return bool(keys) and any(all(h.get(k) == selected[k] for k in keys) for h in history)
     return any(h.get("epoch") == selected["epoch"] and "metrics" in h for h in history)
 
 

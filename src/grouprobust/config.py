@@ -120,7 +120,10 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
         raise GroupRobustError(f"unknown label regime {regime!r}; use one of: {', '.join(REGIMES)}", subject="regime")
     entry = get_dataset_entry(dataset)
     method_cls = get_method(method)
-    if REGIMES.index(method_cls.needs) > REGIMES.index(regime):
+    inferred = bool((hparams or {}).get("train_groups"))
+    if inferred and method_cls.needs == "full" and regime == "val":
+        pass  # training groups come from inference: only the validation labels the regime gives are read
+    elif REGIMES.index(method_cls.needs) > REGIMES.index(regime):
         raise GroupRobustError(f"method {method!r} needs group labels on {_needs_text(method_cls.needs)} but the regime "
                                f"{regime!r} gives {_needs_text(regime)}; use regime {method_cls.needs!r} or another "
                                "method", subject="regime")

@@ -318,4 +318,6 @@ TRAIN_PARAMS: dict[str, Param] = {
     "eval_every": Param(1, None, "evaluate val/test every this many epochs (and always at the last)", AT_LEAST_ONE),
     "amp": Param(False, None, "mixed precision: each step's forward pass under torch.autocast (bfloat16; float16 "
                               "with loss scaling on GPUs without bfloat16)"),
+    "train_groups": Param("", None, "inferred-groups file (`grouprobust infer-groups`) whose (class, inferred "
+                          "attribute) groups replace the training groups; empty: the dataset's own", kind=str),
 }

@@ -15,6 +15,7 @@ import torch
 from grouprobust.config import RunConfig
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.errors import DivergedError, GroupRobustError
+from grouprobust.group_inference import inference_quality, load_inferred_groups
 from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
 from grouprobust.methods.registry import get_method
@@ -93,11 +94,31 @@ class Trainer:
                                    "training loop; run it with grouprobust.runs.run", subject="method")
         gives_train_groups = config.regime == "full" and self.method_cls.needs == "full"
         self.train_set = splits.train if gives_train_groups else splits.train.without_groups()
+        #: What inferred the training groups, and how well (reporting only), when they come from a file.
+        self.group_inference: dict[str, Any] | None = None
+        if self.hparams.get("train_groups"):
+            self.train_set = self._inferred_train_set(splits.train)
         self.val_set = splits.val if config.regime != "none" else splits.val.without_groups()
         self.test_set = splits.test
         self.full_train = splits.train  # for reporting only; never handed to a method
         self.rule = get_rule(config.select)
         check_rule_for_split(self.rule, self.val_set if self.rule.split == "val" else self.test_set)
+
+    def _inferred_train_set(self, train: GroupDataset) -> GroupDataset:
+        """The training split with the inferred groups of the ``train_groups`` file (labels only otherwise)."""
+        groups = load_inferred_groups(self.hparams["train_groups"])
+        mine = self.config
+        if (groups.dataset, groups.data, groups.seed) != (mine.dataset, mine.data, mine.seed):
+            raise GroupRobustError(
+                f"train_groups {self.hparams['train_groups']} were inferred for {groups.dataset} {groups.data} seed "
+                f"{groups.seed}, not for this run's {mine.dataset} {mine.data} seed {mine.seed}; infer them again",
+                subject="hparam:train_groups")
+        inferred = groups.apply(train)
+        self.group_inference = {"method": groups.method, "params": groups.params, "source": groups.source,
+                                "file": str(self.hparams["train_groups"]), "n_attrs": groups.n_attrs}
+        if train.g is not None:  # reporting only: the method never sees the true groups
+            self.group_inference["quality"] = inference_quality(inferred.g, train.g, train.n_groups, train.group_names)
+        return inferred if self.method_cls.needs == "full" else inferred.without_groups()
 
     # -- building blocks methods may use -------------------------------------------------------
     def new_model(self) -> Classifier:
@@ -196,6 +217,8 @@ class Trainer:
         self.selected_state = None
         epoch_start = [time.perf_counter()]
         train_counts = self.full_train.group_counts() if self.full_train.has_groups else None
+        if self.group_inference is not None:
+            self.log({"group_inference": self.group_inference})
 
         def after_epoch(epoch: int, train_loss: float) -> None:
             entry: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
@@ -227,6 +250,7 @@ class Trainer:
             final={"epoch": entries[-1]["epoch"], "val": (entries[-1].get("metrics") or {}).get("val")},
             train_group_counts=None if train_counts is None else train_counts.tolist(),
             train_empty_groups=self.full_train.empty_groups(),
-            method_info=method.run_info(),
+            method_info={**method.run_info(),
+                         **({"group_inference": self.group_inference} if self.group_inference else {})},
             time_s=time.perf_counter() - start,
         )

@@ -202,8 +202,10 @@ def fit_stage2(config: RunConfig, stage1: TrainedRun, log: Callable[[dict[str, A
     feats, cache_info = stage1.features()
     heldout_idx, seen = stage1_heldout(stage1.path, len(feats.train), hp["holdout_frac"], hp["split_seed"])
     halves = ValHalves(feats.val, config.seed)
+    head = stage1.model.head
+    base_head = (head.weight.detach().cpu().double().numpy(), head.bias.detach().cpu().double().numpy())
     data = Stage2Data(feats.train.subset(heldout_idx, split="heldout"), halves.take("target"),
-                      halves.take("validation"), feats.test)
+                      halves.take("validation"), feats.test, base_head)
     estimator, info = method_cls.fit_stage2(hp, data, config.seed, log)
     train_counts = feats.train.group_counts() if feats.train.has_groups else None
     extra: dict[str, Any] = {
@@ -238,8 +240,11 @@ def weight_report(estimator: Any, data: Stage2Data, heldout_idx: np.ndarray, pat
     GSR never saw it) and final weight (the weights sum to 1).
     """
     w = np.asarray(estimator.weights_, dtype=np.float64)
-    save_npz_atomic(path, trajectory=np.asarray(estimator.weight_trajectory_, dtype=np.float64),
-                    steps=np.asarray(estimator.trajectory_steps_), final=w, heldout_index=heldout_idx,
+    # estimators that learn weights over steps (GSR) keep a trajectory; others (AFR) only the final weights
+    trajectory = getattr(estimator, "weight_trajectory_", w[None])
+    steps = getattr(estimator, "trajectory_steps_", np.zeros(1, dtype=np.int64))
+    save_npz_atomic(path, trajectory=np.asarray(trajectory, dtype=np.float64),
+                    steps=np.asarray(steps), final=w, heldout_index=heldout_idx,
                     y=data.heldout.y, g=data.heldout_groups if data.heldout_groups is not None else np.full(len(w), -1))
     order = np.argsort(-w, kind="stable")
 

@@ -36,6 +36,7 @@ from grouprobust.cli import catalog_commands  # noqa: F401
 from grouprobust.cli import feature_commands  # noqa: F401
 from grouprobust.cli import analysis_commands  # noqa: F401
 from grouprobust.cli import sweep_commands  # noqa: F401
+from grouprobust.cli import inference_commands  # noqa: F401
 
 __all__ = ["app", "console", "err_console", "main"]
 

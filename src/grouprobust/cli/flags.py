@@ -19,6 +19,7 @@ FLAGS: dict[str, str] = {
     "regime": "--regime",
     "device": "--device",
     "stage1": "--from",
+    "reference": "--from",
     "out": "--out",
     "executor": "--executor",
     "workers": "--workers",

@@ -193,3 +193,14 @@ def group_count_tables(check: Any) -> list[Table]:
         t.add_row("[bold]samples[/bold]", *(str(check.samples[s]) for s in check.splits))
         out.append(t)
     return out
+
+
+def inference_quality_table(quality: dict[str, Any]) -> Table:
+    """Recovery of the true training groups by inferred ones (`grouprobust.group_inference.inference_quality`)."""
+    table = Table(title=f"inferred vs true groups (reporting only): adjusted Rand index "
+                        f"{quality['adjusted_rand_index']:.3f}, worst-group recall {_pct(quality['worst_group_recall'])}%")
+    for col, justify in (("true group", "left"), ("n", "right"), ("precision %", "right"), ("recall %", "right")):
+        table.add_column(col, justify=justify)
+    for entry in quality["per_group"].values():
+        table.add_row(entry["name"], str(entry["n"]), _pct(entry["precision"]), _pct(entry["recall"]))
+    return table

@@ -70,8 +70,12 @@ def train(
     from_dir: Optional[Path] = typer.Option(None, "--from", help="gsr/gsr-hf/dfr: reuse this run's model as stage 1"),
     track: Optional[str] = TrackOpt,
     threads: Optional[int] = ThreadsOpt,
+    groups: Optional[Path] = typer.Option(None, "--groups", help="inferred training groups written by "
+                                          "`grouprobust infer-groups` (shortcut for --set train_groups=FILE)"),
 ) -> None:
     """Train one method on one dataset and write a run directory."""
+    if groups is not None:
+        sets = [*sets, f"train_groups={groups.resolve()}"]
     train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir,
                      track=track, threads=threads)
 

@@ -117,12 +117,16 @@ class Stage2Data:
 
     The held-out samples' true groups are kept apart in ``heldout_groups`` for reporting (weight
     mass per group, the largest/smallest-weighted samples); they are never passed to an estimator.
+    ``base_head`` is the stage-1 model's last layer on these features, ``(coef (k, d), intercept (k,))``,
+    for methods that start from it (AFR, SELF); None when unknown.
     """
 
-    def __init__(self, heldout: GroupDataset, target: GroupDataset, validation: GroupDataset, test: GroupDataset):
+    def __init__(self, heldout: GroupDataset, target: GroupDataset, validation: GroupDataset, test: GroupDataset,
+                 base_head: tuple[np.ndarray, np.ndarray] | None = None):
         self.heldout_groups = heldout.g
         self.heldout = heldout.without_groups()
         self.target, self.validation, self.test = target, validation, test
+        self.base_head = base_head
 
 
 class TwoStageMethod(MethodDeclaration):
