@@ -157,3 +157,9 @@ class TwoStageMethod(MethodDeclaration):
         """Fit the estimator; returns ``(fitted estimator, info)`` where ``info["selected"]`` says what
         the estimator selected (e.g. ``{"epoch": step}`` or ``{"C": C}``) and the rest is reported."""
         raise NotImplementedError
+
+
+def last_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A method's last-step figures for ``history.jsonl``: tensors (kept on the device during the
+    epoch, so that steps never wait for the host) read back as floats, other values as they are."""
+    return {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in values.items()}

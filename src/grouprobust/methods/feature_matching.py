@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from grouprobust.methods.base import Batch
+from grouprobust.methods.base import Batch, last_values
 from grouprobust.methods.environments import ENV_PARAMS, EnvironmentMethod, environment_risks
 from grouprobust.methods.registry import register_method
 from grouprobust.params import NON_NEGATIVE, Param
@@ -86,11 +86,11 @@ class _FeatureMatching(EnvironmentMethod):
         env = self.batch_env(batch)
         risks = environment_risks(self.loss_fn(model.head(features), batch.y), env, self.n_envs)
         penalty = self.penalty(features, env)
-        self._last = {f"{self.name}_penalty": float(penalty.detach())}
+        self._last = {f"{self.name}_penalty": penalty.detach()}
         return risks.mean() + self.hparams[self.weight_name] * penalty
 
     def epoch_log(self) -> dict[str, Any]:
-        return dict(getattr(self, "_last", {}))
+        return last_values(getattr(self, "_last", {}))
 
 
 @register_method

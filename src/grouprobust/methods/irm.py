@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from grouprobust.losses import LossFn
-from grouprobust.methods.base import Batch
+from grouprobust.methods.base import Batch, last_values
 from grouprobust.methods.environments import (ENV_PARAMS, EnvironmentMethod, annealed_weight, environment_risks,
                                               penalty_params)
 from grouprobust.methods.registry import register_method
@@ -55,8 +55,8 @@ class IRM(EnvironmentMethod):
         penalty = irm_penalty(logits, batch.y, env, self.loss_fn)
         weight = annealed_weight(self.steps, self.hparams["irm_anneal_iters"], self.hparams["irm_lambda"])
         self.steps += 1
-        self._last = {"irm_penalty": float(penalty.detach()), "penalty_weight": weight}
+        self._last = {"irm_penalty": penalty.detach(), "penalty_weight": weight}
         return risks.mean() + weight * penalty
 
     def epoch_log(self) -> dict[str, Any]:
-        return dict(getattr(self, "_last", {}))
+        return last_values(getattr(self, "_last", {}))

@@ -86,8 +86,9 @@ class LfF(Method):
         self.biased_optimizer.zero_grad(set_to_none=True)
         generalized_cross_entropy(logits_b, y, self.hparams["gce_q"]).mean().backward()
         self.biased_optimizer.step()
-        self._mean_weight = float(w.mean())
+        self._mean_weight = w.detach().mean()  # read back once per epoch, in epoch_log
         return (w * self.loss_fn(logits_d, y)).mean()
 
     def epoch_log(self) -> dict[str, Any]:
-        return {"mean_weight": getattr(self, "_mean_weight", None)}
+        weight = getattr(self, "_mean_weight", None)
+        return {"mean_weight": None if weight is None else float(weight)}

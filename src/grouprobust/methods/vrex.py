@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from grouprobust.methods.base import Batch
+from grouprobust.methods.base import Batch, last_values
 from grouprobust.methods.environments import (ENV_PARAMS, EnvironmentMethod, annealed_weight, environment_risks,
                                               penalty_params)
 from grouprobust.methods.registry import register_method
@@ -35,8 +35,8 @@ class VREx(EnvironmentMethod):
         penalty = vrex_penalty(risks)
         weight = annealed_weight(self.steps, self.hparams["vrex_anneal_iters"], self.hparams["vrex_lambda"])
         self.steps += 1
-        self._last = {"vrex_penalty": float(penalty.detach()), "penalty_weight": weight}
+        self._last = {"vrex_penalty": penalty.detach(), "penalty_weight": weight}
         return risks.mean() + weight * penalty
 
     def epoch_log(self) -> dict[str, Any]:
-        return dict(getattr(self, "_last", {}))
+        return last_values(getattr(self, "_last", {}))
