@@ -35,6 +35,7 @@ from grouprobust.data.feature_store import load_feature_splits
 from grouprobust.data.registry import get_dataset_entry
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.registry import get_method
+from grouprobust.output import check_creatable
 
 Progress = Callable[[str, int, int], None]
 
@@ -47,8 +48,10 @@ def _nonempty(values: Iterable[Any], name: str) -> list[Any]:
 
 
 def _check_out(out: Path, force: bool = False) -> None:
-    """Fail before any work when ``out`` cannot become the output directory (`check_analysis_out`)."""
+    """Fail before any work when ``out`` cannot become the output directory: a path under a file or in a
+    folder that refuses new entries (`check_creatable`), or one holding an analysis (`check_analysis_out`)."""
     check_analysis_out(out, force)
+    check_creatable(out, "analysis directory")
 
 
 def _check_methods(methods: list[str], hparams: dict[str, Any]) -> None:

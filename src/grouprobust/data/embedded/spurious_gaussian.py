@@ -59,7 +59,8 @@ def spurious_gaussian(seed: int = 0, *,
     meta = {"core_direction": core_dir, "spurious_direction": spur_dir}
     splits = []
     for split, size, prob in (("train", n, p), ("val", n_val, 0.5), ("test", n_test, 0.5)):
-        x, y, a = _draw(rng, size, prob, *args)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite inputs are refused below, in one line
+            x, y, a = _draw(rng, size, prob, *args)
         splits.append(GroupDataset(x, y, a, n_classes=2, n_attrs=2, split=split, name="spurious-gaussian",
                                    meta=dict(meta)))
     return DatasetSplits(*splits, name="spurious-gaussian", meta=dict(meta))
