@@ -15,7 +15,7 @@ import torch
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.losses import LossFn
-from grouprobust.methods.base import Batch, TrainData
+from grouprobust.methods.base import Batch, TrainData, last_values
 from grouprobust.methods.reweighting import WeightedSampling
 from grouprobust.methods.sampling import balanced_probabilities
 from grouprobust.params import NON_NEGATIVE, Interval, Param
@@ -80,3 +80,28 @@ class EnvironmentMethod(WeightedSampling):
         """The environment of every example of ``batch``."""
         return self.env[batch.idx]
 
+
+class AnnealedPenaltyMethod(EnvironmentMethod):
+    """Mean environment risk + ``w * penalty``, with the annealed weight ``w`` (`annealed_weight`: 1 for
+    ``<prefix>_anneal_iters`` steps, then ``<prefix>_lambda``). Subclasses set ``prefix`` and implement
+    `penalty`; the last step's penalty and weight are logged per epoch."""
+
+    prefix: str = ""
+
+    def penalty(self, logits: torch.Tensor, y: torch.Tensor, env: torch.Tensor, risks: torch.Tensor) -> torch.Tensor:
+        """The method's penalty for one batch (``risks``: the batch's per-environment mean losses)."""
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        logits = model.head(model.features(batch.x))
+        env = self.batch_env(batch)
+        risks = environment_risks(self.loss_fn(logits, batch.y), env, self.n_envs)
+        penalty = self.penalty(logits, batch.y, env, risks)
+        weight = annealed_weight(self.steps, self.hparams[f"{self.prefix}_anneal_iters"],
+                                 self.hparams[f"{self.prefix}_lambda"])
+        self.steps += 1
+        self._last = {f"{self.prefix}_penalty": penalty.detach(), "penalty_weight": weight}
+        return risks.mean() + weight * penalty
+
+    def epoch_log(self) -> dict[str, Any]:
+        return last_values(getattr(self, "_last", {}))

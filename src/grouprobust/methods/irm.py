@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
 from grouprobust.losses import LossFn
-from grouprobust.methods.base import Batch, last_values
-from grouprobust.methods.environments import (ENV_PARAMS, EnvironmentMethod, annealed_weight, environment_risks,
-                                              penalty_params)
+from grouprobust.methods.environments import ENV_PARAMS, AnnealedPenaltyMethod, penalty_params
 from grouprobust.methods.registry import register_method
 
 
@@ -36,7 +32,7 @@ def irm_penalty(logits: torch.Tensor, y: torch.Tensor, env: torch.Tensor, loss_f
 
 
 @register_method
-class IRM(EnvironmentMethod):
+class IRM(AnnealedPenaltyMethod):
     """IRMv1: mean environment risk + ``w * irm_penalty``, with ``w = 1`` for the first
     ``irm_anneal_iters`` steps and ``irm_lambda`` after (DomainBed's schedule; DomainBed also resets
     Adam when the weight changes, this does not). The squared gradient is taken on each whole
@@ -48,15 +44,7 @@ class IRM(EnvironmentMethod):
     summary = "IRMv1: mean group risk + lambda * squared gradient of each group's risk w.r.t. a logit scale"
     params = {**ENV_PARAMS, **penalty_params("irm", 100.0, ("log_uniform", 0.1, 1e4), 500)}
 
-    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        logits = model.head(model.features(batch.x))
-        env = self.batch_env(batch)
-        risks = environment_risks(self.loss_fn(logits, batch.y), env, self.n_envs)
-        penalty = irm_penalty(logits, batch.y, env, self.loss_fn)
-        weight = annealed_weight(self.steps, self.hparams["irm_anneal_iters"], self.hparams["irm_lambda"])
-        self.steps += 1
-        self._last = {"irm_penalty": penalty.detach(), "penalty_weight": weight}
-        return risks.mean() + weight * penalty
+    prefix = "irm"
 
-    def epoch_log(self) -> dict[str, Any]:
-        return last_values(getattr(self, "_last", {}))
+    def penalty(self, logits: torch.Tensor, y: torch.Tensor, env: torch.Tensor, risks: torch.Tensor) -> torch.Tensor:
+        return irm_penalty(logits, y, env, self.loss_fn)
