@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
@@ -117,3 +119,16 @@ class Standardizer:
         """Coefficients on standardised features -> the same model on raw features."""
         raw = coef / self.scale
         return raw, intercept - raw @ self.mean
+
+
+def full_head(clf: Any, k: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted scikit-learn ``LogisticRegression`` as this package's head on ``k`` classes: ``(coef (k, d),
+    intercept (k,))`` with one row per class index. A binary fit's single score ``z`` becomes the rows
+    ``[-z/2, z/2]`` of its two classes (logits summing to zero); classes it never saw keep zero rows."""
+    coef, intercept = np.zeros((k, d)), np.zeros(k)
+    if len(clf.classes_) == 2:
+        z, b = clf.coef_[0] / 2, clf.intercept_[0] / 2
+        coef[clf.classes_], intercept[clf.classes_] = np.stack([-z, z]), np.array([-b, b])
+    else:
+        coef[clf.classes_], intercept[clf.classes_] = clf.coef_, clf.intercept_
+    return coef, intercept

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, Standardizer, worst_group_accuracy
+from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, worst_group_accuracy
 from grouprobust.lastlayer._validation import check_features, check_groups
 from grouprobust.params import POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
@@ -74,13 +74,7 @@ class ClassifierRetraining(LinearHead):
         k = len(self.classes_)
         clf = LogisticRegression(C=C, max_iter=int(self.max_iter))
         clf.fit(X, y, sample_weight=w)
-        coef, intercept = np.zeros((k, X.shape[1])), np.zeros(k)
-        if len(clf.classes_) == 2:
-            z, b = clf.coef_[0] / 2, clf.intercept_[0] / 2
-            coef[clf.classes_], intercept[clf.classes_] = np.stack([-z, z]), np.array([-b, b])
-        else:
-            coef[clf.classes_], intercept[clf.classes_] = clf.coef_, clf.intercept_
-        return coef, intercept
+        return full_head(clf, k, X.shape[1])
 
     def _fit_balanced(self, X: np.ndarray, y: np.ndarray, C: float, rng: np.random.Generator
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

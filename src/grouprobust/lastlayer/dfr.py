@@ -9,7 +9,7 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, Standardizer, worst_group_accuracy
+from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, worst_group_accuracy
 from grouprobust.lastlayer._validation import check_features, check_groups
 from grouprobust.params import POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
@@ -68,13 +68,7 @@ class DFR(LinearHead):
         clf = LogisticRegression(C=C, solver=solver, max_iter=int(self.max_iter), random_state=seed,
                                  **_penalty_args(self.penalty))
         clf.fit(X, y)
-        coef, intercept = np.zeros((len(self.classes_), X.shape[1])), np.zeros(len(self.classes_))
-        if not multiclass:
-            coef[0], coef[1] = -clf.coef_[0] / 2, clf.coef_[0] / 2
-            intercept[0], intercept[1] = -clf.intercept_[0] / 2, clf.intercept_[0] / 2
-        else:
-            coef[clf.classes_], intercept[clf.classes_] = clf.coef_, clf.intercept_
-        return coef, intercept
+        return full_head(clf, len(self.classes_), X.shape[1])
 
     def _averaged(self, X: np.ndarray, y: np.ndarray, g: np.ndarray, C: float, rng: np.random.Generator
                   ) -> tuple[np.ndarray, np.ndarray]:
