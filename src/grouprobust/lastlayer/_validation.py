@@ -70,3 +70,12 @@ def check_groups(groups, n: int, name: str) -> np.ndarray:
     if not np.issubdtype(g.dtype, np.number) or not np.all(np.mod(g, 1) == 0):
         raise GroupRobustError(f"{name} must hold integer group ids; encode the groups first")
     return g.astype(np.intp)
+
+
+def validation_given(owner: str, X_val, y_val, groups_val) -> bool:
+    """Whether the validation triple was passed: all three (True) or none (False); a partial triple is a
+    one-line error naming ``owner`` (e.g. ``"GSR.fit"``)."""
+    given = [v is not None for v in (X_val, y_val, groups_val)]
+    if any(given) and not all(given):
+        raise GroupRobustError(f"{owner}: pass all of X_val, y_val and groups_val, or none of them")
+    return all(given)

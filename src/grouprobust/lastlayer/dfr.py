@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, worst_group_accuracy
-from grouprobust.lastlayer._validation import check_features, check_groups
+from grouprobust.lastlayer._validation import check_features, check_groups, validation_given
 from grouprobust.params import POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
 
@@ -90,13 +90,11 @@ class DFR(LinearHead):
         X = check_features(X, "X")
         codes = self._encode(y, len(X))
         g = check_groups(groups, len(X), "groups")
-        val_given = [v is not None for v in (X_val, y_val, groups_val)]
-        if any(val_given) and not all(val_given):
-            raise GroupRobustError("DFR.fit: pass all of X_val, y_val and groups_val, or none of them")
+        has_val = validation_given("DFR.fit", X_val, y_val, groups_val)
         rng = np.random.default_rng(self.random_state)
         scaler = Standardizer(X, bool(self.standardize))
         Xs = scaler(X)
-        if all(val_given):
+        if has_val:
             Xv = scaler(check_features(X_val, "X_val", n_features=X.shape[1]))
             yv = self._encode_more(y_val, len(Xv), "y_val")
             gv = check_groups(groups_val, len(Xv), "groups_val")

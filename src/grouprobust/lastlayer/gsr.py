@@ -15,7 +15,7 @@ from scipy.special import log_softmax, softmax
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._base import LinearHead, Standardizer
 from grouprobust.lastlayer._multinomial import FORMS, DualKernelProblem, MultinomialProblem
-from grouprobust.lastlayer._validation import check_features, check_groups, check_weights
+from grouprobust.lastlayer._validation import check_features, check_groups, check_weights, validation_given
 from grouprobust.lastlayer.influence import influence_scores
 from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
@@ -196,12 +196,10 @@ class GSR(LinearHead):
         if X_target is None or y_target is None or groups_target is None:
             raise GroupRobustError("GSR.fit needs X_target, y_target and groups_target (the group-labelled target set); "
                                    "pass them as keyword arguments")
-        val_given = [v is not None for v in (X_val, y_val, groups_val)]
-        if any(val_given) and not all(val_given):
-            raise GroupRobustError("GSR.fit: pass all of X_val, y_val and groups_val, or none of them")
+        has_val = validation_given("GSR.fit", X_val, y_val, groups_val)
         scaler = Standardizer(X, bool(self.standardize))
         target = self._split(X_target, y_target, groups_target, "target", scaler, d)
-        val = self._split(X_val, y_val, groups_val, "val", scaler, d) if all(val_given) else None
+        val = self._split(X_val, y_val, groups_val, "val", scaler, d) if has_val else None
         held_groups = check_groups(groups, n, "groups") if groups is not None else None
         w = check_weights(sample_weight, n)
         w = w / w.sum()

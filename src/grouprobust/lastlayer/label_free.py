@@ -33,7 +33,7 @@ from scipy.special import log_softmax, softmax
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._base import LinearHead, worst_group_accuracy
-from grouprobust.lastlayer._validation import check_features, check_groups, check_weights
+from grouprobust.lastlayer._validation import check_features, check_groups, check_weights, validation_given
 from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
 
@@ -101,11 +101,9 @@ class _AnchoredHead(LinearHead):
         if coef0.shape != (k, d) or intercept0.shape != (k,):
             raise GroupRobustError(f"{type(self).__name__}: the base head has shape {coef0.shape} / {intercept0.shape} "
                                    f"but the data have {k} classes and {d} features; pass the stage-1 model's head")
-        val_given = [v is not None for v in (X_val, y_val, groups_val)]
-        if any(val_given) and not all(val_given):
-            raise GroupRobustError(f"{type(self).__name__}.fit: pass all of X_val, y_val and groups_val, or none")
+        has_val = validation_given(f"{type(self).__name__}.fit", X_val, y_val, groups_val)
         val = None
-        if all(val_given):
+        if has_val:
             Xv = check_features(X_val, "X_val", n_features=d)
             val = (Xv, self._encode_more(y_val, len(Xv), "y_val"), check_groups(groups_val, len(Xv), "groups_val"))
         return X, codes, k, coef0, intercept0, val
