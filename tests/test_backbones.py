@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from grouprobust.cli import main
 from grouprobust.data import load_dataset
 from grouprobust.data.encoders import load_encoder
 from grouprobust.data.extract import extract_embedded_features
@@ -21,16 +20,14 @@ from grouprobust.errors import GroupRobustError
 
 from backbone_fixtures import ScriptableCNN, TinyCNN, tiny_cnn
 from readers_fixtures import write_waterbirds
+from cli_runner import cli
 
 torch.set_num_threads(1)
 DIGITS = {"copies": 1}
 
 
 def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as ex:
-        main(args)
-    captured = capsys.readouterr()
-    return ex.value.code, " ".join(captured.out.split()), " ".join(captured.err.split())
+    return cli(args, capsys, squash=True)
 
 
 def digits_features(model_fn, x: np.ndarray) -> np.ndarray:

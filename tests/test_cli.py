@@ -4,17 +4,9 @@ import sys
 
 import pytest
 
-from grouprobust.cli import main
+from cli_runner import cli
 
 TINY = ["--data", "n=300", "--data", "n_val=200", "--data", "n_test=300"]
-
-
-def cli(args, capsys):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_train_round_trip(tmp_path, capsys):

@@ -5,15 +5,8 @@ from rich.console import Console
 
 import grouprobust
 from grouprobust.analysis.runs import run_implicit_bias_experiment
-from grouprobust.cli import main
 from grouprobust.cli.render import per_group_table, selected_text
-
-
-def cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from cli_runner import cli
 
 
 def test_version_and_shell_completion(capsys):

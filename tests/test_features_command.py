@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from grouprobust.cli import main
 from grouprobust.data import load_dataset
 from grouprobust.data.encoders import load_encoder
 from grouprobust.data.extract import extract_features
@@ -17,6 +16,7 @@ from grouprobust.data.readers import read_benchmark
 from grouprobust.errors import GroupRobustError
 
 from readers_fixtures import write_cached_bert_inputs, write_civilcomments, write_multinli, write_waterbirds
+from cli_runner import cli
 
 
 def importable(module: str) -> bool:
@@ -29,10 +29,7 @@ def importable(module: str) -> bool:
 
 
 def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as ex:
-        main(args)
-    captured = capsys.readouterr()
-    return ex.value.code, " ".join(captured.out.split()), " ".join(captured.err.split())
+    return cli(args, capsys, squash=True)
 
 
 def test_pixels_features_follow_table_order_and_train(tmp_path, capsys):

@@ -15,6 +15,7 @@ from grouprobust.methods.erm import ERM
 from grouprobust.data.registry import load_dataset
 from grouprobust.params import resolve_params
 from grouprobust.training import Trainer
+from cli_runner import cli as _cli
 
 COUNTS = np.array([1000, 100, 10, 1])
 
@@ -122,15 +123,6 @@ def test_every_loss_declares_the_class_weight_parameters_with_constraints():
     with pytest.raises(GroupRobustError, match="focal_gamma must lie in") as err:
         resolve_config("spurious-gaussian", "erm", hparams={"loss": "focal", "focal_gamma": -1})
     assert err.value.subject == "hparam:focal_gamma"
-
-
-def _cli(args, capsys):
-    from grouprobust.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_losses_command_lists_every_loss_and_its_parameters(capsys, monkeypatch):

@@ -6,15 +6,8 @@ import pandas as pd
 import pytest
 
 import grouprobust
-from grouprobust.cli import main
 from table_fixtures import census_frame
-
-
-def cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from cli_runner import cli
 
 
 def test_csv_to_erm_and_groupdro_to_report(tmp_path, capsys):

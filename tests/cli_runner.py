@@ -1,0 +1,18 @@
+"""Running the ``grouprobust`` command in-process, as the CLI tests do."""
+
+from __future__ import annotations
+
+import pytest
+
+from grouprobust.cli import main
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture, squash: bool = False) -> tuple[int, str, str]:
+    """Run ``grouprobust ARGS``; returns ``(exit code, stdout, stderr)``. ``squash`` joins each stream's
+    whitespace runs into single spaces (for matching text that Rich wraps across lines)."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    captured = capsys.readouterr()
+    if squash:
+        return exc.value.code, " ".join(captured.out.split()), " ".join(captured.err.split())
+    return exc.value.code, captured.out, captured.err
