@@ -10,7 +10,8 @@ Prints, per shape, all measured in the same run:
   at every outer step (absolute, and in units of the mean weight ``1/n``);
 * the influence the fast path computes at the last step against a direct exact solve there.
 
-Threads: numpy's defaults unless ``--threads N`` (applied with threadpoolctl).
+Threads: the product's policy (the estimators apply `grouprobust.threads.native_thread_policy`
+during ``fit``), unless ``--threads N`` fixes them (`grouprobust.threads.apply_thread_policy`).
 
 Optionally (``--dense-steps N``, default 0) the ratio against a straightforward dense implementation measured in the
 same run (full-parameter Hessian built from per-sample outer products, ``numpy.linalg.pinv``,
@@ -36,12 +37,13 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info
 
 from grouprobust.lastlayer import GSR, gsr as gsr_module
 from grouprobust.lastlayer._base import Standardizer
 from grouprobust.lastlayer._multinomial import MultinomialProblem
 from grouprobust.lastlayer.influence import exact_influence, influence_scores, set_gradients
+from grouprobust.threads import apply_thread_policy, native_thread_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gsr_reference import reference_weights  # noqa: E402
@@ -117,6 +119,12 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
+def rss_gb() -> float:
+    """Resident memory of this process now, in GB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
 def hessian_product_seconds(X: np.ndarray, repeats: int = 3) -> tuple[float, float]:
     """Best (wall, CPU) seconds of one ``X^T diag(s) X`` product built as today's Hessian is (scale rows, SYRK)."""
     s = np.random.default_rng(1).uniform(0.05, 0.25, len(X))
@@ -154,7 +162,8 @@ def traced_weights(trajectory: list):
 def influence_check(head, target, w_prev: np.ndarray, w: np.ndarray, tol: float) -> float:
     """Max relative difference between the fast path's influence at ``w`` (warm from ``w_prev``) and a direct exact solve."""
     if hasattr(head, "cross"):  # the dual head needs the new split's cross-Gram matrix
-        head.cross[id(target)] = target.X @ head.dual.problem.X.T
+        p = head.dual.problem
+        head.cross[id(target)] = p.times(target.X, p.standardized(p.X).T)
     head.fit(w_prev)
     head.fit(w)
     c = np.full(len(target.y), 1.0 / len(target.y))
@@ -176,7 +185,7 @@ def run_shape(name: str, dense_steps: int, reference: bool) -> None:
     Xt, yt, gt = synthetic(n_target, dirs, 0.5, rng)
     Xv, yv, gv = synthetic(n_target // 2 + 1, dirs, 0.5, rng)
     print(f"[{name}] held-out {n} x {d}, target {n_target}, {k} classes, 4 groups, {steps} outer steps")
-    prod_wall, prod_cpu = hessian_product_seconds(Standardizer(X, True)(X))
+    before_fit = rss_gb()
     model = GSR(n_steps=steps)
     trajectory: list[np.ndarray] = []
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -184,17 +193,21 @@ def run_shape(name: str, dense_steps: int, reference: bool) -> None:
         model.fit(X, y, X_target=Xt, y_target=yt, groups_target=gt, X_val=Xv, y_val=yv, groups_val=gv)
     total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = peak_rss_gb()
+    with native_thread_policy() as policy_count:  # the threads the fit had (its own policy, decided again now)
+        prod_wall, prod_cpu = hessian_product_seconds(X)  # after the fit, so its temporary is not in the fit's peak
+    pools = {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
     head = traced_weights.last_head
     hist = model.history_
     print(f"  GSR total {total:.2f} s wall, {cpu:.2f} s CPU ({total / (steps + 1) * 1000:.1f} ms/step wall, "
-          f"{sum(e['n_hessians'] for e in hist)} Hessian factorisations, {type(head).__name__}), peak memory {peak:.2f} GB; "
+          f"{sum(e['n_hessians'] for e in hist)} Hessian factorisations, {type(head).__name__}), peak memory {peak:.2f} GB "
+          f"(process; {before_fit:.2f} GB before the fit: imports and the data sets); "
           f"paper (GPU) {paper_s:.0f} s")
-    print(f"  one X^T diag(s) X product: {prod_wall:.3f} s wall, {prod_cpu:.3f} s CPU -> fit / product = "
+    print(f"  one X^T diag(s) X product ({policy_count or pools} threads): {prod_wall:.3f} s wall, {prod_cpu:.3f} s CPU -> fit / product = "
           f"{total / prod_wall:.1f} (wall), {cpu / prod_cpu:.1f} (CPU)")
     print(f"  worst-group acc step 0 -> best step {model.best_step_}: target {hist[0]['target_worst_group_acc']:.3f} -> "
           f"{hist[model.best_step_]['target_worst_group_acc']:.3f}, validation {hist[0]['val_worst_group_acc']:.3f} -> "
           f"{hist[model.best_step_]['val_worst_group_acc']:.3f}")
-    target = gsr_module._Split(Standardizer(X, True)(Xt), yt, gt)
+    target = gsr_module._Split(Xt, yt, gt)  # raw: the problem standardises on the fly
     print(f"  influence at the last step vs a direct exact solve: max relative difference "
           f"{influence_check(head, target, trajectory[-2], trajectory[-1], model.tol):.1e}")
     if reference:
@@ -238,8 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="BLAS threads (default: numpy's own choice)")
     parser.add_argument("--no-reference", action="store_true", help="skip today's algorithm (gsr_reference.py)")
     args = parser.parse_args(argv)
-    limits = threadpool_limits(args.threads) if args.threads else contextlib.nullcontext()
-    with limits:
+    if args.threads:  # an explicit count, as the CLI's --threads: the estimators' own policy then stands aside
+        apply_thread_policy(args.threads)
+    with contextlib.nullcontext():
         pools = ", ".join(f"{p['internal_api']} {p['num_threads']} threads" for p in threadpool_info())
         print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}), {pools}, OMP_NUM_THREADS="
               f"{os.environ.get('OMP_NUM_THREADS')}")

@@ -90,3 +90,59 @@ def test_dual_kernel_problem_reaches_the_primal_solution_and_influence(k, fit_in
     img, vc, _ = solve((Xe @ X.T).T @ Ct, gc)
     dual_scores = -np.sum(((P_dual - problem.Y) @ problem.Q) * (img + vc), axis=1)
     np.testing.assert_allclose(dual_scores, exact, rtol=1e-6, atol=1e-9 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_folded_standardisation_equals_the_problem_on_standardised_copies(k):
+    rng = np.random.default_rng(20 + k)
+    X = rng.normal(loc=5.0, scale=3.0, size=(200, 9))
+    Xe = rng.normal(loc=5.0, scale=3.0, size=(30, 9))
+    y, w = np.arange(200) % k, rng.uniform(0.2, 1.0, 200) / 200
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    folded = MultinomialProblem(X, y, k, 0.05, center=mean, scale=scale)
+    copied = MultinomialProblem((X - mean) / scale, y, k, 0.05)
+    assert folded.X is X or np.shares_memory(folded.X, X)  # the held-out matrix is not copied
+    phi = rng.normal(size=(k - 1, 10))
+    np.testing.assert_allclose(folded.logits(phi, Xe), copied.logits(phi, (Xe - mean) / scale), rtol=1e-12, atol=1e-12)
+    R = rng.normal(size=(30, k))
+    np.testing.assert_allclose(folded.reduced_grad(R, Xe, np.ones(30)), copied.reduced_grad(R, (Xe - mean) / scale,
+                               np.ones(30)), rtol=1e-11, atol=1e-11)
+    P = np.exp(copied.logits(phi)) / np.exp(copied.logits(phi)).sum(axis=1, keepdims=True)
+    B = copied.curvature(P, w)
+    V = rng.normal(size=(2, k - 1, 10))
+    np.testing.assert_allclose(folded.hess_vec(B, V), copied.hess_vec(B, V), rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(folded.hessian_matrix(B), copied.hessian_matrix(B), rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(folded.hess_vec(B, V, single=True), copied.hess_vec(B, V), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(folded.fit(w, tol=1e-11)[0], copied.fit(w, tol=1e-11)[0], atol=1e-8)
+
+
+def test_cg_reports_the_smallest_ritz_value_from_above():
+    from grouprobust.lastlayer._multinomial import pcg
+
+    rng = np.random.default_rng(5)
+    Q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    eig = np.linspace(0.3, 4.0, 12)
+    H = (Q * eig) @ Q.T
+    g = rng.normal(size=(1, 12))
+    x, it, ok, ritz = pcg(lambda V: V @ H, lambda R: R, g, 1e-12, 40)
+    assert ok and np.allclose(x[0], np.linalg.solve(H, g[0]), atol=1e-9)
+    assert ritz == pytest.approx(eig[0], rel=1e-6)  # a full Krylov space finds the smallest eigenvalue
+    _, _, _, early = pcg(lambda V: V @ H, lambda R: R, g, 1e-12, 3)
+    assert early >= eig[0] - 1e-12  # a partial one estimates it from above
+
+
+def test_gsr_keeps_the_standardised_problem_without_copying_the_held_out_features(monkeypatch):
+    rng = np.random.default_rng(8)
+    dirs = rng.standard_normal(20) / np.sqrt(20), rng.standard_normal(20) / np.sqrt(20)
+    X, y, _ = spurious(400, 20, 0.9, rng, dirs)
+    Xt, yt, gt = spurious(100, 20, 0.5, rng, dirs)
+    problems = []
+    original = gsr_module.MultinomialProblem.__init__
+
+    def record(self, X_, *args, **kwargs):
+        problems.append(X_)
+        original(self, X_, *args, **kwargs)
+
+    monkeypatch.setattr(gsr_module.MultinomialProblem, "__init__", record)
+    GSR(n_steps=2).fit(X, y, X_target=Xt, y_target=yt, groups_target=gt)
+    assert len(problems) == 1 and np.shares_memory(problems[0], X)

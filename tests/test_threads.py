@@ -193,3 +193,59 @@ def test_cli_sets_passive_waiting_before_torch_is_imported_and_torch_default_is_
     assert policy == "PASSIVE"
     assert count == threads.torch_default_threads()  # how a user's torch.set_num_threads is told apart
     assert probe("ACTIVE")[0] == "ACTIVE"  # the user's choice is kept
+
+
+def _pool_threads() -> dict:
+    from threadpoolctl import threadpool_info
+
+    return {(pool["internal_api"], pool["filepath"]): pool["num_threads"] for pool in threadpool_info()}
+
+
+def test_native_pools_follow_the_policy_during_a_block_and_are_restored(monkeypatch, restore_threads):
+    import numpy as np  # noqa: F401  (numpy's OpenBLAS pool is loaded)
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    threads._last = None
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+    before = _pool_threads()
+    with threads.native_thread_policy() as count:
+        inside = _pool_threads()
+    assert all(n <= 1 for n in inside.values())
+    assert count == (1 if any(n > 1 for n in before.values()) else None)
+    assert _pool_threads() == before
+
+
+def test_native_pools_are_left_alone_when_the_user_or_an_entry_point_chose(monkeypatch, restore_threads):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+    before = _pool_threads()
+    threads._last = None
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    with threads.native_thread_policy() as count:
+        assert count is None and _pool_threads() == before
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    threads._last = threads.ThreadChoice(2, "requested")
+    with threads.native_thread_policy() as count:
+        assert count is None and _pool_threads() == before
+
+
+def test_a_last_layer_fit_runs_under_the_native_policy(monkeypatch, restore_threads):
+    import numpy as np
+
+    from grouprobust.lastlayer import DFR
+
+    seen = []
+
+    class Recorder:
+        def __enter__(self):
+            seen.append("in")
+
+        def __exit__(self, *exc):
+            seen.append("out")
+
+    from grouprobust.lastlayer import _base
+
+    monkeypatch.setattr(_base, "native_thread_policy", Recorder)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)), np.arange(60) % 2
+    DFR(n_subsamples=1).fit(X, y, groups=y)
+    assert seen == ["in", "out"]

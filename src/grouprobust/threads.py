@@ -30,17 +30,19 @@ This is a leaf module: it imports torch only inside the functions that set or re
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from grouprobust.errors import GroupRobustError
 
 USER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+NATIVE_ENV = USER_ENV + ("OPENBLAS_NUM_THREADS",)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -254,6 +256,31 @@ def current_choice() -> ThreadChoice:
 def thread_environment() -> dict:
     """``config.json``'s environment block: the thread choice and the OpenMP wait policy in the environment."""
     return {**current_choice().to_dict(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "runtime default")}
+
+
+@contextlib.contextmanager
+def native_thread_policy() -> Iterator[int | None]:
+    """For the duration of a block, limit numpy's and scipy's native thread pools (OpenBLAS, OpenMP)
+    to the policy's count; yields the count set, or None when nothing was changed.
+
+    For library calls made outside the entry points (e.g. ``GSR().fit`` in a notebook): without it,
+    OpenBLAS runs one spinning thread per core beside whatever else the machine runs. Changes
+    nothing when the user set ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``,
+    when an entry point already applied `apply_thread_policy` (the pools are set), or when every
+    pool already uses no more threads than the policy's count (a user's own threadpoolctl limit);
+    it only lowers pools, and the previous limits are restored afterwards. Imports no torch.
+    """
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if any(os.environ.get(name, "").strip() for name in NATIVE_ENV) or _last is not None:
+        yield None
+        return
+    count = policy_threads(usable_cpus(), busy_cpus())
+    if all(pool.get("num_threads", 1) <= count for pool in threadpool_info()):
+        yield None
+        return
+    with threadpool_limits(limits=count):
+        yield count
 
 
 def prefer_passive_wait(env: dict | None = None) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -11,6 +12,21 @@ from sklearn.utils.validation import check_is_fitted
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._validation import check_features, check_vector
 from grouprobust.params import Constraint
+from grouprobust.threads import native_thread_policy
+
+FitMethod = TypeVar("FitMethod", bound=Callable[..., Any])
+
+
+def native_threads(fit: FitMethod) -> FitMethod:
+    """Decorate an estimator's ``fit`` to run under the product's thread policy for native pools
+    (`grouprobust.threads.native_thread_policy`: restored afterwards, the user's own setting wins)."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        with native_thread_policy():
+            return fit(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class LinearHead(ClassifierMixin, BaseEstimator):
@@ -107,9 +123,18 @@ def worst_group_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) ->
 class Standardizer:
     """Per-feature centring and scaling fitted on one set; constant features keep scale 1."""
 
-    def __init__(self, X: np.ndarray, enabled: bool):
-        self.mean = X.mean(axis=0) if enabled else np.zeros(X.shape[1])
-        scale = X.std(axis=0) if enabled else np.ones(X.shape[1])
+    def __init__(self, X: np.ndarray, enabled: bool, chunk: int = 4096):
+        d = X.shape[1]
+        self.mean, scale = np.zeros(d), np.ones(d)
+        if enabled:
+            # two passes in row chunks: the same two-pass variance as ``X.std(axis=0)`` without its
+            # full-size temporaries (a large held-out matrix is not copied)
+            self.mean = X.sum(axis=0) / len(X)
+            sq = np.zeros(d)
+            for lo in range(0, len(X), chunk):
+                dev = X[lo:lo + chunk] - self.mean
+                sq += np.einsum("nd,nd->d", dev, dev)
+            scale = np.sqrt(sq / len(X))
         self.scale = np.where(scale > 1e-12, scale, 1.0)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:

@@ -41,8 +41,22 @@ from scipy.special import log_softmax, softmax
 from grouprobust.errors import GroupRobustError
 
 FORMS = ("auto", "kernel", "parameter")
+NEWTON_CG, SOLVE_CG = 6, 10
 SINGULAR = ("the weighted last-layer Hessian is singular (the weighted samples leave the intercept undetermined, "
             "e.g. all weight on one class); keep positive weight on every class or pass fit_intercept=False")
+
+
+_POTRS = linalg.get_lapack_funcs("potrs", (np.zeros(1),))
+
+
+def cho_solve(chol: tuple, b: np.ndarray) -> np.ndarray:
+    """``A^{-1} b`` for a scipy ``cho_factor`` result ``chol`` of ``A``: LAPACK's ``potrs`` called directly
+    (scipy's ``cho_solve`` checks and converts its arguments at each call, which dominates the solves
+    of GSR's small systems)."""
+    x, info = _POTRS(chol[0], b, lower=chol[1])
+    if info != 0:
+        raise GroupRobustError(f"a Cholesky solve failed (LAPACK potrs info {info})")
+    return x
 
 
 def sum_zero_basis(k: int) -> np.ndarray:
@@ -72,11 +86,13 @@ class Factor:
 
 
 def pcg(apply_h: Callable[[np.ndarray], np.ndarray], precond: Callable[[np.ndarray], np.ndarray], G: np.ndarray,
-        rtol: float, max_iter: int) -> tuple[np.ndarray, int, bool]:
+        rtol: float, max_iter: int) -> tuple[np.ndarray, int, bool, float]:
     """Preconditioned conjugate gradients for ``H x = g``, one independent run per row of ``G`` ``(m, p)``.
 
     Stops a row when its residual in the preconditioner's norm, ``sqrt(r^T M^{-1} r)``, is below
-    ``rtol`` times that of ``g``. Returns ``(x (m, p), iterations, every row converged)``.
+    ``rtol`` times that of ``g``. Returns ``(x (m, p), iterations, every row converged, ritz)``:
+    ``ritz`` is the smallest Ritz value of ``M^{-1} H`` from the first row's Lanczos coefficients
+    (an estimate, from above, of its smallest eigenvalue; ``inf`` when no iteration ran).
     """
     x = np.zeros_like(G)
     r = G.copy()
@@ -86,6 +102,7 @@ def pcg(apply_h: Callable[[np.ndarray], np.ndarray], precond: Callable[[np.ndarr
     active = rz > goal
     p = z.copy()
     it = 0
+    lanczos: list[tuple[float, float]] = []  # first row's (alpha, beta) while it is active
     while np.any(active) and it < max_iter:
         it += 1
         Hp = apply_h(p)
@@ -95,11 +112,27 @@ def pcg(apply_h: Callable[[np.ndarray], np.ndarray], precond: Callable[[np.ndarr
         r -= alpha[:, None] * Hp
         z = precond(r)
         rz_new = np.einsum("mp,mp->m", r, z)
+        first = bool(active[0]) and pHp[0] > 0
         active &= (rz_new > goal) & (pHp > 0)
         beta = np.where(active, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
+        if first:
+            lanczos.append((float(alpha[0]), float(rz_new[0] / rz[0]) if rz[0] > 0 else 0.0))
         p = z + beta[:, None] * p
         rz = rz_new
-    return x, it, not np.any(active)
+    return x, it, not np.any(active), smallest_ritz_value(lanczos)
+
+
+def smallest_ritz_value(lanczos: list[tuple[float, float]]) -> float:
+    """Smallest eigenvalue of the Lanczos tridiagonal matrix of a CG run's ``(alpha_j, beta_j)`` pairs."""
+    if not lanczos:
+        return float("inf")
+    alphas, betas = np.array(lanczos).T
+    diag = 1.0 / alphas
+    diag[1:] += betas[:-1] / alphas[:-1]
+    off = np.sqrt(np.maximum(betas[:-1], 0.0)) / alphas[:-1]
+    if len(diag) == 1:
+        return float(diag[0])
+    return float(linalg.eigh_tridiagonal(diag, off, eigvals_only=True, select="i", select_range=(0, 0))[0])
 
 
 class MultinomialProblem:
@@ -107,12 +140,24 @@ class MultinomialProblem:
 
     ``X`` is ``(n, d)``, ``y`` integer classes in ``0..k-1``. Weights are passed per call, so the
     same problem serves every outer step of GSR.
+
+    ``center`` and ``scale`` (``(d,)`` each) make the model act on standardised features
+    ``(x - center) / scale`` without materialising them: every product with ``X`` (or with another
+    set passed to `logits` / `reduced_grad`, always given raw) folds the standardisation into the
+    small factor, so no standardised copy of the ``n x d`` data is made. The float32 copy used by
+    approximate Hessian-vector products is standardised row chunk by row chunk.
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, n_classes: int, l2: float, fit_intercept: bool = True):
+    def __init__(self, X: np.ndarray, y: np.ndarray, n_classes: int, l2: float, fit_intercept: bool = True,
+                 center: np.ndarray | None = None, scale: np.ndarray | None = None):
         if l2 <= 0:
             raise GroupRobustError(f"l2 must be > 0 (the inner problem must be strictly convex), got {l2}; pass l2=1e-3 or so")
         self.X = np.ascontiguousarray(X, dtype=np.float64)
+        self.center = None if center is None else np.asarray(center, dtype=np.float64)
+        self.inv_scale = None if scale is None and center is None else (
+            1.0 / np.asarray(scale if scale is not None else np.ones(self.X.shape[1]), dtype=np.float64))
+        if self.center is None and self.inv_scale is not None:
+            self.center = np.zeros(self.X.shape[1])
         self.y = np.asarray(y, dtype=np.intp)
         self.n, self.d = self.X.shape
         self.k = int(n_classes)
@@ -124,6 +169,38 @@ class MultinomialProblem:
         self.Y[np.arange(self.n), self.y] = 1.0
         self._gram: np.ndarray | None = None
         self._X32: np.ndarray | None = None
+        self.last_logits: np.ndarray | None = None  # logits (n, k) at the last fit's result
+
+    # -- products with the (standardised) features ------------------------------------------------
+    def standardized(self, X: np.ndarray) -> np.ndarray:
+        """``(X - center) / scale`` as a new array (``X`` itself without standardisation)."""
+        return X if self.center is None else (X - self.center) * self.inv_scale
+
+    def times(self, X: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """``standardized(X) @ V`` for raw ``X`` ``(m, d)`` and ``V`` ``(d, c)``: ``(m, c)``, without copying ``X``."""
+        if self.center is None:
+            return X @ V
+        Vs = V * self.inv_scale[:, None]
+        return X @ Vs - self.center @ Vs
+
+    def t_times(self, X: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """``standardized(X).T @ T`` for raw ``X`` ``(m, d)`` and ``T`` ``(m, c)``: ``(d, c)``, without copying ``X``."""
+        if self.center is None:
+            return X.T @ T
+        return (X.T @ T - np.outer(self.center, T.sum(axis=0))) * self.inv_scale[:, None]
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """Standardised rows ``lo:hi`` of the problem's own features (a view when there is no standardisation)."""
+        return self.standardized(self.X[lo:hi])
+
+    def single(self) -> np.ndarray:
+        """The standardised features as float32 ``(n, d)``, built once in row chunks."""
+        if self._X32 is None:
+            X32 = np.empty(self.X.shape, dtype=np.float32)
+            for lo in range(0, self.n, 4096):
+                X32[lo:lo + 4096] = self.rows(lo, lo + 4096)
+            self._X32 = X32
+        return self._X32
 
     # -- coordinates ----------------------------------------------------------------------------
     def zeros(self) -> np.ndarray:
@@ -138,17 +215,16 @@ class MultinomialProblem:
 
     def logits(self, phi: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
         """Logits ``(n, k)`` of ``X`` (default: the problem's own samples)."""
-        X = self.X if X is None else X
-        z = X @ phi[:, :self.d].T
+        z = self.times(self.X if X is None else X, phi[:, :self.d].T)
         if self.fit_intercept:
             z = z + phi[:, self.d]
         return z @ self.Q.T
 
     def reduced_grad(self, R: np.ndarray, X: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """``sum_i scale_i (Q^T r_i) x~_i^T`` as a ``(k-1, D)`` array, for residuals ``R = P - Y`` ``(n, k)``."""
+        """``sum_i scale_i (Q^T r_i) x~_i^T`` as a ``(k-1, D)`` array, for residuals ``R = P - Y`` ``(n, k)`` of raw ``X``."""
         S = (R * scale[:, None]) @ self.Q
         g = np.empty((self.k - 1, self.D))
-        g[:, :self.d] = S.T @ X
+        g[:, :self.d] = self.t_times(X, S).T
         if self.fit_intercept:
             g[:, self.d] = S.sum(axis=0)
         return g
@@ -156,13 +232,20 @@ class MultinomialProblem:
     # -- objective --------------------------------------------------------------------------------
     def value_grad(self, phi: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """``(F(Phi), grad F (k-1, D), probabilities P (n, k))`` at weights ``w``."""
-        z = self.logits(phi)
+        value, grad, P, _ = self.objective(phi, w)
+        return value, grad, P
+
+    def objective(self, phi: np.ndarray, w: np.ndarray, z: np.ndarray | None = None):
+        """``(F(Phi), grad F, P, logits)`` at weights ``w``; ``z`` (the logits at ``Phi``, e.g. an earlier
+        fit's at other weights) saves the pass over ``X`` that computes them."""
+        if z is None:
+            z = self.logits(phi)
         logp = log_softmax(z, axis=1)
         P = np.exp(logp)
         value = -float(w @ logp[np.arange(self.n), self.y]) + 0.5 * self.l2 * float(np.sum(phi[:, :self.d] ** 2))
         grad = self.reduced_grad(P - self.Y, self.X, w)
         grad[:, :self.d] += self.l2 * phi[:, :self.d]
-        return value, grad, P
+        return value, grad, P, z
 
     def curvature_roots(self, P: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``C_i = sqrt(w_i) (Q^T (diag p_i - p_i p_i^T) Q)^{1/2}``, shape ``(n, k-1, k-1)``: ``H = sum_i C_i^T C_i (x) x~ x~^T + penalty``."""
@@ -209,13 +292,12 @@ class MultinomialProblem:
         """``H V`` for ``V`` ``(m, k-1, D)`` at the curvature ``B`` (`curvature`): two passes over ``X``.
 
         ``single=True`` makes the passes over a float32 copy of ``X`` (half the memory traffic,
-        relative error about 1e-7): good enough for a Newton direction, never used for influences.
+        relative error about 1e-7): good enough for a Newton direction or an iterative-refinement
+        correction, never for a residual.
         """
         m, km, d = V.shape[0], self.k - 1, self.d
         if single:
-            if self._X32 is None:
-                self._X32 = self.X.astype(np.float32)
-            X32 = self._X32
+            X32 = self.single()
             U = (X32 @ V[:, :, :d].reshape(m * km, d).T.astype(np.float32)).reshape(self.n, m, km).astype(np.float64)
             if self.fit_intercept:
                 U += V[:, :, d][None]
@@ -225,23 +307,30 @@ class MultinomialProblem:
             if self.fit_intercept:
                 out[:, :, d] = T.sum(axis=0)
             return out
-        U = (self.X @ V[:, :, :d].reshape(m * km, d).T).reshape(self.n, m, km)
+        U = self.times(self.X, V[:, :, :d].reshape(m * km, d).T).reshape(self.n, m, km)
         if self.fit_intercept:
             U += V[:, :, d][None]
         T = U * B[:, None, None] if B.ndim == 1 else np.einsum("nab,nmb->nma", B, U)
         out = np.empty_like(V)
-        out[:, :, :d] = (T.reshape(self.n, m * km).T @ self.X).reshape(m, km, d) + self.l2 * V[:, :, :d]
+        out[:, :, :d] = self.t_times(self.X, T.reshape(self.n, m * km)).T.reshape(m, km, d) + self.l2 * V[:, :, :d]
         if self.fit_intercept:
             out[:, :, d] = T.sum(axis=0)
         return out
 
-    def hessian_matrix(self, B: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """The ``(k-1) D``-square Hessian at curvature ``B``, built in row chunks (no copy of ``X``)."""
+    def hessian_matrix(self, B: np.ndarray, chunk: int = 4096, single: bool = False) -> np.ndarray:
+        """The ``(k-1) D``-square Hessian at curvature ``B``, built in row chunks (no full copy of ``X``).
+
+        ``single=True`` forms each chunk's products in float32 from the float32 copy (half the time;
+        relative error about 1e-6): a preconditioner, not an exact factor.
+        """
         km, D, d = self.k - 1, self.D, self.d
         Bm = B[:, None, None] if B.ndim == 1 else B
+        if single:
+            Bm = Bm.astype(np.float32)
         H = np.zeros((km, D, km, D))
         for lo in range(0, self.n, chunk):
-            Xc, Bc = self.X[lo:lo + chunk], Bm[lo:lo + chunk]
+            Xc = self.single()[lo:lo + chunk] if single else self.rows(lo, lo + chunk)
+            Bc = Bm[lo:lo + chunk]
             for a in range(km):
                 for b in range(a, km):
                     c = Bc[:, a, b]
@@ -263,35 +352,56 @@ class MultinomialProblem:
         H[diag, diag] += self.l2
         return H
 
-    def cholesky(self, B: np.ndarray) -> tuple:
-        """Cholesky factor (scipy ``cho_factor``) of the Hessian at curvature ``B``."""
+    def cholesky(self, B: np.ndarray, single: bool = False) -> tuple:
+        """Cholesky factor (scipy ``cho_factor``) of the Hessian at curvature ``B`` (``single``: see `hessian_matrix`)."""
         try:
-            return linalg.cho_factor(self.hessian_matrix(B), lower=True, overwrite_a=True, check_finite=False)
+            return linalg.cho_factor(self.hessian_matrix(B, single=single), lower=True, overwrite_a=True,
+                                     check_finite=False)
         except linalg.LinAlgError:
             raise GroupRobustError(SINGULAR) from None
 
     def cho_apply(self, chol: tuple, G: np.ndarray) -> np.ndarray:
         """``M^{-1} G`` for the Cholesky factor ``chol`` and ``G`` ``(m, k-1, D)``."""
         m = G.shape[0]
-        out = linalg.cho_solve(chol, G.reshape(m, -1).T, check_finite=False)
+        out = cho_solve(chol, G.reshape(m, -1).T)
         return out.T.reshape(G.shape)
 
-    def iterative_factor(self, B: np.ndarray, chol: tuple, exact: bool, max_cg: int = 10) -> Factor:
+    def iterative_factor(self, B: np.ndarray, chol: tuple, exact: bool, max_cg: int | None = None, rounds: int = 3) -> Factor:
         """A `Factor` of the Hessian at curvature ``B``: direct when ``chol`` factors it (``exact``), else
-        conjugate gradients preconditioned by ``chol``; ``solve(G, rtol)`` (default ``1e-12``) falls back to
-        building the exact factor if the preconditioner has gone stale (``builds`` counts that)."""
+        mixed-precision iterative refinement preconditioned by ``chol``.
+
+        ``solve(G, rtol)`` (default ``1e-12``) then repeats: residual ``G - H x`` in float64 (two passes
+        over ``X``), correction by conjugate gradients on float32 Hessian-vector products; it stops when
+        the float64 residual is below ``rtol`` times ``G``'s (both in the preconditioner's norm), and
+        falls back to building the exact factor when a round stops converging fast (``builds`` counts that).
+        """
         factor = Factor(lambda G, rtol=1e-12: None, "parameter", chol, exact, 0)
         shape = (self.k - 1, self.D)
+        max_cg = SOLVE_CG if max_cg is None else max_cg
 
         def solve(G: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
             if factor.exact:
                 return self.cho_apply(factor.chol, G)
             m = G.shape[0]
-            x, _, ok = pcg(lambda V: self.hess_vec(B, V.reshape(m, *shape)).reshape(m, -1),
-                           lambda R: self.cho_apply(factor.chol, R.reshape(m, *shape)).reshape(m, -1),
-                           G.reshape(m, -1), rtol, max_cg)
-            if ok:
-                return x.reshape(G.shape)
+            g = G.reshape(m, -1)
+            precond = lambda R: self.cho_apply(factor.chol, R.reshape(m, *shape)).reshape(m, -1)  # noqa: E731
+            goal = rtol * rtol * np.einsum("mp,mp->m", g, precond(g))
+            x, r = np.zeros_like(g), g
+            for _ in range(rounds):
+                rz = np.einsum("mp,mp->m", r, precond(r))
+                if np.all(rz <= goal):
+                    return x.reshape(G.shape)
+                # float32 products reach about 1e-6 relative: ask no more of one round
+                inner = max(float(np.sqrt(np.min(goal / np.where(rz > 0, rz, 1.0)))), 1e-6)
+                d, _, ok, _ = pcg(lambda V: self.hess_vec(B, V.reshape(m, *shape), single=True).reshape(m, -1),
+                                  precond, r, inner, max_cg)
+                if not ok:
+                    break
+                x = x + d
+                r = g - self.hess_vec(B, x.reshape(m, *shape)).reshape(m, -1)
+            else:
+                if np.all(np.einsum("mp,mp->m", r, precond(r)) <= goal):
+                    return x.reshape(G.shape)
             factor.chol, factor.exact = self.cholesky(B), True
             factor.builds += 1
             return self.cho_apply(factor.chol, G)
@@ -308,7 +418,8 @@ class MultinomialProblem:
     def gram(self) -> np.ndarray:
         """The feature Gram matrix ``X X^T`` (computed once, reused by every kernel-form solve)."""
         if self._gram is None:
-            self._gram = self.X @ self.X.T
+            Xs = self.standardized(self.X)
+            self._gram = Xs @ Xs.T
         return self._gram
 
     def _kernel_factor(self, C: np.ndarray) -> Factor:
@@ -323,22 +434,21 @@ class MultinomialProblem:
         K[np.diag_indices(N)] += l2
         cho = linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
         Dm = C.reshape(N, km)  # intercept columns of Z: D[(i,a), c] = C_i[a, c]
-        X = self.X
 
         def z_u(V: np.ndarray) -> np.ndarray:
             """``Z_u v`` for ``V`` of shape (m, k-1, d): result (N, m)."""
             m = V.shape[0]
-            XV = (X @ V.reshape(m * km, d).T).reshape(n, m, km)  # x_i . v_b
+            XV = self.times(self.X, V.reshape(m * km, d).T).reshape(n, m, km)  # x_i . v_b
             return np.matmul(C, XV.transpose(0, 2, 1)).reshape(N, m)
 
         def z_u_t(T: np.ndarray) -> np.ndarray:
             """``Z_u^T t`` for ``T`` of shape (N, m): result (m, k-1, d)."""
             m = T.shape[1]
             S = np.matmul(C.transpose(0, 2, 1), T.reshape(n, km, m))  # (n, k-1, m)
-            return (S.reshape(n, km * m).T @ X).reshape(km, m, d).transpose(1, 0, 2)
+            return self.t_times(self.X, S.reshape(n, km * m)).T.reshape(km, m, d).transpose(1, 0, 2)
 
         if self.fit_intercept:
-            KiD = linalg.cho_solve(cho, Dm, check_finite=False)
+            KiD = cho_solve(cho, Dm)
             schur = linalg.cho_factor(l2 * (Dm.T @ KiD), lower=True, check_finite=False)
 
         def solve(G: np.ndarray, rtol: float | None = None) -> np.ndarray:
@@ -346,11 +456,11 @@ class MultinomialProblem:
             out = np.empty_like(G)
             h = gu
             if self.fit_intercept:
-                t = linalg.cho_solve(cho, z_u(gu), check_finite=False)  # (K + l2)^{-1} Z_u g_u
-                vc = linalg.cho_solve(schur, G[:, :, d].T - Dm.T @ t, check_finite=False)  # (k-1, m)
+                t = cho_solve(cho, z_u(gu))  # (K + l2)^{-1} Z_u g_u
+                vc = cho_solve(schur, G[:, :, d].T - Dm.T @ t)  # (k-1, m)
                 out[:, :, d] = vc.T
                 h = gu - z_u_t(Dm @ vc)
-            s = linalg.cho_solve(cho, z_u(h), check_finite=False)
+            s = cho_solve(cho, z_u(h))
             out[:, :, :d] = (h - z_u_t(s)) / l2
             return out
 
@@ -358,69 +468,86 @@ class MultinomialProblem:
 
     # -- the inner solve ------------------------------------------------------------------------
     def fit(self, w: np.ndarray, phi0: np.ndarray | None = None, factor: Factor | None = None, tol: float = 1e-9,
-            max_iter: int = 200, form: str = "auto", polish: bool = False) -> tuple[np.ndarray, Factor, np.ndarray, int]:
+            max_iter: int = 200, form: str = "auto", polish: bool = False,
+            z0: np.ndarray | None = None) -> tuple[np.ndarray, Factor, np.ndarray, int]:
         """Minimise ``F`` at weights ``w`` by Newton's method with backtracking, warm-started at ``phi0``.
 
         ``factor`` (e.g. the previous outer step's) is reused: in the kernel form as a chord Hessian
         while it makes fast progress, in the parameter form as the preconditioner of conjugate-gradient
         Newton steps until they stop converging fast. Stops when the Newton decrement
-        ``sqrt(g^T H^{-1} g / sum(w))`` is below ``tol``. Returns ``(Phi, factor at Phi, probabilities
-        (n, k), number of Hessians built)``; the factor's ``solve`` is exact (direct, or conjugate
-        gradients to ``rtol``). ``polish=True`` then takes one more exact Newton step and factors the
-        Hessian there, so the result is at machine precision whichever path reached ``tol`` (one-shot use).
+        ``sqrt(g^T H^{-1} g / sum(w))`` is below ``tol`` (in the parameter form with a stale factor, the
+        decrement is estimated as ``g^T M^{-1} g`` over the smallest Ritz value of ``M^{-1} H`` seen in
+        this solve's CG runs, with a safety factor of 2). ``z0`` (the logits at ``phi0``, e.g.
+        `last_logits` after the previous fit) saves one pass over ``X``. Returns ``(Phi, factor at Phi,
+        probabilities (n, k), number of Hessians built)`` and keeps the log-probabilities at ``Phi`` in
+        ``last_logits``; the factor's ``solve`` is exact (direct, or iterative refinement to ``rtol``).
+        ``polish=True`` then takes one more exact Newton step and factors the Hessian there, so the
+        result is at machine precision whichever path reached ``tol`` (one-shot use).
         """
         if self.choose_form(form) == "parameter":
-            phi, factor, P, builds = self._fit_preconditioned(w, phi0, factor, tol, max_iter)
+            phi, factor, P, builds = self._fit_preconditioned(w, phi0, factor, tol, max_iter, z0)
         else:
             phi, factor, P, builds = self._fit_chord(w, phi0, factor, tol, max_iter, form)
         if polish:
             phi = phi - factor.solve(self.value_grad(phi, w)[1][None])[0]
-            P = softmax(self.logits(phi), axis=1)
+            self.last_logits = self.logits(phi)
+            P = softmax(self.last_logits, axis=1)
             factor, builds = self.factorize(phi, w, P, form), builds + 1
         return phi, factor, P, builds
 
     def _line_search(self, phi, value, step, dec2, w):
-        """Backtracking along ``-step``: ``(alpha, candidate, its value, gradient, probabilities)``; alpha < 1e-8 means none."""
+        """Backtracking along ``-step``: ``(alpha, candidate, its value, gradient, probabilities, log-probabilities)``;
+        alpha < 1e-8 means none."""
         alpha = 1.0
         while True:
             cand = phi - alpha * step
-            new_value, new_grad, new_P = self.value_grad(cand, w)
+            new_value, new_grad, new_P, new_z = self.objective(cand, w)
             # The slack absorbs rounding in F once the decrease is below machine precision.
             if new_value <= value - 1e-4 * alpha * dec2 + 1e-13 * abs(value) or alpha < 1e-8:
-                return alpha, cand, new_value, new_grad, new_P
+                return alpha, cand, new_value, new_grad, new_P, new_z
             alpha *= 0.5
 
-    def _fit_preconditioned(self, w, phi0, factor, tol, max_iter, max_cg: int = 6):
+    def _fit_preconditioned(self, w, phi0, factor, tol, max_iter, z0=None, max_cg: int | None = None):
+        max_cg = NEWTON_CG if max_cg is None else max_cg
         # Inexact Newton: each step's conjugate gradients stop at a relative residual
-        # eta = min(0.1, previous Newton decrement), which keeps Newton's fast local convergence
-        # (Eisenstat-Walker forcing terms) while far-from-converged steps take one or two iterations.
+        # eta = min(0.1, estimated Newton decrement) (Eisenstat-Walker forcing terms: Newton's fast local
+        # convergence is kept while far-from-converged steps take one or two iterations). The
+        # preconditioner is a Cholesky factor of a Hessian built in float32 at an earlier point (this
+        # fit's or the previous outer step's), rebuilt here when conjugate gradients stop converging fast.
         phi = self.zeros() if phi0 is None else phi0.copy()
-        value, grad, P = self.value_grad(phi, w)
+        value, grad, P, z = self.objective(phi, w, z0 if phi0 is not None else None)
         scale = max(float(np.sum(w)), 1e-300)
+        goal = tol * tol * scale
         chol = factor.chol if factor is not None and factor.form == "parameter" else None
-        builds, shape, eta = 0, (1, self.k - 1, self.D), 0.1
+        builds, shape = 0, (1, self.k - 1, self.D)
+        ritz = 0.0  # smallest eigenvalue of M^{-1} H estimated so far (0: no estimate yet, so no early stop)
         for _ in range(max_iter):
             B = self.curvature(P, w)
-            exact = chol is None
-            if not exact:
-                x, _, ok = pcg(lambda V: self.hess_vec(B, V.reshape(shape), single=True).reshape(1, -1),
-                               lambda R: self.cho_apply(chol, R.reshape(shape)).reshape(1, -1),
-                               grad.reshape(1, -1), max(eta, 1e-5), max_cg)
-                step, exact = x.reshape(grad.shape), not ok
-            if exact:  # no factor yet, or the preconditioner has gone stale: build it here
-                chol, builds = self.cholesky(B), builds + 1
-                step = self.cho_apply(chol, grad[None])[0]
-            dec2 = float(np.sum(grad * step))
-            if dec2 <= tol * tol * scale:
-                return phi, self.iterative_factor(B, chol, exact), P, builds
-            eta = min(0.1, float(np.sqrt(max(dec2, 0.0) / scale)))
-            alpha, cand, new_value, new_grad, new_P = self._line_search(phi, value, step, dec2, w)
-            if alpha < 1e-8:
-                if exact:  # no descent along an exact Newton step: converged to machine precision
-                    return phi, self.iterative_factor(B, chol, True), P, builds
+            fresh = chol is None
+            if fresh:
+                chol, builds, ritz = self.cholesky(B, single=True), builds + 1, 1.0
+            rz = float(np.sum(grad * self.cho_apply(chol, grad[None])[0]))
+            if rz <= 0.5 * ritz * goal:  # decrement^2 <= rz / lambda_min, with a factor 2 for the estimate
+                self.last_logits = z
+                return phi, self.iterative_factor(B, chol, False), P, builds
+            eta = min(0.1, float(np.sqrt(max(rz, 0.0) / scale)))
+            x, _, ok, run_ritz = pcg(lambda V: self.hess_vec(B, V.reshape(shape), single=True).reshape(1, -1),
+                                     lambda R: self.cho_apply(chol, R.reshape(shape)).reshape(1, -1),
+                                     grad.reshape(1, -1), max(eta, 1e-5), max_cg)
+            if not ok and not fresh:  # the preconditioner has gone stale: rebuild it here
                 chol = None
                 continue
-            phi, value, grad, P = cand, new_value, new_grad, new_P
+            ritz = run_ritz if ritz == 0.0 else min(ritz, run_ritz)
+            step = x.reshape(grad.shape)
+            dec2 = float(np.sum(grad * step))
+            alpha, cand, new_value, new_grad, new_P, new_z = self._line_search(phi, value, step, dec2, w)
+            if alpha < 1e-8:
+                if fresh:  # no descent along a Newton step on a fresh factor: converged to machine precision
+                    self.last_logits = z
+                    return phi, self.iterative_factor(B, chol, False), P, builds
+                chol = None
+                continue
+            phi, value, grad, P, z = cand, new_value, new_grad, new_P, new_z
         raise GroupRobustError(f"the last-layer Newton solve did not converge in {max_iter} iterations; "
                                "increase l2 or standardise the features")
 
@@ -446,7 +573,7 @@ class MultinomialProblem:
                 factor, fresh, last_dec = self.factorize(phi, w, P, form), True, np.inf
                 n_factor += 1
                 continue
-            alpha, cand, new_value, new_grad, new_P = self._line_search(phi, value, step, dec2, w)
+            alpha, cand, new_value, new_grad, new_P, _ = self._line_search(phi, value, step, dec2, w)
             if alpha < 1e-8:
                 if fresh:  # no descent along an exact Newton step: converged to machine precision
                     return phi, factor, P, n_factor
@@ -487,7 +614,7 @@ class DualKernelProblem:
         """The primal ``Phi`` ``(k-1, D)`` of dual coordinates ``(A, b)``."""
         p = self.problem
         phi = np.zeros((self.km, p.D))
-        phi[:, :p.d] = A.T @ p.X
+        phi[:, :p.d] = p.t_times(p.X, A).T
         if p.fit_intercept:
             phi[:, p.d] = b
         return phi
@@ -522,7 +649,7 @@ class DualKernelProblem:
             cho = linalg.cho_factor(M, lower=True, overwrite_a=True, check_finite=False)
             Dm = C.reshape(N, km)
             if p.fit_intercept:
-                schur = linalg.cho_factor(l2 * (Dm.T @ linalg.cho_solve(cho, Dm, check_finite=False)), lower=True,
+                schur = linalg.cho_factor(l2 * (Dm.T @ cho_solve(cho, Dm)), lower=True,
                                           check_finite=False)
         except linalg.LinAlgError:
             raise GroupRobustError(SINGULAR) from None
@@ -536,12 +663,12 @@ class DualKernelProblem:
         def solve(img, gc, coef=None):
             vc = np.zeros(km)
             if p.fit_intercept:
-                t = linalg.cho_solve(cho, z(img), check_finite=False)
-                vc = linalg.cho_solve(schur, gc - Dm.T @ t, check_finite=False)
+                t = cho_solve(cho, z(img))
+                vc = cho_solve(schur, gc - Dm.T @ t)
                 extra = zt(Dm @ vc)
                 img = img - self.K @ extra
                 coef = None if coef is None else coef - extra
-            s = zt(linalg.cho_solve(cho, z(img), check_finite=False))
+            s = zt(cho_solve(cho, z(img)))
             return (img - self.K @ s) / l2, vc, None if coef is None else (coef - s) / l2
 
         return solve

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, worst_group_accuracy
+from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, native_threads, worst_group_accuracy
 from grouprobust.lastlayer._validation import check_features, check_groups, validation_given
 from grouprobust.params import POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
@@ -97,6 +97,7 @@ class ClassifierRetraining(LinearHead):
             mass += np.bincount(y[idx], minlength=k)
         return np.mean(coefs, axis=0), np.mean(intercepts, axis=0), mass
 
+    @native_threads
     def fit(self, X, y, X_val=None, y_val=None, groups_val=None) -> "ClassifierRetraining":
         """Fit on ``(X, y)`` (no group labels); choose ``C`` on the validation triple (or a split); returns ``self``."""
         self._check_params()

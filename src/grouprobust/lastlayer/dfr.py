@@ -9,7 +9,7 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, worst_group_accuracy
+from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, native_threads, worst_group_accuracy
 from grouprobust.lastlayer._validation import check_features, check_groups, validation_given
 from grouprobust.params import POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
@@ -83,6 +83,7 @@ class DFR(LinearHead):
             intercepts.append(b)
         return np.mean(coefs, axis=0), np.mean(intercepts, axis=0)
 
+    @native_threads
     def fit(self, X, y, groups=None, X_val=None, y_val=None, groups_val=None) -> "DFR":
         """Fit on group-labelled ``(X, y, groups)``; select ``C`` on the validation triple (or a split); returns ``self``."""
         self._check_params()

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.special import log_softmax, softmax
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, Standardizer
+from grouprobust.lastlayer._base import LinearHead, Standardizer, native_threads
 from grouprobust.lastlayer._multinomial import FORMS, DualKernelProblem, MultinomialProblem
 from grouprobust.lastlayer._validation import check_features, check_groups, check_weights, validation_given
 from grouprobust.lastlayer.influence import influence_scores
@@ -27,7 +27,8 @@ INFLUENCE_RTOL = 1e-8
 
 
 class _Split:
-    """Features, class indices and groups of a target or validation set, with per-group evaluation."""
+    """Features (raw: the problem standardises them on the fly), class indices and groups of a target or
+    validation set, with per-group evaluation."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray, g: np.ndarray):
         self.X, self.y = X, y
@@ -52,10 +53,20 @@ class _PrimalHead:
     def __init__(self, problem: MultinomialProblem, form: str, tol: float):
         self.problem, self.form, self.tol = problem, form, tol
         self.phi, self.factor, self.P = None, None, None
+        self.previous: tuple[np.ndarray, np.ndarray] | None = None  # the solution and its logits one step back
 
     def fit(self, w: np.ndarray) -> int:
-        """Retrain at weights ``w`` (warm start); returns the number of Hessians built."""
-        self.phi, self.factor, self.P, n_h = self.problem.fit(w, self.phi, self.factor, tol=self.tol, form=self.form)
+        """Retrain at weights ``w``, warm-started at the secant prediction from the last two solutions
+        (their logits are kept, so the prediction's cost no pass over the features); returns the number
+        of Hessians built."""
+        start, logits = self.phi, self.problem.last_logits
+        if self.previous is not None and start is not None:
+            # consecutive outer steps move the weights alike: extrapolate the path of solutions
+            start, logits = 2.0 * start - self.previous[0], 2.0 * logits - self.previous[1]
+        if self.phi is not None:
+            self.previous = (self.phi, self.problem.last_logits)
+        self.phi, self.factor, self.P, n_h = self.problem.fit(w, start, self.factor, tol=self.tol, form=self.form,
+                                                              z0=logits)
         return n_h
 
     def logits(self, split: _Split) -> np.ndarray:
@@ -84,11 +95,18 @@ class _DualHead:
 
     def __init__(self, problem: MultinomialProblem, splits: list[_Split], tol: float):
         self.dual, self.tol = DualKernelProblem(problem), tol
-        self.cross = {id(s): s.X @ problem.X.T for s in splits}
+        samples = problem.standardized(problem.X)  # n < D here: small
+        self.cross = {id(s): problem.times(s.X, samples.T) for s in splits}
         self.start, self.solve, self.P = None, None, None
+        self.previous: tuple[np.ndarray, np.ndarray] | None = None  # the solution one step back
 
     def fit(self, w: np.ndarray) -> int:
-        self.start, self.solve, self.P, n_h = self.dual.fit(w, self.start, tol=self.tol, solve=self.solve)
+        """Retrain at weights ``w`` from the secant prediction (as `_PrimalHead.fit`); returns the Hessians factored."""
+        start = self.start
+        if self.previous is not None:
+            start = (2.0 * start[0] - self.previous[0], 2.0 * start[1] - self.previous[1])
+        self.previous = self.start
+        self.start, self.solve, self.P, n_h = self.dual.fit(w, start, tol=self.tol, solve=self.solve)
         return n_h
 
     def logits(self, split: _Split) -> np.ndarray:
@@ -176,10 +194,11 @@ class GSR(LinearHead):
             raise GroupRobustError(f"GSR: n_steps and decay_every must be whole numbers, got {self.n_steps} and "
                                    f"{self.decay_every}", subject="hparam:n_steps")
 
-    def _split(self, X, y, g, name: str, scaler: Standardizer, d: int) -> _Split:
+    def _split(self, X, y, g, name: str, d: int) -> _Split:
         X = check_features(X, f"X_{name}", n_features=d)
-        return _Split(scaler(X), self._encode_more(y, len(X), f"y_{name}"), check_groups(g, len(X), f"groups_{name}"))
+        return _Split(X, self._encode_more(y, len(X), f"y_{name}"), check_groups(g, len(X), f"groups_{name}"))
 
+    @native_threads
     def fit(self, X, y, groups=None, sample_weight=None, *, X_target=None, y_target=None, groups_target=None,
             X_val=None, y_val=None, groups_val=None) -> "GSR":
         """Learn weights over ``(X, y)`` for the group-labelled target set; returns ``self``.
@@ -198,13 +217,15 @@ class GSR(LinearHead):
                                    "pass them as keyword arguments")
         has_val = validation_given("GSR.fit", X_val, y_val, groups_val)
         scaler = Standardizer(X, bool(self.standardize))
-        target = self._split(X_target, y_target, groups_target, "target", scaler, d)
-        val = self._split(X_val, y_val, groups_val, "val", scaler, d) if has_val else None
+        target = self._split(X_target, y_target, groups_target, "target", d)
+        val = self._split(X_val, y_val, groups_val, "val", d) if has_val else None
         held_groups = check_groups(groups, n, "groups") if groups is not None else None
         w = check_weights(sample_weight, n)
         w = w / w.sum()
 
-        problem = MultinomialProblem(scaler(X), codes, len(self.classes_), float(self.l2), self.fit_intercept)
+        # the standardisation is folded into every product with the features: no standardised copies
+        problem = MultinomialProblem(X, codes, len(self.classes_), float(self.l2), self.fit_intercept,
+                                     *((scaler.mean, scaler.scale) if self.standardize else ()))
         form = problem.choose_form(self.hessian_form)
         if form == "kernel":
             head = _DualHead(problem, [target] + ([val] if val is not None else []), float(self.tol))

@@ -34,7 +34,7 @@ def influence_scores(problem: MultinomialProblem, P: np.ndarray, V: np.ndarray) 
     """
     m = V.shape[0]
     S = (P - problem.Y) @ problem.Q  # (n, k-1): per-sample loss gradient in reduced class coordinates
-    XV = problem.X @ V[:, :, :problem.d].reshape(m * (problem.k - 1), problem.d).T
+    XV = problem.times(problem.X, V[:, :, :problem.d].reshape(m * (problem.k - 1), problem.d).T)
     XV = XV.reshape(problem.n, m, problem.k - 1)
     if problem.fit_intercept:
         XV = XV + V[:, :, problem.d][None]

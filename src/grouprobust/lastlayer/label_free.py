@@ -32,7 +32,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, worst_group_accuracy
+from grouprobust.lastlayer._base import LinearHead, native_threads, worst_group_accuracy
 from grouprobust.lastlayer._validation import check_features, check_groups, check_weights, validation_given
 from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
@@ -145,6 +145,7 @@ class AFR(_AnchoredHead):
         p = softmax(X @ coef0.T + intercept0, axis=1)[np.arange(len(codes)), codes]
         return class_balanced(np.exp(-gamma * p), codes, len(self.classes_))
 
+    @native_threads
     def fit(self, X, y, *, init_coef=None, init_intercept=None, X_val=None, y_val=None, groups_val=None) -> "AFR":
         """Retrain the head on ``(X, y)`` with AFR's weights; returns ``self``."""
         self._check_params()
@@ -222,6 +223,7 @@ class SELF(_AnchoredHead):
                 chosen.add(int(i))
         return np.array(sorted(chosen), dtype=np.int64), len(disagree)
 
+    @native_threads
     def fit(self, X, y, *, init_coef=None, init_intercept=None, X_val=None, y_val=None, groups_val=None) -> "SELF":
         """Retrain the head, class-balanced, on the early-stop disagreement set; returns ``self``."""
         self._check_params()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grouprobust.lastlayer._base import LinearHead
+from grouprobust.lastlayer._base import LinearHead, native_threads
 from grouprobust.lastlayer._multinomial import MultinomialProblem
 from grouprobust.lastlayer._validation import check_features, check_weights
 
@@ -30,6 +30,7 @@ class WeightedLogisticRegression(LinearHead):
         self.hessian_form = hessian_form
         self.warm_start = warm_start
 
+    @native_threads
     def fit(self, X, y, sample_weight=None) -> "WeightedLogisticRegression":
         """Fit on features ``X`` ``(n, d)``, labels ``y`` and non-negative ``sample_weight``; returns ``self``."""
         X = check_features(X, "X")
