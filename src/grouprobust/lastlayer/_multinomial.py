@@ -75,7 +75,8 @@ class Factor:
     """A factorised Hessian ``H(Phi, w)``: ``solve(G)`` returns ``H^{-1} G`` for ``G`` of shape ``(m, k-1, D)``.
 
     ``chol`` is the parameter form's Cholesky factor (of this Hessian when ``exact``, else of an
-    earlier one that preconditions conjugate gradients); ``builds`` counts the Hessians it built.
+    earlier one that preconditions conjugate gradients); ``builds`` counts the Hessians it built;
+    ``image`` keeps the last iterative solution's image, which saves influence scores a pass over ``X``.
     """
 
     solve: Callable[..., np.ndarray]
@@ -83,6 +84,13 @@ class Factor:
     chol: tuple | None = None
     exact: bool = True
     builds: int = 0
+    image: tuple[np.ndarray, np.ndarray] | None = None  # (a solution x, flattened; its `MultinomialProblem.image`)
+
+    def image_of(self, V: np.ndarray) -> np.ndarray | None:
+        """The image ``X~ V`` computed by the last iterative solve if it returned ``V``, else None."""
+        if self.image is not None and self.image[0].size == V.size and np.array_equal(self.image[0].ravel(), V.ravel()):
+            return self.image[1]
+        return None
 
 
 def pcg(apply_h: Callable[[np.ndarray], np.ndarray], precond: Callable[[np.ndarray], np.ndarray], G: np.ndarray,
@@ -288,33 +296,36 @@ class MultinomialProblem:
         B = np.einsum("ka,nk,kb->nab", self.Q, P, self.Q) - QP[:, :, None] * QP[:, None, :]
         return B * np.maximum(w, 0.0)[:, None, None]
 
-    def hess_vec(self, B: np.ndarray, V: np.ndarray, single: bool = False) -> np.ndarray:
-        """``H V`` for ``V`` ``(m, k-1, D)`` at the curvature ``B`` (`curvature`): two passes over ``X``.
+    def image(self, V: np.ndarray, single: bool = False) -> np.ndarray:
+        """``x~_i . v`` for every sample ``i`` and direction ``V`` ``(m, k-1, D)``: ``(n, m, k-1)``, one pass over
+        ``X`` (over the float32 copy with ``single=True``)."""
+        m, km, d = V.shape[0], self.k - 1, self.d
+        Vu = V[:, :, :d].reshape(m * km, d).T
+        U = (self.single() @ Vu.astype(np.float32)).astype(np.float64) if single else self.times(self.X, Vu)
+        U = U.reshape(self.n, m, km)
+        if self.fit_intercept:
+            U += V[:, :, d][None]
+        return U
+
+    def hess_vec(self, B: np.ndarray, V: np.ndarray, single: bool = False, image: np.ndarray | None = None) -> np.ndarray:
+        """``H V`` for ``V`` ``(m, k-1, D)`` at the curvature ``B`` (`curvature`): two passes over ``X``, or one when
+        ``image`` (`image` of ``V``) is given.
 
         ``single=True`` makes the passes over a float32 copy of ``X`` (half the memory traffic,
         relative error about 1e-7): good enough for a Newton direction or an iterative-refinement
         correction, never for a residual.
         """
         m, km, d = V.shape[0], self.k - 1, self.d
+        U = self.image(V, single) if image is None else image
+        T = (U * B[:, None, None] if B.ndim == 1 else np.einsum("nab,nmb->nma", B, U)).reshape(self.n, m * km)
         if single:
-            X32 = self.single()
-            U = (X32 @ V[:, :, :d].reshape(m * km, d).T.astype(np.float32)).reshape(self.n, m, km).astype(np.float64)
-            if self.fit_intercept:
-                U += V[:, :, d][None]
-            T = U * B[:, None, None] if B.ndim == 1 else np.einsum("nab,nmb->nma", B, U)
-            out = np.empty_like(V)
-            out[:, :, :d] = (T.reshape(self.n, m * km).T.astype(np.float32) @ X32).reshape(m, km, d) + self.l2 * V[:, :, :d]
-            if self.fit_intercept:
-                out[:, :, d] = T.sum(axis=0)
-            return out
-        U = self.times(self.X, V[:, :, :d].reshape(m * km, d).T).reshape(self.n, m, km)
-        if self.fit_intercept:
-            U += V[:, :, d][None]
-        T = U * B[:, None, None] if B.ndim == 1 else np.einsum("nab,nmb->nma", B, U)
+            Tu = (T.T.astype(np.float32) @ self.single()).astype(np.float64)
+        else:
+            Tu = self.t_times(self.X, T).T
         out = np.empty_like(V)
-        out[:, :, :d] = self.t_times(self.X, T.reshape(self.n, m * km)).T.reshape(m, km, d) + self.l2 * V[:, :, :d]
+        out[:, :, :d] = Tu.reshape(m, km, d) + self.l2 * V[:, :, :d]
         if self.fit_intercept:
-            out[:, :, d] = T.sum(axis=0)
+            out[:, :, d] = T.sum(axis=0).reshape(m, km)
         return out
 
     def hessian_matrix(self, B: np.ndarray, chunk: int = 4096, single: bool = False) -> np.ndarray:
@@ -390,7 +401,7 @@ class MultinomialProblem:
             for _ in range(rounds):
                 rz = np.einsum("mp,mp->m", r, precond(r))
                 if np.all(rz <= goal):
-                    return x.reshape(G.shape)
+                    return x.reshape(G.shape)  # the image of this x, if computed, is in ``factor.image``
                 # float32 products reach about 1e-6 relative: ask no more of one round
                 inner = max(float(np.sqrt(np.min(goal / np.where(rz > 0, rz, 1.0)))), 1e-6)
                 d, _, ok, _ = pcg(lambda V: self.hess_vec(B, V.reshape(m, *shape), single=True).reshape(m, -1),
@@ -398,7 +409,9 @@ class MultinomialProblem:
                 if not ok:
                     break
                 x = x + d
-                r = g - self.hess_vec(B, x.reshape(m, *shape)).reshape(m, -1)
+                image = self.image(x.reshape(G.shape))
+                r = g - self.hess_vec(B, x.reshape(G.shape), image=image).reshape(m, -1)
+                factor.image = (x, image)
             else:
                 if np.all(np.einsum("mp,mp->m", r, precond(r)) <= goal):
                     return x.reshape(G.shape)

@@ -22,8 +22,8 @@ from grouprobust.selection import select_best_index, selection_key
 
 HESSIANS = ("exact", "free")
 # Relative residual (preconditioner norm) of the influence solve when it runs conjugate gradients:
-# influences then agree with a direct solve to about 1e-8 relative (benchmarks/gsr_scale.py checks it).
-INFLUENCE_RTOL = 1e-8
+# influences then agree with a direct solve to about 1e-8..1e-7 relative (benchmarks/gsr_scale.py checks it).
+INFLUENCE_RTOL = 1e-7
 
 
 class _Split:
@@ -79,7 +79,8 @@ class _PrimalHead:
         G = self.problem.reduced_grad(R, split.X, c)[None]
         if not exact:
             return influence_scores(self.problem, self.P, G)[:, 0], 0
-        xi = influence_scores(self.problem, self.P, self.factor.solve(G, rtol=INFLUENCE_RTOL))[:, 0]
+        V = self.factor.solve(G, rtol=INFLUENCE_RTOL)
+        xi = influence_scores(self.problem, self.P, V, self.factor.image_of(V))[:, 0]
         return xi, self.factor.builds
 
     def state(self) -> np.ndarray:

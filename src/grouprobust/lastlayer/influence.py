@@ -26,18 +26,16 @@ def set_gradients(problem: MultinomialProblem, phi: np.ndarray, X: np.ndarray, y
     return out
 
 
-def influence_scores(problem: MultinomialProblem, P: np.ndarray, V: np.ndarray) -> np.ndarray:
+def influence_scores(problem: MultinomialProblem, P: np.ndarray, V: np.ndarray,
+                     image: np.ndarray | None = None) -> np.ndarray:
     """``-grad l_i . v_g`` for every sample ``i`` and direction ``V[g]`` ``(m, k-1, D)``: an ``(n, m)`` array.
 
     With ``V = H^{-1} grad R_g`` these are the exact derivatives ``dR_g / dw_i``; with
-    ``V = grad R_g`` the first-order (Hessian-free) scores.
+    ``V = grad R_g`` the first-order (Hessian-free) scores. ``image`` (``problem.image(V)``, when already
+    computed) saves the pass over ``X``.
     """
-    m = V.shape[0]
     S = (P - problem.Y) @ problem.Q  # (n, k-1): per-sample loss gradient in reduced class coordinates
-    XV = problem.times(problem.X, V[:, :, :problem.d].reshape(m * (problem.k - 1), problem.d).T)
-    XV = XV.reshape(problem.n, m, problem.k - 1)
-    if problem.fit_intercept:
-        XV = XV + V[:, :, problem.d][None]
+    XV = problem.image(V) if image is None else image
     return -np.einsum("nb,nmb->nm", S, XV)
 
 
