@@ -42,6 +42,7 @@ from grouprobust.errors import GroupRobustError
 
 FORMS = ("auto", "kernel", "parameter")
 NEWTON_CG, SOLVE_CG = 6, 10
+SINGLE_RTOL = 1e-6  # the smallest relative residual asked of CG on float32 products
 SINGULAR = ("the weighted last-layer Hessian is singular (the weighted samples leave the intercept undetermined, "
             "e.g. all weight on one class); keep positive weight on every class or pass fit_intercept=False")
 
@@ -403,7 +404,7 @@ class MultinomialProblem:
                 if np.all(rz <= goal):
                     return x.reshape(G.shape)  # the image of this x, if computed, is in ``factor.image``
                 # float32 products reach about 1e-6 relative: ask no more of one round
-                inner = max(float(np.sqrt(np.min(goal / np.where(rz > 0, rz, 1.0)))), 1e-6)
+                inner = max(float(np.sqrt(np.min(goal / np.where(rz > 0, rz, 1.0)))), SINGLE_RTOL)
                 d, _, ok, _ = pcg(lambda V: self.hess_vec(B, V.reshape(m, *shape), single=True).reshape(m, -1),
                                   precond, r, inner, max_cg)
                 if not ok:
