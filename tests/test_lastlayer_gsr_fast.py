@@ -146,3 +146,23 @@ def test_gsr_keeps_the_standardised_problem_without_copying_the_held_out_feature
     monkeypatch.setattr(gsr_module.MultinomialProblem, "__init__", record)
     GSR(n_steps=2).fit(X, y, X_target=Xt, y_target=yt, groups_target=gt)
     assert len(problems) == 1 and np.shares_memory(problems[0], X)
+
+
+@pytest.mark.parametrize("tol", [1e-6, 1e-9])
+def test_the_estimated_decrement_stops_only_below_tol(tol):
+    """With a stale preconditioner the fit stops on g^T M^{-1} g over a Ritz estimate; check it against the
+    exact Newton decrement (a float64 factor at the returned point)."""
+    rng = np.random.default_rng(31)
+    X, y = rng.normal(size=(500, 15)), np.arange(500) % 2
+    w1 = rng.uniform(0.5, 1.5, 500) / 500
+    problem = MultinomialProblem(X, y, 2, 0.05)
+    phi, factor, _, _ = problem.fit(w1, form="parameter")
+    stale = 0
+    for scale in (0.6, 0.9, 1.3):
+        w2 = w1 * rng.uniform(min(scale, 1 / scale), max(scale, 1 / scale), 500)
+        phi2, _, P, builds = problem.fit(w2, phi, factor, tol=tol, form="parameter")
+        grad = problem.value_grad(phi2, w2)[1]
+        exact = problem.factorize(phi2, w2, P, "parameter").solve(grad[None])[0]
+        assert np.sqrt(np.sum(grad * exact) / w2.sum()) <= tol
+        stale += builds == 0
+    assert stale  # at least one fit stopped on the estimate with the old factor
