@@ -147,6 +147,9 @@ def test_workers_are_chosen_from_the_usable_cpus(monkeypatch):
     assert choose_workers(0, 64) == 0 and choose_workers(12, 1) == 12  # an explicit count wins
     monkeypatch.setattr(image_loader, "usable_cpus", lambda: 3)
     assert choose_workers() == 2
+    assert choose_workers(device=torch.device("cuda")) == 2
+    assert choose_workers(device=torch.device("cpu")) == 0  # the model on the CPU keeps the cores busy
+    assert choose_workers(2, device=torch.device("cpu")) == 2
 
 
 def test_loader_options_pin_and_copy_asynchronously_only_on_cuda():
