@@ -34,6 +34,9 @@ def features(
     force: bool = typer.Option(False, "--force", help="replace the feature files (train/val/test.npz, meta.json) in OUT"),
     threads: Optional[int] = ThreadsOpt,
     amp: bool = typer.Option(False, "--amp", help="mixed precision for the backbone (for GPUs)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="image files: processes that load and transform "
+                                          "them for the backbone (default: from the usable CPUs, at most 8; 0: "
+                                          "in this process)"),
 ) -> None:
     """Extract backbone features of a benchmark into a directory that `train` and the last-layer methods read."""
     # Lazy: extraction imports pandas and the backbones torch, which `grouprobust --help` does not need.
@@ -50,7 +53,8 @@ def features(
     notes: list[str] = []
     with count_progress(f"{backbone} on {dataset}", err_console, disable=quiet) as progress:
         common = dict(weights=weights, options=options, batch_size=batch_size, device=device, download=download,
-                      progress=progress, layer=layer, notes=notes.append, force=force, amp=amp)
+                      progress=progress, layer=layer, notes=notes.append, force=force, amp=amp,
+                      workers=workers)
         feats = (extract_embedded_features(dataset, backbone, out, **common) if embedded
                  else extract_benchmark_features(dataset, root, backbone, out, **common))
     for note in notes:

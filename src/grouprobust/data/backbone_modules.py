@@ -202,26 +202,36 @@ def torchscript_module(path: Path, device: Any) -> Any:
                                "a model name as backbone and the file as weights", subject="backbone") from None
 
 
-def image_transform(size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                    crop_pct: float = 0.875) -> Any:
+class ResizeCropNormalize:
     """PIL image -> ``(3, size, size)`` float tensor: shorter side resized to ``size / crop_pct``, centre
-    crop, scaled to [0, 1] and normalised by ``mean`` / ``std`` (ImageNet's by default)."""
-    import torch
-    from PIL import Image
+    crop, scaled to [0, 1] and normalised by ``mean`` / ``std``. A class rather than a closure so that it
+    pickles into DataLoader workers started by spawn or forkserver."""
 
-    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float):
+        import torch
 
-    def transform(image: Any) -> Any:
-        scale = size / crop_pct / min(image.size)
+        self.size, self.crop_pct = size, crop_pct
+        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+
+    def __call__(self, image: Any) -> Any:
+        import torch
+        from PIL import Image
+
+        size = self.size
+        scale = size / self.crop_pct / min(image.size)
         w, h = max(size, round(image.size[0] * scale)), max(size, round(image.size[1] * scale))
         image = image.resize((w, h), Image.BILINEAR)
         left, top = (w - size) // 2, (h - size) // 2
         image = image.crop((left, top, left + size, top + size))
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (pixels - mean_t) / std_t
+        return (pixels - self.mean) / self.std
 
-    return transform
+
+def image_transform(size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                    crop_pct: float = 0.875) -> ResizeCropNormalize:
+    """The `ResizeCropNormalize` preprocessing at ``size`` px (ImageNet's mean and std by default)."""
+    return ResizeCropNormalize(size, mean, std, crop_pct)
 
 
 def timm_transform(model: Any) -> Any:
@@ -234,4 +244,4 @@ def timm_transform(model: Any) -> Any:
 
 
 __all__ = ["FACTORY", "LayerReader", "factory_module", "fit_state_dict", "image_transform", "last_linear",
-           "read_state_dict", "timm_module", "timm_transform", "torchscript_module"]
+           "read_state_dict", "ResizeCropNormalize", "timm_module", "timm_transform", "torchscript_module"]

@@ -24,31 +24,42 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from grouprobust.data.backbone_modules import (FACTORY, LayerReader, factory_module, fit_state_dict, image_transform,
                                                read_state_dict, timm_module, timm_transform, torchscript_module)
 from grouprobust.data.embedded.toxic_templates import encode_texts
+from grouprobust.data.image_loader import image_batches
+from grouprobust.data.image_loader import load_image as _load_image
 from grouprobust.errors import GroupRobustError
 
 Encode = Callable[[Sequence[Any]], np.ndarray]
+# stream(paths, batch_size, workers, precision) -> one (batch, dim) array per batch, in order
+Stream = Callable[[Sequence[Any], int, Optional[int], Any], Iterator[np.ndarray]]
 TEXT_ALIASES = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2", "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 @dataclass
 class Encoder:
-    """A loaded backbone: ``encode(batch of paths or texts) -> (batch, dim) float32``."""
+    """A loaded backbone: ``encode(batch of paths or texts) -> (batch, dim) float32``.
+
+    ``stream`` (optional, image backbones): ``stream(paths, batch_size, workers, precision)`` yields the
+    ``(batch, dim)`` features of all ``paths`` batch by batch, in order, loading the files with
+    ``workers`` processes (`grouprobust.data.image_loader`) and running the model inside the context
+    manager ``precision`` (autocast or a null context); `encode_inputs` prefers it for paths.
+    """
 
     name: str
     kind: str  # "image" or "text"
     encode: Encode
     batch_size: int = 64
     info: dict[str, Any] = field(default_factory=dict)  # how it was loaded: layer read, weights report
+    stream: Stream | None = None
 
 
 def _require(module: str, extra: str) -> Any:
@@ -61,16 +72,6 @@ def _require(module: str, extra: str) -> Any:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GroupRobustError(f"{module} is installed but cannot be imported ({first}); install the {module} build "
                                "that matches your torch version") from None
-
-
-def _load_image(path: str):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError):
-        raise GroupRobustError(f"{path}: cannot be read as an image; replace the file or fix the metadata") from None
 
 
 def pixels_encoder(size: int = 16) -> Encoder:
@@ -114,7 +115,7 @@ def module_encoder(name: str, model: Any, transform: Callable[[Any], Any], devic
     """An image `Encoder` that reads layer ``layer`` (default: penultimate) of ``model`` on ``device``.
 
     Image paths are loaded and passed through ``transform``; arrays (an embedded dataset's images,
-    ``(C, H, W)``) are fed as they are.
+    ``(C, H, W)``) are fed as they are. Its ``stream`` reads paths through one DataLoader (see `Encoder`).
     """
     import torch
 
@@ -129,7 +130,15 @@ def module_encoder(name: str, model: Any, transform: Callable[[Any], Any], devic
             batch = torch.stack([transform(_load_image(p)) for p in items])
         return reader(batch.to(device)).float().cpu().numpy()
 
-    return Encoder(name, "image", encode, info={"layer": reader.description, **(info or {})})
+    def stream(paths: Sequence[Any], batch_size: int, workers: int | None = None,
+               precision: Any = None) -> Iterator[np.ndarray]:
+        precision = nullcontext() if precision is None else precision
+        for batch in image_batches(paths, transform, batch_size, device, workers):
+            with torch.no_grad(), precision:
+                encoded = reader(batch)
+            yield encoded.float().cpu().numpy()  # outside the contexts: the caller runs between batches
+
+    return Encoder(name, "image", encode, info={"layer": reader.description, **(info or {})}, stream=stream)
 
 
 def _weights_info(model: Any, weights: Path | None, name: str) -> dict[str, Any]:

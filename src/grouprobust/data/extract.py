@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
+from os import PathLike
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.encoders import Encoder, load_encoder
 from grouprobust.data.feature_store import check_feature_target, save_feature_splits
+from grouprobust.data.image_loader import check_workers
 from grouprobust.data.registry import get_dataset_entry, load_dataset
 from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.multinli import load_cached_bert_inputs
@@ -40,43 +42,75 @@ def table_inputs(table: BenchmarkTable) -> list[Any]:
 
 
 def extract_features(table: BenchmarkTable, encoder: Encoder, batch_size: int | None = None,
-                     progress: Progress | None = None, amp_device: Any = None) -> np.ndarray:
+                     progress: Progress | None = None, amp_device: Any = None,
+                     workers: int | None = None) -> np.ndarray:
     """``(n_rows, dim)`` float32 features of every table row, in table order; ``progress(done, total)`` per batch.
 
     ``amp_device`` (a torch device) runs the backbone under ``torch.autocast`` in that device's reduced
     precision (`grouprobust.models.autocast_dtype`); the features are returned as float32 either way.
+    ``workers``: processes loading image files (see `encode_inputs`).
     """
     if encoder.kind != table.input_kind:
         raise GroupRobustError(f"backbone {encoder.name!r} encodes {encoder.kind}s but {table.name} has "
                                f"{table.input_kind}s; choose a {table.input_kind} backbone", subject="backbone")
-    return encode_inputs(table_inputs(table), encoder, batch_size, progress, amp_device=amp_device)
+    return encode_inputs(table_inputs(table), encoder, batch_size, progress, amp_device=amp_device, workers=workers)
 
 
 def encode_inputs(inputs: Sequence[Any], encoder: Encoder, batch_size: int | None = None,
                   progress: Progress | None = None, done: int = 0, total: int | None = None,
-                  amp_device: Any = None) -> np.ndarray:
+                  amp_device: Any = None, workers: int | None = None) -> np.ndarray:
     """``(len(inputs), dim)`` float32 features of ``inputs``, in order; ``progress(done + k, total)`` per batch;
-    ``amp_device`` as in `extract_features`."""
+    ``amp_device`` as in `extract_features`.
+
+    Image paths go through the encoder's ``stream`` when it has one: one DataLoader for all of them,
+    ``workers`` processes loading the files (None: chosen from the usable CPUs, see
+    `grouprobust.data.image_loader.choose_workers`; 0: in this process). Other inputs, and encoders
+    without a stream, are encoded ``batch_size`` at a time in this process.
+    """
+    check_workers(workers)
     total = len(inputs) if total is None else total
     size = batch_size or encoder.batch_size
-    chunks = []
-    precision = contextlib.nullcontext()
-    if amp_device is not None:
-        import torch  # only mixed precision needs torch here
-
-        from grouprobust.models import autocast_dtype  # models imports torch
-
-        precision = torch.autocast(amp_device.type, dtype=autocast_dtype(amp_device))
-    for start in range(0, len(inputs), size):
-        with precision:
-            encoded = encoder.encode(inputs[start:start + size])
-        chunks.append(np.asarray(encoded, dtype=np.float32).reshape(min(size, len(inputs) - start), -1))
+    precision = _precision(amp_device)
+    if encoder.stream is not None and _are_paths(inputs):
+        batches = encoder.stream(inputs, size, workers, precision)
+    else:
+        batches = _encoded_chunks(inputs, encoder, size, precision)
+    chunks, count = [], 0
+    for encoded in batches:
+        n = min(size, len(inputs) - count)
+        chunks.append(np.asarray(encoded, dtype=np.float32).reshape(n, -1))
+        count += n
         if progress is not None:
-            progress(done + min(start + size, len(inputs)), total)
+            progress(done + count, total)
     features = np.concatenate(chunks)
     if not np.all(np.isfinite(features)):
         raise GroupRobustError(f"backbone {encoder.name!r} produced NaN or inf features; check the weights")
     return features
+
+
+def _precision(amp_device: Any) -> ContextManager[Any]:
+    """``torch.autocast`` in ``amp_device``'s reduced precision, or a null context when it is None."""
+    if amp_device is None:
+        return contextlib.nullcontext()
+    import torch  # only mixed precision needs torch here
+
+    from grouprobust.models import autocast_dtype  # models imports torch
+
+    return torch.autocast(amp_device.type, dtype=autocast_dtype(amp_device))
+
+
+def _are_paths(inputs: Sequence[Any]) -> bool:
+    """Whether ``inputs`` are file paths (a table's images), not arrays, texts or token ids."""
+    return len(inputs) > 0 and isinstance(inputs[0], (str, PathLike))
+
+
+def _encoded_chunks(inputs: Sequence[Any], encoder: Encoder, size: int,
+                    precision: ContextManager[Any]) -> Iterator[np.ndarray]:
+    """``encoder.encode`` of ``inputs``, ``size`` at a time, each inside ``precision``."""
+    for start in range(0, len(inputs), size):
+        with precision:
+            encoded = encoder.encode(inputs[start:start + size])
+        yield encoded
 
 
 def write_features(table: BenchmarkTable, features: np.ndarray, out: Path, source: dict[str, Any],
@@ -104,11 +138,12 @@ def extract_embedded_features(dataset: str, backbone: str, out: Path | str, weig
                               options: dict[str, Any] | None = None, seed: int = 0, batch_size: int | None = None,
                               device: Any = None, download: bool = False, progress: Progress | None = None,
                               layer: str | None = None, notes: Notes | None = None, force: bool = False,
-                              amp: bool = False) -> np.ndarray:
+                              amp: bool = False, workers: int | None = None) -> np.ndarray:
     """Build embedded ``dataset`` (``options``, ``seed``), encode every split with ``backbone``, write a feature
     directory (train on it with dataset ``features``, option ``path``). Returns the ``(n_train, dim)``
-    train features; the other arguments are as in `extract_benchmark_features`."""
-    out = _check_out(out, batch_size, force)
+    train features; the other arguments are as in `extract_benchmark_features` (``workers`` is checked but
+    unused: an embedded dataset's images are arrays in memory)."""
+    out = _check_out(out, batch_size, force, workers)
     options = dict(options or {})
     splits = load_dataset(dataset, seed, **options)
     parts = [embedded_inputs(ds) for ds in splits]
@@ -141,11 +176,12 @@ def _path(weights: Path | str | None) -> Path | None:
     return Path(weights) if weights is not None else None
 
 
-def _check_out(out: Path | str, batch_size: int | None, force: bool) -> Path:
+def _check_out(out: Path | str, batch_size: int | None, force: bool, workers: int | None = None) -> Path:
     out = check_feature_target(Path(out), force)
     check_creatable(out, "feature directory")
     if batch_size is not None and batch_size < 1:
         raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
+    check_workers(workers)
     return out
 
 
@@ -169,7 +205,8 @@ def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, ou
                                weights: Path | str | None = None, options: dict[str, Any] | None = None,
                                batch_size: int | None = None, device: Any = None, download: bool = False,
                                progress: Progress | None = None, layer: str | None = None,
-                               notes: Notes | None = None, force: bool = False, amp: bool = False) -> np.ndarray:
+                               notes: Notes | None = None, force: bool = False, amp: bool = False,
+                               workers: int | None = None) -> np.ndarray:
     """Read benchmark ``dataset`` under ``root``, encode every row with ``backbone``, write a feature directory.
 
     ``options`` are the benchmark reader's options; ``weights`` local backbone weights; ``download``
@@ -178,20 +215,23 @@ def extract_benchmark_features(dataset: str, root: Path | str, backbone: str, ou
     (default: the penultimate layer); ``notes(line)`` receives one line when the weights needed a
     prefix stripped or keys left out (also listed in ``meta.json``); ``amp`` runs the backbone in mixed
     precision (on a GPU: float16 or bfloat16; on a CPU: bfloat16, which is rarely faster there).
-    Refuses, before any work, to replace a feature set's files (``train/val/test.npz``, ``meta.json``)
+    ``workers`` processes load and transform image files for the torch backbones (None: 0 with one
+    usable CPU, else ``min(8, usable CPUs - 1)``; 0: in this process); on CUDA the batches are pinned
+    and copied asynchronously. Refuses, before any work, to replace a feature set's files (``train/val/test.npz``, ``meta.json``)
     already in ``out`` unless ``force``. An embedded dataset (e.g. ``toxic-templates``) goes to
     `extract_embedded_features` (``root`` is then unused). Returns the ``(n_rows, dim)`` features.
     """
     if is_embedded(dataset):
         return extract_embedded_features(dataset, backbone, out, weights, options, batch_size=batch_size,
                                          device=device, download=download, progress=progress, layer=layer,
-                                         notes=notes, force=force, amp=amp)
-    out = _check_out(out, batch_size, force)
+                                         notes=notes, force=force, amp=amp, workers=workers)
+    out = _check_out(out, batch_size, force, workers)
     apply_thread_policy()
     options = dict(options or {})
     table = read_benchmark(dataset, root, **options)
     encoder = load_encoder(backbone, table.input_kind, _path(weights), device, download, layer)
-    features = extract_features(table, encoder, batch_size, progress=progress, amp_device=_amp_device(amp, device))
+    features = extract_features(table, encoder, batch_size, progress=progress, amp_device=_amp_device(amp, device),
+                                workers=workers)
     _note(encoder, notes)
     write_features(table, features, out, {**_source(backbone, weights, encoder), "root": str(root),
                                           "options": options}, force=force)
