@@ -9,7 +9,8 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.methods import TrainData, get_method
-from grouprobust.methods.dro import PLANNED_MEMBERS_MAX, batch_group_counts, chi2_weights, cvar_weights
+from grouprobust.methods import dro
+from grouprobust.methods.dro import batch_group_counts, chi2_weights, cvar_weights
 from grouprobust.runs import run
 from grouprobust.training import Trainer, seed_everything
 
@@ -170,13 +171,18 @@ def reference_groupdro(method, train, batches, model):
     return objectives, qs
 
 
+@pytest.mark.parametrize("plan_members", [True, False])
 @pytest.mark.parametrize("sampler,batch_size,gen_adj", [("balanced", 32, 0.0), ("shuffle", 32, 1.5),
                                                         ("shuffle", 48, 0.0), ("balanced", 48, 1.5)])
-def test_groupdro_steps_match_the_straightforward_formulas(sampler, batch_size, gen_adj):
+def test_groupdro_steps_match_the_straightforward_formulas(sampler, batch_size, gen_adj, plan_members,
+                                                           monkeypatch):
     """The fast path (epoch-planned counts and memberships, 1/b folded into the weights for a power of two)
     gives the reference's q and objective to float precision, including groups absent from a batch, an
-    empty training group and a shuffle epoch's short last batch; batches the method did not plan (here:
-    copies of its index tensors) go through the per-step path and give the same bits."""
+    empty training group and a shuffle epoch's short last batch, with the membership rows planned per
+    epoch (few groups) or gathered per step (many groups); batches the method did not plan (here: copies
+    of its index tensors) go through the per-step path and give the same bits."""
+    if not plan_members:
+        monkeypatch.setattr(dro, "PLANNED_MEMBERS_MAX", 0)
     train = grouped_dataset([300, 0, 40, 10, 250, 100], n_attrs=3)
     hp = {"sampler": sampler, "batch_size": batch_size, "gen_adj": gen_adj, "eta": 0.5}
     _, method = make_method("groupdro", train, **hp)
@@ -194,10 +200,9 @@ def test_groupdro_steps_match_the_straightforward_formulas(sampler, batch_size, 
         np.testing.assert_allclose(method.q.numpy(), q, rtol=1e-5, atol=1e-12)
         assert torch.equal(got, again) and torch.equal(method.log_q, unplanned.log_q)
     assert method.q[1] == 0.0
+    assert (next(iter(method._planned.values()))[2] is not None) == plan_members
     if sampler == "shuffle":
         assert len(batches[-1]) < batch_size  # the short last batch was checked
-    # colored-digits' 100 groups are past the membership plan's size: that path is taken too
-    assert 6 * batch_size <= PLANNED_MEMBERS_MAX < 100 * 64
 
 
 def test_batch_group_counts_count_each_slice_of_the_epoch():
