@@ -9,7 +9,8 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.methods import TrainData, get_method
-from grouprobust.methods.dro import chi2_weights, cvar_weights
+from grouprobust.methods import dro
+from grouprobust.methods.dro import batch_group_counts, chi2_weights, cvar_weights
 from grouprobust.runs import run
 from grouprobust.training import Trainer, seed_everything
 
@@ -141,6 +142,85 @@ def test_groupdro_with_an_empty_group_keeps_its_weight_at_zero(tmp_path):
     weights = result["method_info"]["final_group_weights"]
     assert weights[1] == 0.0 and all(np.isfinite(weights)) and sum(weights) == pytest.approx(1.0, rel=1e-5)
     assert "group_weights" in (tmp_path / "r" / "history.jsonl").read_text()
+
+
+def reference_groupdro(method, train, batches, model):
+    """The straightforward float64 formulas, batch by batch (the group_DRO reference's update): returns
+    the objective of each batch and the q after it. ``L_g`` is the batch's mean loss on group ``g`` (0 when
+    absent); ``q_g <- q_g exp(eta (L_g + C / sqrt(n_g)))`` over non-empty training groups, then normalised;
+    the objective is ``mean_i q_{g_i} / s_{g_i} loss_i``."""
+    hp, n_groups = method.hparams, train.n_groups
+    counts = np.bincount(train.g, minlength=n_groups).astype(float)
+    present = counts > 0
+    freq = counts / counts.sum()
+    q = np.where(present, freq if hp["q_init"] == "empirical" else present / present.sum(), 0.0)
+    sampled = present / present.sum() if hp["sampler"] == "balanced" else freq
+    objectives, qs = [], []
+    for idx in batches:
+        idx = idx.numpy()
+        with torch.no_grad():
+            logits = model(torch.as_tensor(train.x[idx]))
+            losses = torch.nn.functional.cross_entropy(logits, torch.as_tensor(train.y[idx]), reduction="none")
+        losses, g = losses.double().numpy(), train.g[idx]
+        group_loss = np.array([losses[g == k].mean() if (g == k).any() else 0.0 for k in range(n_groups)])
+        adjusted = group_loss + hp["gen_adj"] / np.sqrt(np.maximum(counts, 1.0))
+        q = np.where(present, q * np.exp(hp["eta"] * adjusted), 0.0)
+        q = q / q.sum()
+        objectives.append(np.mean(q[g] / sampled[g] * losses))
+        qs.append(q.copy())
+    return objectives, qs
+
+
+@pytest.mark.parametrize("plan_members", [True, False])
+@pytest.mark.parametrize("sampler,batch_size,gen_adj", [("balanced", 32, 0.0), ("shuffle", 32, 1.5),
+                                                        ("shuffle", 48, 0.0), ("balanced", 48, 1.5)])
+def test_groupdro_steps_match_the_straightforward_formulas(sampler, batch_size, gen_adj, plan_members,
+                                                           monkeypatch):
+    """The fast path (epoch-planned counts and memberships, 1/b folded into the weights for a power of two)
+    gives the reference's q and objective to float precision, including groups absent from a batch, an
+    empty training group and a shuffle epoch's short last batch, with the membership rows planned per
+    epoch (few groups) or gathered per step (many groups); batches the method did not plan (here: copies
+    of its index tensors) go through the per-step path and give the same bits."""
+    if not plan_members:
+        monkeypatch.setattr(dro, "PLANNED_MEMBERS_MAX", 0)
+    train = grouped_dataset([300, 0, 40, 10, 250, 100], n_attrs=3)
+    hp = {"sampler": sampler, "batch_size": batch_size, "gen_adj": gen_adj, "eta": 0.5}
+    _, method = make_method("groupdro", train, **hp)
+    _, unplanned = make_method("groupdro", train, **hp)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    batches = list(method.batches())
+    expected, expected_q = reference_groupdro(method, train, batches, model)
+    for idx, objective, q in zip(batches, expected, expected_q):
+        batch = method.data.batch(idx)
+        with torch.no_grad():
+            got = method.loss(model, batch)
+            again = unplanned.loss(model, method.data.batch(idx.clone()))
+        assert float(got) == pytest.approx(objective, rel=1e-5)
+        np.testing.assert_allclose(method.q.numpy(), q, rtol=1e-5, atol=1e-12)
+        assert torch.equal(got, again) and torch.equal(method.log_q, unplanned.log_q)
+    assert method.q[1] == 0.0
+    assert (next(iter(method._planned.values()))[2] is not None) == plan_members
+    if sampler == "shuffle":
+        assert len(batches[-1]) < batch_size  # the short last batch was checked
+
+
+def test_batch_group_counts_count_each_slice_of_the_epoch():
+    g = torch.as_tensor(np.random.default_rng(0).integers(0, 5, 103))
+    counts = batch_group_counts(g, 16, 5)
+    assert counts.shape == (7, 5) and counts.dtype == torch.float32
+    for b in range(7):
+        np.testing.assert_array_equal(counts[b].numpy(), np.bincount(g[16 * b:16 * (b + 1)].numpy(), minlength=5))
+
+
+@pytest.mark.parametrize("name", ["resample", "groupdro"])
+def test_weighted_sampler_is_one_seeded_multinomial_draw_per_epoch(name):
+    train = grouped_dataset([600, 40, 0, 10, 250, 100], n_attrs=3)
+    _, method = make_method(name, train, batch_size=64)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        expected = torch.multinomial(method.sample_probs, 16 * 64, replacement=True, generator=generator)
+        assert torch.equal(torch.cat(list(method.batches())), expected)
 
 
 def test_cvar_weights_average_the_worst_alpha_fraction():

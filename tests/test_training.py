@@ -8,6 +8,7 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.runs import run
+from grouprobust.training import make_optimizer
 
 
 def test_same_config_and_seed_give_identical_metrics(tiny_gaussian):
@@ -117,3 +118,26 @@ def test_run_id_depends_on_everything_that_changes_numbers(tiny_gaussian):
     assert base.run_id == resolve_config("spurious-gaussian", "erm", data=tiny_gaussian).run_id
     assert base.run_id != resolve_config("spurious-gaussian", "erm", seed=1, data=tiny_gaussian).run_id
     assert base.run_id != resolve_config("spurious-gaussian", "erm", data=tiny_gaussian, hparams={"lr": 0.01}).run_id
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_optimizers_take_the_per_parameter_loop_steps_to_the_bit(optimizer):
+    """make_optimizer's multi-tensor implementation (one op per update term, weight decay included) gives
+    the values of torch's per-parameter loop (its default on a CPU)."""
+    hp = {"optimizer": optimizer, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.01}
+    models = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        opt = make_optimizer(model, hp)
+        assert opt.param_groups[0]["foreach"]
+        if not fast:
+            opt.param_groups[0]["foreach"] = False
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            opt.zero_grad()
+            x = torch.randn(16, 5, generator=generator)
+            model(x).square().mean().backward()
+            opt.step()
+        models.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(models[0], models[1])

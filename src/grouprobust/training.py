@@ -51,14 +51,20 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, hparams: dict[str, Any]) -> torch.optim.Optimizer:
-    """SGD (with momentum), Adam or AdamW with the run's lr and weight decay."""
+    """SGD (with momentum), Adam or AdamW with the run's lr and weight decay.
+
+    Always the multi-tensor (``foreach``) implementation, torch's default on GPUs only: on a CPU it gives
+    the same values as the per-parameter loop and costs one op per update term (weight decay included)
+    instead of one per term and parameter.
+    """
     name, lr, wd = hparams["optimizer"], hparams["lr"], hparams["weight_decay"]
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=hparams["momentum"], weight_decay=wd)
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=hparams["momentum"], weight_decay=wd,
+                               foreach=True)
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd, foreach=True)
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd, foreach=True)
     raise GroupRobustError(f"unknown optimizer {name!r}; use sgd, adam or adamw", subject="hparam:optimizer")
 
 

@@ -45,7 +45,10 @@ class TrainData:
     def batch(self, idx: torch.Tensor) -> Batch:
         """The `Batch` at indices ``idx`` (on the device, or on the CPU: then copied there)."""
         idx = idx.to(self.device, non_blocking=True)
-        return Batch(idx, self.x[idx], self.y[idx], None if self.g is None else self.g[idx])
+        # index_select dispatches faster than advanced indexing (same values); x keeps indexing, which keeps
+        # a channels_last layout.
+        g = None if self.g is None else self.g.index_select(0, idx)
+        return Batch(idx, self.x[idx], self.y.index_select(0, idx), g)
 
 
 class MethodDeclaration:
@@ -84,9 +87,13 @@ class Method(MethodDeclaration):
         """Called once before the main training (after the data is on the device)."""
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """One epoch of index tensors: a seeded shuffle (drawn on the CPU) cut into minibatches on the device."""
-        perm = torch.randperm(self.data.n, generator=self.generator)
-        return iter(perm.to(self.data.device).split(self.batch_size))  # one copy per epoch, not one per step
+        """One epoch of index tensors: `epoch_order` cut into minibatches (views, on the device)."""
+        return iter(self.epoch_order().split(self.batch_size))
+
+    def epoch_order(self) -> torch.Tensor:
+        """The indices one epoch of `batches` trains on, in order, on the device: a seeded shuffle (drawn on
+        the CPU, copied once per epoch, not once per step)."""
+        return torch.randperm(self.data.n, generator=self.generator).to(self.data.device)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The scalar objective for one minibatch."""

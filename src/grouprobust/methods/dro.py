@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,12 @@ from grouprobust.methods.registry import register_method
 from grouprobust.methods.reweighting import WeightedSampling
 from grouprobust.methods.sampling import balanced_probabilities
 from grouprobust.params import NON_NEGATIVE, Interval, Param
+
+
+#: Largest batch membership matrix (groups x batch size, floats) that `GroupDRO.batches` builds for the whole
+#: epoch at once: it saves one small op a step but writes ``groups`` floats per example an epoch, which
+#: costs more than it saves for many groups (colored-digits' 100).
+PLANNED_MEMBERS_MAX = 4096
 
 
 @register_method
@@ -73,36 +79,98 @@ class GroupDRO(WeightedSampling):
         self.eta_adjustment = as_tensor(self.eta * adj)
         self.adjusted = bool(np.any(adj > 0))
         self.n_groups = data.n_groups
-        #: Row ``g`` is the one-hot vector of group ``g``: a batch's group sums and counts are then one
-        #: matrix product and one sum, and no step reads anything back from the device.
+        #: Row ``g`` is the one-hot vector of group ``g``: a batch's ``(batch, groups)`` membership matrix is
+        #: one row gather and its group sums one matrix-vector product, and no step reads anything back from
+        #: the device (CUDA's bincount would).
         self.one_hot = torch.eye(data.n_groups, dtype=torch.float32, device=data.device)
+        #: `_scale` of each batch size met so far (the shuffle sampler's last batch is smaller).
+        self._scales: dict[int, torch.Tensor] = {}
+        #: This epoch's batches by ``id``: ``(index tensor, group counts clamped to >= 1, membership matrix
+        #: or None)``, see `batches`.
+        self._planned: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     @property
     def q(self) -> torch.Tensor:
         """Current group weights (sum to 1)."""
         return self.log_q.exp()
 
+    def batches(self) -> Iterator[torch.Tensor]:
+        """The sampler's batches. Every batch's group counts, and its membership matrix while that is small
+        (`PLANNED_MEMBERS_MAX`), are computed here for the whole epoch at once (a few ops an epoch instead
+        of a few a step) and found again in `loss` by the batch's index tensor."""
+        order = self.epoch_order()
+        batches = order.split(self.batch_size)
+        g = self.data.g.index_select(0, order)
+        counts = batch_group_counts(g, self.batch_size, self.n_groups).clamp_min_(1).unbind(0)
+        if self.n_groups * self.batch_size <= PLANNED_MEMBERS_MAX:
+            members: Sequence[torch.Tensor | None] = self.one_hot.index_select(0, g).split(self.batch_size)
+        else:
+            members = [None] * len(batches)
+        self._planned = {id(idx): (idx, c, m) for idx, c, m in zip(batches, counts, members)}
+        return iter(batches)
+
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         losses = self.loss_fn(model(batch.x), batch.y)
-        g = batch.g
-        # Few ops, none reading back from the device (CUDA's bincount would, every step): this runs every
-        # step and must cost little next to the model's own step.
-        with torch.no_grad():
-            members = self.one_hot.index_select(0, g)  # (batch, groups)
-            sums, counts = losses.float() @ members, members.sum(0).clamp_min_(1)
-            self.log_q.addcdiv_(sums, counts, value=self.eta)
-            if self.adjusted:
-                self.log_q.add_(self.eta_adjustment)
-            q = torch.softmax(self.log_q, dim=0)
-            torch.log(q, out=self.log_q)
-            weights = q.mul_(self.inv_sampled)
-        return losses.dot(weights.index_select(0, g)) / losses.numel()
+        planned = self._planned.get(id(batch.idx))
+        if planned is None or planned[0] is not batch.idx:  # not a batch of this epoch's `batches`
+            planned = (batch.idx, None, None)
+        weights = self.update(losses.detach(), batch.g, planned[1], planned[2])
+        objective = losses.dot(weights.index_select(0, batch.g))
+        # A division in the graph costs a forward and a backward op; `update` folds it into the weights
+        # where that changes no bit.
+        return objective if _is_power_of_two(losses.shape[0]) else objective / losses.shape[0]
+
+    def update(self, losses: torch.Tensor, g: torch.Tensor, counts: torch.Tensor | None = None,
+               members: torch.Tensor | None = None) -> torch.Tensor:
+        """One exponentiated-gradient step of ``q`` on a batch's (detached) ``losses`` of groups ``g``; returns
+        the per-group weights of the batch's objective, ``q_g / s_g``, already divided by the batch size ``b``
+        when ``b`` is a power of two (a division by a power of two is exact, so the mean has the same bits).
+
+        ``counts`` (the batch's group counts clamped to >= 1) and ``members`` (its ``(batch, groups)``
+        one-hot rows) are computed here when not given. A handful of ops on ``G``-sized tensors, none
+        reading back from the device, none recorded by autograd: this runs every step and must cost little
+        next to the model's own step.
+        """
+        if members is None:
+            members = self.one_hot.index_select(0, g)
+        if counts is None:
+            counts = members.sum(0).clamp_min_(1)
+        # mv on the transposed rows adds in the order ``losses @ members`` did (same bits; a column gather does not).
+        self.log_q.addcdiv_(torch.mv(members.t(), losses.float()), counts, value=self.eta)
+        if self.adjusted:
+            self.log_q.add_(self.eta_adjustment)
+        q = torch.softmax(self.log_q, dim=0)
+        torch.log(q, out=self.log_q)
+        return q.mul_(self._scale(losses.shape[0]))
+
+    def _scale(self, batch_size: int) -> torch.Tensor:
+        """``1 / s_g``, divided by ``batch_size`` if it is a power of two (computed once per size)."""
+        scale = self._scales.get(batch_size)
+        if scale is None:
+            scale = self.inv_sampled / batch_size if _is_power_of_two(batch_size) else self.inv_sampled
+            self._scales[batch_size] = scale
+        return scale
 
     def epoch_log(self) -> dict[str, Any]:
         return {"group_weights": to_list(self.q)}
 
     def run_info(self) -> dict[str, Any]:
         return {"final_group_weights": to_list(self.q)}
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def batch_group_counts(g: torch.Tensor, batch_size: int, n_groups: int) -> torch.Tensor:
+    """``(batches, groups)`` float counts of each group in each ``batch_size`` slice of the group ids ``g``
+    (the last slice may be shorter), on ``g``'s device without reading anything back (CUDA's bincount would)."""
+    n_batches = -(-g.numel() // batch_size)
+    cell = torch.arange(g.numel(), device=g.device).floor_divide_(batch_size).mul_(n_groups).add_(g)
+    counts = torch.zeros(n_batches * n_groups, dtype=torch.float32, device=g.device)
+    # Sums of ones are exact in any order, so accumulation order cannot change a count.
+    counts.index_put_((cell,), torch.ones((), device=g.device).expand(g.numel()), accumulate=True)
+    return counts.view(n_batches, n_groups)
 
 
 def cvar_weights(losses: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -6,7 +6,7 @@ weighting does it in the objective, resampling in which examples are drawn.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,14 +69,14 @@ class WeightedSampling(Method):
 
     sample_probs: torch.Tensor | None = None
 
-    def batches(self) -> Iterator[torch.Tensor]:
+    def epoch_order(self) -> torch.Tensor:
         if self.sample_probs is None:
-            return super().batches()
+            return super().epoch_order()
         n_batches = batches_per_epoch(self.data.n, self.batch_size)
         # One draw for the whole epoch: a draw per batch would rebuild the O(n) table every step.
         draws = torch.multinomial(self.sample_probs, n_batches * self.batch_size, replacement=True,
                                   generator=self.generator)
-        return iter(draws.to(self.data.device).split(self.batch_size))
+        return draws.to(self.data.device)
 
 
 @register_method
