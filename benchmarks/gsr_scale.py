@@ -10,8 +10,9 @@ Prints, per shape, all measured in the same run:
   at every outer step (absolute, and in units of the mean weight ``1/n``);
 * the influence the fast path computes at the last step against a direct exact solve there.
 
-Threads: the product's policy (the estimators apply `grouprobust.threads.native_thread_policy`
-during ``fit``), unless ``--threads N`` fixes them (`grouprobust.threads.apply_thread_policy`).
+Threads: the product's policy (`grouprobust.threads.policy_threads` on the CPUs this process may
+use and the load at start), decided once at start so that the fit and the product it is compared
+with run on the same count, unless ``--threads N`` fixes it.
 
 Optionally (``--dense-steps N``, default 0) the ratio against a straightforward dense implementation measured in the
 same run (full-parameter Hessian built from per-sample outer products, ``numpy.linalg.pinv``,
@@ -43,7 +44,7 @@ from grouprobust.lastlayer import GSR, gsr as gsr_module
 from grouprobust.lastlayer._base import Standardizer
 from grouprobust.lastlayer._multinomial import MultinomialProblem
 from grouprobust.lastlayer.influence import exact_influence, influence_scores, set_gradients
-from grouprobust.threads import apply_thread_policy, native_thread_policy
+from grouprobust.threads import busy_cpus, fix_native_threads, policy_threads, usable_cpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gsr_reference import reference_weights  # noqa: E402
@@ -193,16 +194,14 @@ def run_shape(name: str, dense_steps: int, reference: bool) -> None:
         model.fit(X, y, X_target=Xt, y_target=yt, groups_target=gt, X_val=Xv, y_val=yv, groups_val=gv)
     total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = peak_rss_gb()
-    with native_thread_policy() as policy_count:  # the threads the fit had (its own policy, decided again now)
-        prod_wall, prod_cpu = hessian_product_seconds(X)  # after the fit, so its temporary is not in the fit's peak
-    pools = {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
+    prod_wall, prod_cpu = hessian_product_seconds(X)  # after the fit, so its temporary is not in the fit's peak
     head = traced_weights.last_head
     hist = model.history_
     print(f"  GSR total {total:.2f} s wall, {cpu:.2f} s CPU ({total / (steps + 1) * 1000:.1f} ms/step wall, "
           f"{sum(e['n_hessians'] for e in hist)} Hessian factorisations, {type(head).__name__}), peak memory {peak:.2f} GB "
           f"(process; {before_fit:.2f} GB before the fit: imports and the data sets); "
           f"paper (GPU) {paper_s:.0f} s")
-    print(f"  one X^T diag(s) X product ({policy_count or pools} threads): {prod_wall:.3f} s wall, {prod_cpu:.3f} s CPU -> fit / product = "
+    print(f"  one X^T diag(s) X product: {prod_wall:.3f} s wall, {prod_cpu:.3f} s CPU -> fit / product = "
           f"{total / prod_wall:.1f} (wall), {cpu / prod_cpu:.1f} (CPU)")
     print(f"  worst-group acc step 0 -> best step {model.best_step_}: target {hist[0]['target_worst_group_acc']:.3f} -> "
           f"{hist[model.best_step_]['target_worst_group_acc']:.3f}, validation {hist[0]['val_worst_group_acc']:.3f} -> "
@@ -251,8 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="BLAS threads (default: numpy's own choice)")
     parser.add_argument("--no-reference", action="store_true", help="skip today's algorithm (gsr_reference.py)")
     args = parser.parse_args(argv)
-    if args.threads:  # an explicit count, as the CLI's --threads: the estimators' own policy then stands aside
-        apply_thread_policy(args.threads)
+    # one count for the whole run (the estimators' own policy then stands aside), as the CLI does
+    count = args.threads or policy_threads(usable_cpus(), busy_cpus())
+    fix_native_threads(count)  # numpy's pools only: torch is not imported, so the peak memory is the fit's
+    print(f"threads: {count} ({'--threads' if args.threads else 'the policy, at start'})")
     with contextlib.nullcontext():
         pools = ", ".join(f"{p['internal_api']} {p['num_threads']} threads" for p in threadpool_info())
         print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}), {pools}, OMP_NUM_THREADS="

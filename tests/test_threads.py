@@ -249,3 +249,20 @@ def test_a_last_layer_fit_runs_under_the_native_policy(monkeypatch, restore_thre
     X, y = rng.normal(size=(60, 4)), np.arange(60) % 2
     DFR(n_subsamples=1).fit(X, y, groups=y)
     assert seen == ["in", "out"]
+
+
+def test_fixed_native_threads_make_the_block_policy_stand_aside(monkeypatch, restore_threads):
+    monkeypatch.setattr(threads, "_native_fixed", False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    threads._last = None
+    before = _pool_threads()
+    try:
+        threads.fix_native_threads(1)
+        assert all(n == 1 for n in _pool_threads().values())
+        monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+        with threads.native_thread_policy() as count:
+            assert count is None
+    finally:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=max(before.values()))  # the pools started equal (one per usable core)

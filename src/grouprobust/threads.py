@@ -258,6 +258,20 @@ def thread_environment() -> dict:
     return {**current_choice().to_dict(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "runtime default")}
 
 
+_native_fixed = False
+
+
+def fix_native_threads(count: int) -> None:
+    """Set numpy's and scipy's native pools to ``count`` threads for the rest of the process, without
+    importing torch; `native_thread_policy` then changes nothing (for numpy-only scripts and benchmarks)."""
+    global _native_fixed
+    from threadpoolctl import threadpool_limits
+
+    check_threads(count)
+    threadpool_limits(limits=count)
+    _native_fixed = True
+
+
 @contextlib.contextmanager
 def native_thread_policy() -> Iterator[int | None]:
     """For the duration of a block, limit numpy's and scipy's native thread pools (OpenBLAS, OpenMP)
@@ -272,7 +286,7 @@ def native_thread_policy() -> Iterator[int | None]:
     """
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    if any(os.environ.get(name, "").strip() for name in NATIVE_ENV) or _last is not None:
+    if any(os.environ.get(name, "").strip() for name in NATIVE_ENV) or _last is not None or _native_fixed:
         yield None
         return
     count = policy_threads(usable_cpus(), busy_cpus())
