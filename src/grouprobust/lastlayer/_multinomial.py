@@ -317,6 +317,8 @@ class MultinomialProblem:
         correction, never for a residual.
         """
         m, km, d = V.shape[0], self.k - 1, self.d
+        if single and image is None:
+            return self._single_hess_vec(B, V)
         U = self.image(V, single) if image is None else image
         T = (U * B[:, None, None] if B.ndim == 1 else np.einsum("nab,nmb->nma", B, U)).reshape(self.n, m * km)
         if single:
@@ -327,6 +329,30 @@ class MultinomialProblem:
         out[:, :, :d] = Tu.reshape(m, km, d) + self.l2 * V[:, :, :d]
         if self.fit_intercept:
             out[:, :, d] = T.sum(axis=0).reshape(m, km)
+        return out
+
+    def _single_hess_vec(self, B: np.ndarray, V: np.ndarray, chunk: int = 2048) -> np.ndarray:
+        """`hess_vec` on the float32 copy, both passes made per row chunk while it is in cache (the feature
+        sets together exceed the last-level cache, so two whole passes would read the copy twice from memory)."""
+        m, km, d = V.shape[0], self.k - 1, self.d
+        X32 = self.single()
+        Vu = V[:, :, :d].reshape(m * km, d).T.astype(np.float32)
+        Bm = B[:, None, None] if B.ndim == 1 else B
+        acc = np.zeros((m * km, d), dtype=np.float32)
+        tsum = np.zeros((m, km))
+        for lo in range(0, self.n, chunk):
+            Xc = X32[lo:lo + chunk]
+            U = (Xc @ Vu).astype(np.float64).reshape(len(Xc), m, km)
+            if self.fit_intercept:
+                U += V[:, :, d][None]
+            Bc = Bm[lo:lo + chunk]
+            T = U * Bc if B.ndim == 1 else np.einsum("nab,nmb->nma", Bc, U)
+            acc += T.reshape(len(Xc), m * km).T.astype(np.float32) @ Xc
+            tsum += T.sum(axis=0)
+        out = np.empty_like(V)
+        out[:, :, :d] = acc.astype(np.float64).reshape(m, km, d) + self.l2 * V[:, :, :d]
+        if self.fit_intercept:
+            out[:, :, d] = tsum
         return out
 
     def hessian_matrix(self, B: np.ndarray, chunk: int = 4096, single: bool = False) -> np.ndarray:
