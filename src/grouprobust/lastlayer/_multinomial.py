@@ -24,9 +24,12 @@ Hessian solves come in two forms with identical results:
 Across GSR's outer steps the weights move little, so the parameter form does not rebuild ``H``
 at every step: a Cholesky factor of an earlier step's Hessian preconditions conjugate gradients
 on Hessian-vector products at the current point (``4 n D k`` flops each instead of ``n D^2 k^2``
-for a rebuild), and the factor is rebuilt only when a solve stops converging fast. The kernel
-form's GSR path (`DualKernelProblem`) works in dual coordinates on Gram matrices computed once,
-so no step touches the ``d``-dimensional features at all.
+for a rebuild), and the factor is rebuilt only when a solve stops converging fast. Precision is
+split by need: the preconditioner's Hessian and the conjugate-gradient products use a float32 copy
+of the features (a Newton direction or a refinement correction needs no more), while gradients,
+the residuals of influence solves and every reported number stay float64. The kernel form's GSR
+path (`DualKernelProblem`) works in dual coordinates on Gram matrices computed once, so no step
+touches the ``d``-dimensional features at all.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class _PrimalHead:
 
     def fit(self, w: np.ndarray) -> int:
         """Retrain at weights ``w``, warm-started at the secant prediction from the last two solutions
-        (their logits are kept, so the prediction's cost no pass over the features); returns the number
+        (their logits are kept, so the prediction costs no pass over the features); returns the number
         of Hessians built."""
         start, logits = self.phi, self.problem.last_logits
         if self.previous is not None and start is not None:
