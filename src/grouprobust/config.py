@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from grouprobust.data.registry import get_dataset_entry, resolve_dataset_options
+from grouprobust.data.registry import get_dataset_entry, input_fingerprints, resolve_dataset_options
 from grouprobust.errors import GroupRobustError
 from grouprobust.losses import get_loss
 from grouprobust.methods.base import REGIMES, TwoStageMethod
@@ -29,7 +29,9 @@ from grouprobust.threads import thread_environment
 
 @dataclass
 class RunConfig:
-    """Dataset (with options), method (with every hyper-parameter), seed, label regime and selection rule."""
+    """Dataset (with options), method (with every hyper-parameter), seed, label regime, selection rule and
+    ``inputs``: the content fingerprints of the input files the dataset options name (option ->
+    ``"sha256:..."``; empty for embedded datasets)."""
 
     dataset: str
     method: str
@@ -38,11 +40,16 @@ class RunConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
     regime: str = "full"
     select: str = "val_worst_group_acc"
+    inputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
-        """12 hex characters hashing everything that determines the run's numbers."""
-        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        """12 hex characters hashing everything that determines the run's numbers, the contents of its
+        input files included."""
+        fields_ = asdict(self)
+        if not fields_["inputs"]:  # left out when empty: run ids from before input fingerprints stay the same
+            del fields_["inputs"]
+        text = json.dumps(fields_, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,7 +61,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         """Inverse of `to_dict` (extra keys ignored)."""
-        return cls(**{k: d[k] for k in ("dataset", "method", "seed", "data", "hparams", "regime", "select") if k in d})
+        keys = ("dataset", "method", "seed", "data", "hparams", "regime", "select", "inputs")
+        return cls(**{k: d[k] for k in keys if k in d})
 
 
 def package_versions() -> dict[str, str]:
@@ -111,6 +119,11 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
                    ) -> RunConfig:
     """Validate names and values and fill in every default; raises `GroupRobustError` for bad input.
 
+    The returned config's ``inputs`` hold the content fingerprint of each input file or directory that
+    the dataset's file options name (`grouprobust.data.registry.input_fingerprints`), so editing a
+    table or re-extracting features gives a new run id. A missing path is left out here and reported
+    by the dataset when it is built.
+
     ``select`` defaults to the method's own rule (two-stage methods select by validation
     worst-group accuracy on their validation half), else the dataset's, else validation
     worst-group accuracy, or worst-class accuracy when the regime gives no group labels.
@@ -136,7 +149,8 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
     default_rule = fixed_rule or entry.train_defaults.get("select", DEFAULT_RULE)
     rule = get_rule(select or (default_rule if regime != "none" else DEFAULT_RULE_NO_GROUPS))
     check_rule_for_regime(rule, regime)
-    return RunConfig(dataset, method, int(seed), data_options, resolved, regime, rule.name)
+    return RunConfig(dataset, method, int(seed), data_options, resolved, regime, rule.name,
+                     input_fingerprints(dataset, data_options))
 
 
 MAX_SEED = 2**32 - 1

@@ -15,6 +15,7 @@ same file); it is empty and hidden.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -69,6 +70,22 @@ def directory_token(path: Path) -> str:
     return f"{st.st_ino}:{st.st_ctime_ns}"
 
 
+def _changed_inputs(stored: dict[str, Any], config: dict[str, Any]) -> str:
+    """A clause naming the input options whose contents changed when ``stored`` (a ``config.json``) and
+    ``config`` differ only in their input fingerprints; else an empty string."""
+    def same(key: str) -> bool:
+        return json.dumps(stored.get(key), sort_keys=True, default=str) == json.dumps(config.get(key), sort_keys=True,
+                                                                                    default=str)
+
+    if not all(same(k) for k in ("dataset", "method", "seed", "data", "hparams", "regime", "select")):
+        return ""
+    before, now = stored.get("inputs") or {}, config.get("inputs") or {}
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if not changed:
+        return ""
+    return f" with the same config, but the contents of {', '.join(f'data:{k}' for k in changed)} changed since"
+
+
 class RunDirectory:
     """Writes one run atomically at ``path``; see the module docstring for the layout."""
 
@@ -86,10 +103,12 @@ class RunDirectory:
         if status == "foreign":
             raise GroupRobustError(f"{self.path} exists and is not a grouprobust run directory; choose another output "
                                    "directory", subject="out")
-        other = read_json(self.path / "config.json").get("run_id")
+        stored = read_json(self.path / "config.json")
+        other = stored.get("run_id")
         if other != self.run_id:
-            raise GroupRobustError(f"{self.path} already holds a different run (id {other}, this one is {self.run_id}); "
-                                   "choose another output directory or delete that one", subject="out")
+            raise GroupRobustError(f"{self.path} already holds a different run (id {other}, this one is {self.run_id})"
+                                   f"{_changed_inputs(stored, self.config)}; choose another output directory or "
+                                   "delete that one", subject="out")
         return status
 
     def reusable_result(self) -> dict[str, Any] | None:

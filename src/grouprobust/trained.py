@@ -25,7 +25,7 @@ import torch
 from grouprobust.config import RunConfig
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.feature_store import save_feature_splits
-from grouprobust.data.registry import load_dataset
+from grouprobust.data.registry import input_fingerprints, load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.models import Classifier, build_model, compute_features, pick_device
 from grouprobust.output import read_json
@@ -122,9 +122,14 @@ def file_sha256(path: Path) -> str:
 
 
 def feature_cache_key(model_sha256: str, config: RunConfig) -> str:
-    """16 hex characters identifying (model weights, dataset config, architecture)."""
-    text = json.dumps({"model": model_sha256, "dataset": config.dataset, "seed": config.seed, "data": config.data,
-                       "arch": [config.hparams.get("model"), config.hparams.get("hidden")]}, sort_keys=True, default=str)
+    """16 hex characters identifying (model weights, dataset config, the contents of its input files,
+    architecture)."""
+    key = {"model": model_sha256, "dataset": config.dataset, "seed": config.seed, "data": config.data,
+           "arch": [config.hparams.get("model"), config.hparams.get("hidden")]}
+    inputs = input_fingerprints(config.dataset, config.data)  # the files as they are now: what the features are of
+    if inputs:  # only when there are any: existing cache entries of embedded datasets keep their keys
+        key["inputs"] = inputs
+    text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -213,7 +213,7 @@ def load_user_features(path: Path | str, name: str = "features") -> DatasetSplit
 
 @register_dataset("features", "Features from a file: a feature directory, .npz/.pt/.parquet, or a directory of "
                   ".npy files (option path=...). Train a head with model=linear.",
-                  train_defaults={"model": "linear"}, embedded=False)
+                  train_defaults={"model": "linear"}, embedded=False, file_options=("path",))
 def features_dataset(seed: int = 0, *, path: str = "") -> DatasetSplits:
     """The feature splits at ``path`` (the seed is unused: the file fixes the data)."""
     if not path:

@@ -10,19 +10,22 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from grouprobust.data.dataset import DatasetSplits
+from grouprobust.data.fingerprint import fingerprint_path
 from grouprobust.errors import GroupRobustError
 from grouprobust.params import Choice, Interval, Param, resolve_params
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset: its builder, description and the training defaults that suit it."""
+    """A registered dataset: its builder, description, the training defaults that suit it and the
+    options that name input files or directories (``file_options``: their contents enter the run id)."""
 
     name: str
     builder: Callable[..., DatasetSplits]
     description: str
     train_defaults: dict[str, Any] = field(default_factory=dict)
     embedded: bool = True
+    file_options: tuple[str, ...] = ()
 
     def option_params(self) -> dict[str, Param]:
         """The builder's options (its keyword-only arguments) as `Param` declarations."""
@@ -56,11 +59,16 @@ _REGISTRY: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, description: str, train_defaults: dict[str, Any] | None = None,
-                     embedded: bool = True) -> Callable:
-    """Decorator registering ``builder(seed, *, **options) -> DatasetSplits`` under ``name``."""
+                     embedded: bool = True, file_options: tuple[str, ...] = ()) -> Callable:
+    """Decorator registering ``builder(seed, *, **options) -> DatasetSplits`` under ``name``;
+    ``file_options`` names the options that hold a path to an input file or directory."""
 
     def wrap(builder: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
-        _REGISTRY[name] = DatasetEntry(name, builder, description, dict(train_defaults or {}), embedded)
+        unknown = set(file_options) - set(builder_options(builder))
+        if unknown:
+            raise ValueError(f"dataset {name!r}: file_options {sorted(unknown)} are not options of its builder")
+        _REGISTRY[name] = DatasetEntry(name, builder, description, dict(train_defaults or {}), embedded,
+                                       tuple(file_options))
         return builder
 
     return wrap
@@ -94,6 +102,20 @@ def resolve_dataset_options(name: str, options: dict[str, Any] | None = None) ->
     entry = get_dataset_entry(name)
     return resolve_params(entry.option_params(), options, what="dataset option", owner=f"dataset {name!r}",
                           subject_prefix="data")
+
+
+def input_fingerprints(name: str, options: dict[str, Any]) -> dict[str, str]:
+    """``{option: "sha256:..."}`` for each of dataset ``name``'s file options that names a readable file or
+    directory in the resolved ``options``; empty for a dataset without file options. A missing path
+    is left out: building the dataset reports it with the dataset's own message."""
+    entry = get_dataset_entry(name)
+    out = {}
+    for option in entry.file_options:
+        value = options.get(option)
+        fingerprint = fingerprint_path(value) if value else None
+        if fingerprint is not None:
+            out[option] = fingerprint
+    return out
 
 
 def load_dataset(name: str, seed: int = 0, **options: Any) -> DatasetSplits:

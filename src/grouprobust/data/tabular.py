@@ -302,6 +302,7 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
     "attributes; numeric columns standardised, categorical one-hot (fitted on train)",
     train_defaults={"model": "mlp", "epochs": 20, "lr": 1e-3, "optimizer": "adam", "batch_size": 128},
     embedded=False,
+    file_options=("path",),
 )
 def table_dataset(seed: int = 0, *,
                   path: Annotated[str, "the table: .csv, .tsv or .parquet"] = "",

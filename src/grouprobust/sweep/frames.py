@@ -3,7 +3,7 @@
 
 Columns (one row per finished or failed run): ``run_id``, ``path``, ``status`` (finished / failed),
 ``reason`` (why it failed), the config (``dataset``, ``method``, ``seed``, ``regime``, ``select``,
-and ``data`` / ``hparams`` as canonical JSON text), one column per dataset option (``data.<name>``)
+and ``data`` / ``hparams`` / ``inputs`` (the input files' content fingerprints) as canonical JSON text), one column per dataset option (``data.<name>``)
 and per hyper-parameter (``hparams.<name>``), ``point`` (the config's hash without the seed: runs
 that differ only by seed share it), ``selected_epoch``, and the selected point's metrics per split
 as ``<split>_<metric>`` (``val_worst_group_acc``, ``test_avg_acc`` ...; fractions in [0, 1], NaN

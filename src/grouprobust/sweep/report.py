@@ -26,7 +26,7 @@ from grouprobust.sweep.store import MANIFEST, runs_dir
 
 SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_class_acc", "balanced_acc")
 REPORTED = (("worst_group_acc", "worst-group"), ("group_balanced_acc", "group-balanced"), ("avg_acc", "average"))
-VARIANT = ["dataset", "data", "method", "regime", "select"]
+VARIANT = ["dataset", "data", "inputs", "method", "regime", "select"]
 UNREADABLE = "unreadable"
 
 
@@ -55,8 +55,9 @@ def _canon(obj: Any) -> str:
 
 
 def _point_id(config: dict[str, Any]) -> str:
-    """Hash of a config without its seed: runs with the same point differ only by seed."""
-    keys = ("dataset", "data", "method", "hparams", "regime", "select")
+    """Hash of a config without its seed: runs with the same point differ only by seed (and runs on
+    other contents of the same input files are other points)."""
+    keys = ("dataset", "data", "method", "hparams", "regime", "select") + (("inputs",) if config.get("inputs") else ())
     return hashlib.sha256(_canon({k: config.get(k) for k in keys}).encode()).hexdigest()[:10]
 
 
@@ -91,7 +92,8 @@ def _read_run(path: Path, status: str) -> dict[str, Any]:
     config = _object(path / "config.json")
     row: dict[str, Any] = {
         "run_id": path.name, "path": str(path), "status": status,
-        "dataset": str(config["dataset"]), "data": _canon(config.get("data", {})), "method": str(config["method"]),
+        "dataset": str(config["dataset"]), "data": _canon(config.get("data", {})),
+        "inputs": _canon(config.get("inputs") or {}), "method": str(config["method"]),
         "seed": int(config["seed"]), "regime": config.get("regime", "full"), "select": config.get("select"),
         "hparams": _canon(config.get("hparams", {})), "point": _point_id(config), "reason": None,
         "test_per_group": None,
@@ -131,7 +133,8 @@ def collect_runs(directory: Path) -> pd.DataFrame:
     if not rows:
         raise GroupRobustError(f"no finished or failed runs under {root}; run the sweep into {directory} first")
     df = pd.DataFrame(rows)
-    for column in ("dataset", "data", "method", "seed", "regime", "select", "hparams", "point", "selected_epoch"):
+    for column in ("dataset", "data", "inputs", "method", "seed", "regime", "select", "hparams", "point",
+                   "selected_epoch"):
         if column not in df:
             df[column] = None
     for column in _metric_columns():
@@ -151,6 +154,21 @@ def _variant_label(df: pd.DataFrame) -> pd.Series:
         differing = sorted({k for d in dicts.values() for k in d if len({_canon(x.get(k)) for x in dicts.values()}) > 1})
         for v, d in dicts.items():
             labels[(df["dataset"] == name) & (df["data"] == v)] = f"{name}[{','.join(f'{k}={d.get(k)}' for k in differing)}]"
+    return _label_inputs(df, labels)
+
+
+def _label_inputs(df: pd.DataFrame, labels: pd.Series) -> pd.Series:
+    """``labels`` with the input fingerprints appended (``table[path@1a2b3c4d]``) where one dataset with
+    one option set appears with several contents of its input files (runs before and after an edit)."""
+    labels = labels.copy()
+    for (name, data), group in df.groupby(["dataset", "data"]):
+        variants = group["inputs"].unique()
+        if len(variants) < 2:
+            continue
+        for v in variants:
+            short = ",".join(f"{k}@{str(f).removeprefix('sha256:')[:8]}" for k, f in sorted(json.loads(v).items()))
+            rows = (df["dataset"] == name) & (df["data"] == data) & (df["inputs"] == v)
+            labels[rows] = f"{labels[rows].iloc[0]}[{short or 'inputs not recorded'}]"
     return labels
 
 
@@ -185,7 +203,7 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
     finished = runs[runs["status"] == "finished"]
     summary_rows, chosen_rows, group_rows = [], [], []
     for key, group in finished.groupby(VARIANT, sort=True):
-        dataset, _, method, regime, select = key
+        dataset, _, _, method, regime, select = key
         sel = get_rule(rule or select)
         metric = metric_column(sel)
         if group[metric].isna().all():

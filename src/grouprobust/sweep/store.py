@@ -15,7 +15,7 @@ include all those listed) updates it, a different sweep is refused unless ``forc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,17 +79,34 @@ def plan(trials: list[Trial], out: Path, retry_failed: bool = False) -> Plan:
     return result
 
 
+def _ids_with_other_inputs(trials: list[Trial], entries: list[dict[str, Any]]) -> set[str]:
+    """The run ids among manifest ``entries`` that are one of ``trials`` with other input contents (its
+    input file edited since, or recorded before inputs were fingerprinted): the same sweep, whose
+    entries the current trials replace."""
+    by_inputs: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        inputs = entry.get("inputs") or {}
+        by_inputs[json.dumps(inputs, sort_keys=True)] = inputs
+    ids: set[str] = set()
+    for inputs in by_inputs.values():
+        ids |= {replace(t.config, inputs=dict(inputs)).run_id for t in trials if t.config.inputs != inputs}
+    return ids & {e.get("run_id") for e in entries}
+
+
 def unlisted_trials(out: Path, trials: list[Trial], spec_path: Path, force: bool = False) -> list[dict[str, Any]]:
     """Entries of ``out/sweep.json`` that are not among ``trials`` (none if there is no manifest yet).
 
     Such entries mean the directory holds another sweep: raises a one-line error unless ``force``.
+    Entries that are one of ``trials`` but with other input file contents (the table was edited) are
+    not counted: they are this sweep before the edit, and the current trials replace them.
     """
     path = Path(out) / MANIFEST
     if not path.exists():
         return []
     earlier = read_json(path).get("trials", [])
     ids = {t.run_id for t in trials}
-    extra = [e for e in earlier if e.get("run_id") not in ids]
+    superseded = _ids_with_other_inputs(trials, [e for e in earlier if e.get("run_id") not in ids])
+    extra = [e for e in earlier if e.get("run_id") not in ids and e.get("run_id") not in superseded]
     if extra and not force:
         raise GroupRobustError(f"{path} belongs to another sweep ({len(extra)} of its {len(earlier)} trials are not "
                                f"in {spec_path}); choose another output directory, or set force to add this sweep's "
@@ -102,14 +119,14 @@ def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials:
     """Record the sweep file's contents and every trial's run id in ``out/sweep.json`` (atomically, under
     the sweep's lock).
 
-    An existing manifest whose trials are all among ``trials`` (the same sweep, or a grown one) is
-    replaced. One listing trials that ``trials`` lacks belongs to another sweep: that is refused
+    An existing manifest whose trials are all among ``trials`` (the same sweep, or a grown one, or one
+    whose input files were edited since) is replaced. One listing trials that ``trials`` lacks belongs to another sweep: that is refused
     unless ``force``, which keeps every trial listed (the union, earlier specs under ``earlier_specs``).
     """
     runs_dir(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / MANIFEST
     entries = [{"run_id": t.run_id, "point": t.point, "dataset": t.config.dataset, "method": t.config.method,
-                "seed": t.config.seed} for t in trials]
+                "seed": t.config.seed, **({"inputs": t.config.inputs} if t.config.inputs else {})} for t in trials]
     manifest: dict[str, Any] = {"spec_file": str(spec_path), "spec": json.loads(json.dumps(spec_raw, default=str))}
     with FileLock(Path(out) / SWEEP_LOCK):
         earlier = read_json(path) if path.exists() else None

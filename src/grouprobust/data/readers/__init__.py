@@ -109,6 +109,6 @@ for _name, (_fn, _description) in READERS.items():
     register_dataset(_name, _description + " (train on extracted features: option features=DIR)",
                      train_defaults={"model": "linear", "epochs": 30, "lr": 1e-2, "optimizer": "adam",
                                      "batch_size": 256},
-                     embedded=False)(_feature_builder(_name))
+                     embedded=False, file_options=("features",))(_feature_builder(_name))
 
 __all__ = ["READERS", "BenchmarkCheck", "BenchmarkTable", "check_benchmark", "get_reader", "load_cached_bert_inputs", "read_benchmark", "reader_options"]
