@@ -104,3 +104,19 @@ def test_error_found_only_at_run_time_is_recorded_as_failed(tmp_path):
     assert [o["status"] for o in summary.outcomes] == ["failed"]
     assert "needs image inputs" in summary.outcomes[0]["reason"]
     assert (runs_dir(tmp_path / "out") / summary.outcomes[0]["run_id"] / "error.json").is_file()
+
+
+def test_a_rule_reading_labels_the_dataset_lacks_is_refused_before_anything_is_written(tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"seeds": [0, 1], "select": "val_wilds_worst_group_acc",
+                                    "set": {"epochs": 1, "model": "linear"},
+                                    "datasets": {"spurious-gaussian": TINY}, "methods": {"erm": {}}}))
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="val_wilds_worst_group_acc.*does not carry") as err:
+        run_sweep(path, out)
+    assert str(path) in str(err.value) and not out.exists()  # refused up front: no trial failed, nothing written
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(path), "--out", str(out), "-q"])
+    assert exit_.value.code == 2 and not out.exists()
+    err_text = capsys.readouterr().err
+    assert "does not carry" in err_text and len(err_text.strip().splitlines()) == 1

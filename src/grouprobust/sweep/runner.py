@@ -11,7 +11,7 @@ from grouprobust.sweep.executors import (LocalExecutor, Outcome, RayExecutor, _c
                                          make_executor)
 from grouprobust.sweep.spec import SweepSpec, load_sweep
 from grouprobust.sweep.store import Plan, plan, runs_dir, unlisted_trials, write_manifest
-from grouprobust.sweep.trials import expand
+from grouprobust.sweep.trials import check_rule_labels, expand
 from grouprobust.tracking import check_trackers, parse_track
 
 
@@ -80,6 +80,7 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     if address is not None:
         _check_reachable(address)  # before sweep.json is written: an unreachable cluster leaves nothing behind
     spec, todo = prepare(spec_path, out, retry_failed, force)
+    check_rule_labels(spec, todo.to_run)  # before sweep.json: a rule no trial can use leaves nothing behind
     names = parse_track(track) if track is not None else spec.track
     check_trackers(names)  # a tracking library that is not installed is refused before anything runs
     tracking = {"track": names, "store_dir": str(Path(out).resolve()), "experiment": spec.name} if names else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from grouprobust.data.registry import get_dataset_entry, load_dataset, resolve_d
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import REGIMES
 from grouprobust.methods.registry import get_method
-from grouprobust.selection import get_rule
+from grouprobust.selection import check_rule_for_split, get_rule
 from grouprobust.sweep.spec import MethodSpec, SweepSpec
 
 
@@ -113,3 +114,26 @@ def expand(spec: SweepSpec) -> list[Trial]:
                         seen.add(config.run_id)
                         trials.append(Trial(config, label))
     return trials
+
+
+def check_rule_labels(spec: SweepSpec, trials: list[Trial]) -> None:
+    """Refuse, before anything runs, a selection rule that reads labels an embedded dataset's split lacks.
+
+    Each trial would otherwise fail on its own with the same message. Only embedded datasets are built
+    here (seconds); a user's files are checked by each trial, as their loading can be costly.
+    """
+    checked: set[str] = set()
+    for trial in trials:
+        config = trial.config
+        key = json.dumps([config.dataset, config.data, config.regime, config.select], sort_keys=True, default=str)
+        if key in checked or not get_dataset_entry(config.dataset).embedded:
+            continue
+        checked.add(key)
+        splits = load_dataset(config.dataset, seed=config.seed, **config.data)
+        rule = get_rule(config.select)
+        split = splits.test if rule.split == "test" else (
+            splits.val if config.regime != "none" else splits.val.without_groups())
+        try:
+            check_rule_for_split(rule, split)
+        except GroupRobustError as err:
+            raise GroupRobustError(f"{spec.where('select')}: {err} (edit the sweep file)") from None
