@@ -191,3 +191,17 @@ def test_sweep_resumes_unchanged_trials_and_reruns_after_an_edit(tmp_path):
     assert sorted(report.summary["n_seeds"]) == [2, 2]
     assert report.summary["dataset"].nunique() == 2
     assert run_sweep(spec, out).skipped_finished == 2
+
+
+def test_a_files_sidecar_names_are_part_of_its_fingerprint(tmp_path):
+    feats = tmp_path / "f[1].npz"  # glob characters in the name are taken literally
+    feats.write_bytes(b"arrays")
+    alone = fingerprint_path(feats)
+    (tmp_path / "f1.npz.names.json").write_text("{}")  # not this file's sidecar
+    assert fingerprint_path(feats) == alone
+    names = tmp_path / "f[1].npz.names.json"
+    names.write_text('{"class_names": ["a", "b"]}')
+    with_names = fingerprint_path(feats)
+    assert with_names != alone
+    names.write_text('{"class_names": ["b", "a"]}')
+    assert fingerprint_path(feats) not in (alone, with_names)

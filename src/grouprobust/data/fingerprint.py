@@ -1,7 +1,8 @@
 """Content fingerprints of a dataset's input files: what a run id hashes instead of a path.
 
-`fingerprint_path(path)` is ``"sha256:<hex>"`` of a file's bytes or, for a directory, of the
-sorted relative paths and bytes of the files under it (hidden files and folders, such as
+`fingerprint_path(path)` is ``"sha256:<hex>"`` of a file's bytes (with its sidecar files, such as
+``<file>.names.json``, when there are any) or, for a directory, of the sorted relative paths and
+bytes of the files under it (hidden files and folders, such as
 ``.lock`` files, left out); None when nothing readable is there, so that the dataset's own
 builder reports the missing path in its own words.
 """
@@ -55,13 +56,24 @@ def _directory_digest(directory: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def sidecars(path: Path) -> list[Path]:
+    """Files beside ``path`` named after it (``<name>.<more>``, e.g. ``features.npz.names.json``), sorted:
+    readers take metadata from such files, so they are part of the input."""
+    return sorted(f for f in path.parent.glob(glob_escape(path.name) + ".*") if f.is_file())
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters made literal."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 def fingerprint_path(path: Path | str) -> str | None:
     """``"sha256:<hex>"`` of the file or directory at ``path`` (``~`` expanded); None when there is no
     such file or directory or it cannot be read."""
     p = Path(path).expanduser()
     try:
         if p.is_file():
-            kind, files = "file", [p]
+            kind, files = "file", [p] + sidecars(p)
         elif p.is_dir():
             kind, files = "dir", _visible_files(p)
         else:
@@ -70,7 +82,10 @@ def fingerprint_path(path: Path | str) -> str | None:
         cached = _CACHE.get(key)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        value = "sha256:" + (_file_digest(p) if kind == "file" else _directory_digest(p, files))
+        if kind == "file":
+            value = "sha256:" + (_file_digest(p) if len(files) == 1 else _directory_digest(p.parent, files))
+        else:
+            value = "sha256:" + _directory_digest(p, files)
     except OSError:
         return None
     _CACHE[key] = (signature, value)
