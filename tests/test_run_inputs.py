@@ -205,3 +205,31 @@ def test_a_files_sidecar_names_are_part_of_its_fingerprint(tmp_path):
     assert with_names != alone
     names.write_text('{"class_names": ["b", "a"]}')
     assert fingerprint_path(feats) not in (alone, with_names)
+
+
+def test_file_valued_hyper_parameters_are_fingerprinted_too(tmp_path):
+    from grouprobust import trained
+    from grouprobust.config import FILE_HPARAMS
+
+    assert FILE_HPARAMS["stage1"] == trained.MODEL_FILE  # the name repeated below the trained layer
+    groups = tmp_path / "groups.npz"
+    groups.write_bytes(b"first inference")
+    hp = {"epochs": 1, "train_groups": str(groups)}
+    first = resolve_config("spurious-gaussian", "groupdro", 0, {"n": 200}, hp, "val")
+    assert first.inputs["hparam:train_groups"].startswith("sha256:")
+    groups.write_bytes(b"second inference")
+    assert resolve_config("spurious-gaussian", "groupdro", 0, {"n": 200}, hp, "val").run_id != first.run_id
+
+    stage1 = tmp_path / "stage1"
+    stage1.mkdir()
+    (stage1 / trained.MODEL_FILE).write_bytes(b"weights a")
+    gsr = resolve_config("spurious-gaussian", "gsr", 0, {"n": 200}, {"stage1": str(stage1)})
+    (stage1 / "history.jsonl").write_text("{}\n")  # only the model file counts for a reused stage 1
+    assert resolve_config("spurious-gaussian", "gsr", 0, {"n": 200}, {"stage1": str(stage1)}).run_id == gsr.run_id
+    (stage1 / trained.MODEL_FILE).write_bytes(b"weights b")
+    assert resolve_config("spurious-gaussian", "gsr", 0, {"n": 200}, {"stage1": str(stage1)}).run_id != gsr.run_id
+    assert not any(k.startswith("hparam:") for k in stage1_config(gsr).inputs)
+    # a missing file is left to the method's own message
+    missing = resolve_config("spurious-gaussian", "groupdro", 0, {"n": 200},
+                             {"epochs": 1, "train_groups": str(tmp_path / "nope.npz")}, "val")
+    assert "hparam:train_groups" not in missing.inputs

@@ -15,8 +15,10 @@ import numbers
 import platform
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
+from grouprobust.data.fingerprint import fingerprint_path
 from grouprobust.data.registry import get_dataset_entry, input_fingerprints, resolve_dataset_options
 from grouprobust.errors import GroupRobustError
 from grouprobust.losses import get_loss
@@ -150,7 +152,26 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
     rule = get_rule(select or (default_rule if regime != "none" else DEFAULT_RULE_NO_GROUPS))
     check_rule_for_regime(rule, regime)
     return RunConfig(dataset, method, int(seed), data_options, resolved, regime, rule.name,
-                     input_fingerprints(dataset, data_options))
+                     {**input_fingerprints(dataset, data_options), **hparam_fingerprints(resolved)})
+
+
+#: Hyper-parameters that name an input, and the file of it whose contents the run depends on (None:
+#: the named file itself). ``stage1`` is a run directory: its model file (`grouprobust.trained.MODEL_FILE`;
+#: config sits below trained, so the name is repeated here and a test keeps the two equal).
+FILE_HPARAMS: dict[str, str | None] = {"train_groups": None, "stage1": "model.pt"}
+
+
+def hparam_fingerprints(hparams: dict[str, Any]) -> dict[str, str]:
+    """``{"hparam:<name>": "sha256:..."}`` for each set file-valued hyper-parameter (`FILE_HPARAMS`) whose
+    file exists; a missing one is left to the method, which reports it in its own words."""
+    out = {}
+    for name, member in FILE_HPARAMS.items():
+        value = hparams.get(name)
+        if value:
+            fingerprint = fingerprint_path(Path(str(value)).expanduser() / member if member else value)
+            if fingerprint is not None:
+                out[f"hparam:{name}"] = fingerprint
+    return out
 
 
 MAX_SEED = 2**32 - 1
