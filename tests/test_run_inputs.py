@@ -233,3 +233,21 @@ def test_file_valued_hyper_parameters_are_fingerprinted_too(tmp_path):
     missing = resolve_config("spurious-gaussian", "groupdro", 0, {"n": 200},
                              {"epochs": 1, "train_groups": str(tmp_path / "nope.npz")}, "val")
     assert "hparam:train_groups" not in missing.inputs
+
+
+def test_a_run_whose_table_changed_since_it_trained_is_not_loaded(tmp_path, capsys):
+    from grouprobust.errors import GroupRobustError
+    from grouprobust.trained import load_trained_run
+
+    csv = write_table(tmp_path / "census.csv")
+    run_dir = tmp_path / "run"
+    code, _, err = cli(["train", *table_args(csv), *FAST, "--out", str(run_dir)], capsys)
+    assert code == 0, err
+    assert load_trained_run(run_dir).config.inputs["path"] == fingerprint_path(csv)
+    edit_one_row(csv)
+    with pytest.raises(GroupRobustError, match="trained on table path=.*with other contents") as refused:
+        load_trained_run(run_dir, subject="from")
+    assert refused.value.subject == "from" and len(str(refused.value).splitlines()) == 1
+    code, _, err = cli(["infer-groups", "--from", str(run_dir), "--method", "errors", "--out",
+                        str(tmp_path / "groups.npz")], capsys, squash=True)
+    assert code == 2 and "with other contents" in err and not (tmp_path / "groups.npz").exists()

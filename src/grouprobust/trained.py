@@ -25,6 +25,7 @@ import torch
 from grouprobust.config import RunConfig
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.feature_store import save_feature_splits
+from grouprobust.data.fingerprint import file_sha256
 from grouprobust.data.registry import input_fingerprints, load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.models import Classifier, build_model, compute_features, pick_device
@@ -94,6 +95,7 @@ def load_trained_run(path: Path | str, device: torch.device | str | None = None,
         raise GroupRobustError(f"{weights} not found; the run saved no model (train it again with model saving on)",
                                subject=subject)
     config = RunConfig.from_dict(read_json(path / "config.json"))
+    check_inputs_unchanged(path, config, subject)
     splits = load_dataset(config.dataset, config.seed, **config.data)
     hp = config.hparams
     model = build_model(hp["model"], splits.train.input_shape, splits.train.n_classes, hp["hidden"])
@@ -106,19 +108,23 @@ def load_trained_run(path: Path | str, device: torch.device | str | None = None,
     return TrainedRun(path, config, result, model.to(pick_device(device)).eval(), splits)
 
 
+def check_inputs_unchanged(path: Path, config: RunConfig, subject: str | None = None) -> None:
+    """Refuse a run whose dataset files changed since it trained (its recorded `RunConfig.inputs` differ
+    from the files' contents now): its model, held-out indices and groups no longer match the data.
+    Runs recorded before fingerprints existed are not checked."""
+    now = input_fingerprints(config.dataset, config.data)
+    for option, recorded in config.inputs.items():
+        if option.startswith("hparam:") or option not in now or now[option] == recorded:
+            continue
+        raise GroupRobustError(f"{path} was trained on {config.dataset} {option}={config.data.get(option)} with other "
+                               f"contents ({recorded[:19]}..., now {now[option][:19]}...); train it again on the "
+                               "current file, or restore the file it was trained on", subject=subject)
+
+
 def cache_root() -> Path:
     """Root of the feature cache: ``$GROUPROBUST_CACHE/features`` or ``~/.cache/grouprobust/features``."""
     base = os.environ.get("GROUPROBUST_CACHE")
     return (Path(base) if base else Path.home() / ".cache" / "grouprobust") / "features"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def feature_cache_key(model_sha256: str, config: RunConfig) -> str:

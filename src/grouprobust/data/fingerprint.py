@@ -39,7 +39,8 @@ def _signature(files: list[Path]) -> tuple:
     return tuple((f.as_posix(), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for f in files for st in [f.stat()])
 
 
-def _file_digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     _update_with_file(digest, path)
     return digest.hexdigest()
@@ -83,7 +84,7 @@ def fingerprint_path(path: Path | str) -> str | None:
         if cached is not None and cached[0] == signature:
             return cached[1]
         if kind == "file":
-            value = "sha256:" + (_file_digest(p) if len(files) == 1 else _directory_digest(p.parent, files))
+            value = "sha256:" + (file_sha256(p) if len(files) == 1 else _directory_digest(p.parent, files))
         else:
             value = "sha256:" + _directory_digest(p, files)
     except OSError:
@@ -92,4 +93,4 @@ def fingerprint_path(path: Path | str) -> str | None:
     return value
 
 
-__all__ = ["fingerprint_path"]
+__all__ = ["file_sha256", "fingerprint_path"]
