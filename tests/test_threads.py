@@ -202,8 +202,6 @@ def _pool_threads() -> dict:
 
 
 def test_native_pools_follow_the_policy_during_a_block_and_are_restored(monkeypatch, restore_threads):
-    import numpy as np  # noqa: F401  (numpy's OpenBLAS pool is loaded)
-
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     threads._last = None
     monkeypatch.setattr(threads, "usable_cpus", lambda: 1)

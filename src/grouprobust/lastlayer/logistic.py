@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from grouprobust.lastlayer._base import LinearHead, native_threads
 from grouprobust.lastlayer._multinomial import MultinomialProblem
