@@ -44,7 +44,7 @@ from scipy.special import log_softmax, softmax
 from grouprobust.errors import GroupRobustError
 
 FORMS = ("auto", "kernel", "parameter")
-NEWTON_CG, SOLVE_CG = 6, 10
+NEWTON_CG, SOLVE_CG = 6, 10  # CG iterations after which a Newton step / a refinement round rebuilds the factor
 SINGLE_RTOL = 1e-6  # the smallest relative residual asked of CG on float32 products
 SINGULAR = ("the weighted last-layer Hessian is singular (the weighted samples leave the intercept undetermined, "
             "e.g. all weight on one class); keep positive weight on every class or pass fit_intercept=False")
@@ -165,11 +165,12 @@ class MultinomialProblem:
         if l2 <= 0:
             raise GroupRobustError(f"l2 must be > 0 (the inner problem must be strictly convex), got {l2}; pass l2=1e-3 or so")
         self.X = np.ascontiguousarray(X, dtype=np.float64)
-        self.center = None if center is None else np.asarray(center, dtype=np.float64)
-        self.inv_scale = None if scale is None and center is None else (
-            1.0 / np.asarray(scale if scale is not None else np.ones(self.X.shape[1]), dtype=np.float64))
-        if self.center is None and self.inv_scale is not None:
-            self.center = np.zeros(self.X.shape[1])
+        self.center: np.ndarray | None = None
+        self.inv_scale: np.ndarray | None = None
+        if center is not None or scale is not None:
+            d = self.X.shape[1]
+            self.center = np.zeros(d) if center is None else np.asarray(center, dtype=np.float64)
+            self.inv_scale = 1.0 / (np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64))
         self.y = np.asarray(y, dtype=np.intp)
         self.n, self.d = self.X.shape
         self.k = int(n_classes)
@@ -300,13 +301,11 @@ class MultinomialProblem:
         B = np.einsum("ka,nk,kb->nab", self.Q, P, self.Q) - QP[:, :, None] * QP[:, None, :]
         return B * np.maximum(w, 0.0)[:, None, None]
 
-    def image(self, V: np.ndarray, single: bool = False) -> np.ndarray:
+    def image(self, V: np.ndarray) -> np.ndarray:
         """``x~_i . v`` for every sample ``i`` and direction ``V`` ``(m, k-1, D)``: ``(n, m, k-1)``, one pass over
-        ``X`` (over the float32 copy with ``single=True``)."""
+        ``X``."""
         m, km, d = V.shape[0], self.k - 1, self.d
-        Vu = V[:, :, :d].reshape(m * km, d).T
-        U = (self.single() @ Vu.astype(np.float32)).astype(np.float64) if single else self.times(self.X, Vu)
-        U = U.reshape(self.n, m, km)
+        U = self.times(self.X, V[:, :, :d].reshape(m * km, d).T).reshape(self.n, m, km)
         if self.fit_intercept:
             U += V[:, :, d][None]
         return U
@@ -316,20 +315,16 @@ class MultinomialProblem:
         ``image`` (`image` of ``V``) is given.
 
         ``single=True`` makes the passes over a float32 copy of ``X`` (half the memory traffic,
-        relative error about 1e-7): good enough for a Newton direction or an iterative-refinement
-        correction, never for a residual.
+        relative error about 1e-7; ``image`` is then not used): good enough for a Newton direction or
+        an iterative-refinement correction, never for a residual.
         """
-        m, km, d = V.shape[0], self.k - 1, self.d
-        if single and image is None:
-            return self._single_hess_vec(B, V)
-        U = self.image(V, single) if image is None else image
-        T = (U * B[:, None, None] if B.ndim == 1 else np.einsum("nab,nmb->nma", B, U)).reshape(self.n, m * km)
         if single:
-            Tu = (T.T.astype(np.float32) @ self.single()).astype(np.float64)
-        else:
-            Tu = self.t_times(self.X, T).T
+            return self._single_hess_vec(B, V)
+        m, km, d = V.shape[0], self.k - 1, self.d
+        U = self.image(V) if image is None else image
+        T = (U * B[:, None, None] if B.ndim == 1 else np.einsum("nab,nmb->nma", B, U)).reshape(self.n, m * km)
         out = np.empty_like(V)
-        out[:, :, :d] = Tu.reshape(m, km, d) + self.l2 * V[:, :, :d]
+        out[:, :, :d] = self.t_times(self.X, T).T.reshape(m, km, d) + self.l2 * V[:, :, :d]
         if self.fit_intercept:
             out[:, :, d] = T.sum(axis=0).reshape(m, km)
         return out
@@ -407,7 +402,8 @@ class MultinomialProblem:
         out = cho_solve(chol, G.reshape(m, -1).T)
         return out.T.reshape(G.shape)
 
-    def iterative_factor(self, B: np.ndarray, chol: tuple, exact: bool, max_cg: int | None = None, rounds: int = 3) -> Factor:
+    def iterative_factor(self, B: np.ndarray, chol: tuple, exact: bool, max_cg: int = SOLVE_CG, rounds: int = 3
+                         ) -> Factor:
         """A `Factor` of the Hessian at curvature ``B``: direct when ``chol`` factors it (``exact``), else
         mixed-precision iterative refinement preconditioned by ``chol``.
 
@@ -418,7 +414,6 @@ class MultinomialProblem:
         """
         factor = Factor(lambda G, rtol=1e-12: None, "parameter", chol, exact, 0)
         shape = (self.k - 1, self.D)
-        max_cg = SOLVE_CG if max_cg is None else max_cg
 
         def solve(G: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
             if factor.exact:
@@ -428,10 +423,12 @@ class MultinomialProblem:
             precond = lambda R: self.cho_apply(factor.chol, R.reshape(m, *shape)).reshape(m, -1)  # noqa: E731
             goal = rtol * rtol * np.einsum("mp,mp->m", g, precond(g))
             x, r = np.zeros_like(g), g
-            for _ in range(rounds):
+            for done in range(rounds + 1):
                 rz = np.einsum("mp,mp->m", r, precond(r))
                 if np.all(rz <= goal):
                     return x.reshape(G.shape)  # the image of this x, if computed, is in ``factor.image``
+                if done == rounds:
+                    break
                 # float32 products reach about 1e-6 relative: ask no more of one round
                 inner = max(float(np.sqrt(np.min(goal / np.where(rz > 0, rz, 1.0)))), SINGLE_RTOL)
                 d, _, ok, _ = pcg(lambda V: self.hess_vec(B, V.reshape(m, *shape), single=True).reshape(m, -1),
@@ -442,9 +439,6 @@ class MultinomialProblem:
                 image = self.image(x.reshape(G.shape))
                 r = g - self.hess_vec(B, x.reshape(G.shape), image=image).reshape(m, -1)
                 factor.image = (x, image)
-            else:
-                if np.all(np.einsum("mp,mp->m", r, precond(r)) <= goal):
-                    return x.reshape(G.shape)
             factor.chol, factor.exact = self.cholesky(B), True
             factor.builds += 1
             return self.cho_apply(factor.chol, G)
@@ -522,7 +516,7 @@ class MultinomialProblem:
         decrement is estimated as ``g^T M^{-1} g`` over the smallest Ritz value of ``M^{-1} H`` seen in
         this solve's CG runs, with a safety factor of 2). ``z0`` (the logits at ``phi0``, e.g.
         `last_logits` after the previous fit) saves one pass over ``X``. Returns ``(Phi, factor at Phi,
-        probabilities (n, k), number of Hessians built)`` and keeps the log-probabilities at ``Phi`` in
+        probabilities (n, k), number of Hessians built)`` and keeps the logits at ``Phi`` in
         ``last_logits``; the factor's ``solve`` is exact (direct, or iterative refinement to ``rtol``).
         ``polish=True`` then takes one more exact Newton step and factors the Hessian there, so the
         result is at machine precision whichever path reached ``tol`` (one-shot use).
@@ -539,7 +533,7 @@ class MultinomialProblem:
         return phi, factor, P, builds
 
     def _line_search(self, phi, value, step, dec2, w):
-        """Backtracking along ``-step``: ``(alpha, candidate, its value, gradient, probabilities, log-probabilities)``;
+        """Backtracking along ``-step``: ``(alpha, candidate, its value, gradient, probabilities, logits)``;
         alpha < 1e-8 means none."""
         alpha = 1.0
         while True:
@@ -550,8 +544,7 @@ class MultinomialProblem:
                 return alpha, cand, new_value, new_grad, new_P, new_z
             alpha *= 0.5
 
-    def _fit_preconditioned(self, w, phi0, factor, tol, max_iter, z0=None, max_cg: int | None = None):
-        max_cg = NEWTON_CG if max_cg is None else max_cg
+    def _fit_preconditioned(self, w, phi0, factor, tol, max_iter, z0=None, max_cg: int = NEWTON_CG):
         # Inexact Newton: each step's conjugate gradients stop at a relative residual
         # eta = min(0.1, estimated Newton decrement) (Eisenstat-Walker forcing terms: Newton's fast local
         # convergence is kept while far-from-converged steps take one or two iterations). The
