@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from grouprobust.data.fingerprint import fingerprint_path
+from grouprobust.data.fingerprint import fingerprints
 from grouprobust.data.registry import get_dataset_entry, input_fingerprints, resolve_dataset_options
 from grouprobust.errors import GroupRobustError
 from grouprobust.losses import get_loss
@@ -43,6 +43,10 @@ class RunConfig:
     regime: str = "full"
     select: str = "val_worst_group_acc"
     inputs: dict[str, str] = field(default_factory=dict)
+
+    def dataset_inputs(self) -> dict[str, str]:
+        """The fingerprints in ``inputs`` of the dataset's file options (not of file-valued hyper-parameters)."""
+        return {k: v for k, v in self.inputs.items() if not k.startswith(HPARAM_INPUT)}
 
     @property
     def run_id(self) -> str:
@@ -159,19 +163,15 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
 #: the named file itself). ``stage1`` is a run directory: its model file (`grouprobust.trained.MODEL_FILE`;
 #: config sits below trained, so the name is repeated here and a test keeps the two equal).
 FILE_HPARAMS: dict[str, str | None] = {"train_groups": None, "stage1": "model.pt"}
+#: Prefix of the `RunConfig.inputs` keys that fingerprint a hyper-parameter's file (the others: dataset options).
+HPARAM_INPUT = "hparam:"
 
 
 def hparam_fingerprints(hparams: dict[str, Any]) -> dict[str, str]:
     """``{"hparam:<name>": "sha256:..."}`` for each set file-valued hyper-parameter (`FILE_HPARAMS`) whose
     file exists; a missing one is left to the method, which reports it in its own words."""
-    out = {}
-    for name, member in FILE_HPARAMS.items():
-        value = hparams.get(name)
-        if value:
-            fingerprint = fingerprint_path(Path(str(value)).expanduser() / member if member else value)
-            if fingerprint is not None:
-                out[f"hparam:{name}"] = fingerprint
-    return out
+    return fingerprints({f"{HPARAM_INPUT}{name}": Path(str(value)).expanduser() / member if member else value
+                         for name, member in FILE_HPARAMS.items() if (value := hparams.get(name))})
 
 
 MAX_SEED = 2**32 - 1

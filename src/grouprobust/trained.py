@@ -113,8 +113,8 @@ def check_inputs_unchanged(path: Path, config: RunConfig, subject: str | None = 
     from the files' contents now): its model, held-out indices and groups no longer match the data.
     Runs recorded before fingerprints existed are not checked."""
     now = input_fingerprints(config.dataset, config.data)
-    for option, recorded in config.inputs.items():
-        if option.startswith("hparam:") or option not in now or now[option] == recorded:
+    for option, recorded in config.dataset_inputs().items():
+        if option not in now or now[option] == recorded:
             continue
         raise GroupRobustError(f"{path} was trained on {config.dataset} {option}={config.data.get(option)} with other "
                                f"contents ({recorded[:19]}..., now {now[option][:19]}...); train it again on the "

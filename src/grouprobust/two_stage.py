@@ -129,9 +129,8 @@ def stage1_config(config: RunConfig) -> RunConfig:
     space = param_space(get_method("erm"), config.hparams["loss"])
     hparams = {k: v for k, v in config.hparams.items() if k in space}
     hparams["eval_every"] = hparams["epochs"]  # evaluate only the last epoch: ERM to the end, no early stopping
-    data_inputs = {k: v for k, v in config.inputs.items() if not k.startswith("hparam:")}  # its own hparams only
     return RunConfig(config.dataset, "erm", config.seed, dict(config.data), hparams, "none", "val_worst_class_acc",
-                     data_inputs)
+                     config.dataset_inputs())  # stage 1 has none of the file-valued hyper-parameters
 
 
 @dataclass

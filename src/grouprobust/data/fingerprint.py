@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 CHUNK = 1 << 20
 
@@ -93,4 +94,15 @@ def fingerprint_path(path: Path | str) -> str | None:
     return value
 
 
-__all__ = ["file_sha256", "fingerprint_path"]
+def fingerprints(paths: Mapping[str, Any]) -> dict[str, str]:
+    """``{name: "sha256:..."}`` for each entry of ``paths`` that names a readable file or directory; empty
+    values and missing paths are left out (whoever reads them reports them in its own words)."""
+    out = {}
+    for name, path in paths.items():
+        fingerprint = fingerprint_path(path) if path else None
+        if fingerprint is not None:
+            out[name] = fingerprint
+    return out
+
+
+__all__ = ["file_sha256", "fingerprint_path", "fingerprints"]

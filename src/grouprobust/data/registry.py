@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from grouprobust.data.dataset import DatasetSplits
-from grouprobust.data.fingerprint import fingerprint_path
+from grouprobust.data.fingerprint import fingerprints
 from grouprobust.errors import GroupRobustError
 from grouprobust.params import Choice, Interval, Param, resolve_params
 
@@ -108,14 +108,7 @@ def input_fingerprints(name: str, options: dict[str, Any]) -> dict[str, str]:
     """``{option: "sha256:..."}`` for each of dataset ``name``'s file options that names a readable file or
     directory in the resolved ``options``; empty for a dataset without file options. A missing path
     is left out: building the dataset reports it with the dataset's own message."""
-    entry = get_dataset_entry(name)
-    out = {}
-    for option in entry.file_options:
-        value = options.get(option)
-        fingerprint = fingerprint_path(value) if value else None
-        if fingerprint is not None:
-            out[option] = fingerprint
-    return out
+    return fingerprints({option: options.get(option) for option in get_dataset_entry(name).file_options})
 
 
 def load_dataset(name: str, seed: int = 0, **options: Any) -> DatasetSplits:
