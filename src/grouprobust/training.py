@@ -50,6 +50,11 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+def validation_set(splits: DatasetSplits, regime: str) -> GroupDataset:
+    """The validation split a run under label ``regime`` sees: without its group labels when the regime gives none."""
+    return splits.val if regime != "none" else splits.val.without_groups()
+
+
 def make_optimizer(model: torch.nn.Module, hparams: dict[str, Any]) -> torch.optim.Optimizer:
     """SGD (with momentum), Adam or AdamW with the run's lr and weight decay.
 
@@ -104,7 +109,7 @@ class Trainer:
         self.group_inference: dict[str, Any] | None = None
         if self.hparams.get("train_groups"):
             self.train_set = self._inferred_train_set(splits.train)
-        self.val_set = splits.val if config.regime != "none" else splits.val.without_groups()
+        self.val_set = validation_set(splits, config.regime)
         self.test_set = splits.test
         self.full_train = splits.train  # for reporting only; never handed to a method
         self.rule = get_rule(config.select)

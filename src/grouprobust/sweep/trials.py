@@ -122,6 +122,8 @@ def check_rule_labels(spec: SweepSpec, trials: list[Trial]) -> None:
     Each trial would otherwise fail on its own with the same message. Only embedded datasets are built
     here (seconds); a user's files are checked by each trial, as their loading can be costly.
     """
+    from grouprobust.training import validation_set  # imports torch: only when a sweep is about to run
+
     checked: set[str] = set()
     for trial in trials:
         config = trial.config
@@ -131,9 +133,7 @@ def check_rule_labels(spec: SweepSpec, trials: list[Trial]) -> None:
         checked.add(key)
         splits = load_dataset(config.dataset, seed=config.seed, **config.data)
         rule = get_rule(config.select)
-        split = splits.test if rule.split == "test" else (
-            splits.val if config.regime != "none" else splits.val.without_groups())
         try:
-            check_rule_for_split(rule, split)
+            check_rule_for_split(rule, splits.test if rule.split == "test" else validation_set(splits, config.regime))
         except GroupRobustError as err:
             raise GroupRobustError(f"{spec.where('select')}: {err} (edit the sweep file)") from None
