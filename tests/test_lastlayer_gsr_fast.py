@@ -9,7 +9,7 @@ import pytest
 
 from grouprobust.lastlayer import GSR
 from grouprobust.lastlayer import gsr as gsr_module
-from grouprobust.lastlayer._multinomial import DualKernelProblem, MultinomialProblem
+from grouprobust.lastlayer._multinomial import REBUILD_EXCESS, RHO_FRESH, DualKernelProblem, MultinomialProblem, Preconditioner
 from grouprobust.lastlayer.influence import influence_scores, set_gradients
 
 _spec = importlib.util.spec_from_file_location(
@@ -166,3 +166,47 @@ def test_the_estimated_decrement_stops_only_below_tol(tol):
         assert np.sqrt(np.sum(grad * exact) / w2.sum()) <= tol
         stale += builds == 0
     assert stale  # at least one fit stopped on the estimate with the old factor
+
+
+def test_preconditioner_inverse_equals_the_solves_of_its_factor():
+    rng = np.random.default_rng(41)
+    X, y = rng.normal(size=(400, 10)), np.arange(400) % 3
+    problem = MultinomialProblem(X, y, 3, 0.05)
+    w = rng.uniform(0.5, 1.5, 400) / 400
+    phi, _, P, _ = problem.fit(w, form="parameter")
+    B = problem.curvature(P, w)
+    pre = problem.preconditioner(B)
+    G = rng.normal(size=(3, 2, problem.D))
+    H32 = problem.hessian_matrix(B, single=True)  # the float32-built Hessian the preconditioner inverts
+    want = np.linalg.solve(H32, G.reshape(3, -1).T).T.reshape(G.shape)
+    np.testing.assert_allclose(problem.cho_apply(pre, G), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(pre.inverse, pre.inverse.T)
+
+
+def test_preconditioner_goes_stale_on_slow_runs_only():
+    pre = Preconditioner(np.eye(3))
+    fresh = int(np.ceil(np.log(1e-6) / np.log(RHO_FRESH)))
+    for _ in range(10):
+        pre.charge(fresh, 1e-6)  # at a fresh preconditioner's rate: costs nothing extra
+    assert pre.excess == 0 and not pre.stale
+    slow_runs = 0
+    while not pre.stale and slow_runs < 100:
+        pre.charge(fresh + 3, 1e-6)  # three iterations more than a fresh one needs
+        slow_runs += 1
+    assert pre.stale and slow_runs == -(-REBUILD_EXCESS // 3)
+
+
+def test_a_stale_preconditioner_is_rebuilt_at_the_next_fit():
+    rng = np.random.default_rng(43)
+    X, y = rng.normal(size=(500, 15)), np.arange(500) % 2
+    w1 = rng.uniform(0.5, 1.5, 500) / 500
+    w2 = w1 * rng.uniform(0.9, 1.1, 500)
+    problem = MultinomialProblem(X, y, 2, 0.05)
+    phi, factor, _, _ = problem.fit(w1, form="parameter")
+    assert isinstance(factor.chol, Preconditioner) and not factor.chol.stale
+    kept = problem.fit(w2, phi, factor, form="parameter")
+    assert kept[3] == 0 and kept[1].chol is factor.chol  # fresh enough: reused
+    factor.chol.excess = REBUILD_EXCESS
+    rebuilt = problem.fit(w2, phi, factor, form="parameter")
+    assert rebuilt[3] == 1 and rebuilt[1].chol is not factor.chol
+    np.testing.assert_allclose(rebuilt[0], kept[0], rtol=0, atol=1e-8)

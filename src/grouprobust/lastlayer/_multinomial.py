@@ -46,11 +46,15 @@ from grouprobust.errors import GroupRobustError
 FORMS = ("auto", "kernel", "parameter")
 NEWTON_CG, SOLVE_CG = 6, 10  # CG iterations after which a Newton step / a refinement round rebuilds the factor
 SINGLE_RTOL = 1e-6  # the smallest relative residual asked of CG on float32 products
+# A preconditioner built at the current point cuts CG's residual by about RHO_FRESH per iteration; it is
+# rebuilt once the iterations spent beyond that rate since it was built reach REBUILD_EXCESS, about what
+# a rebuild costs in Hessian-vector products (an X^T diag(s) X product against two passes over X).
+RHO_FRESH, REBUILD_EXCESS = 0.03, 16
 SINGULAR = ("the weighted last-layer Hessian is singular (the weighted samples leave the intercept undetermined, "
             "e.g. all weight on one class); keep positive weight on every class or pass fit_intercept=False")
 
 
-_POTRS = linalg.get_lapack_funcs("potrs", (np.zeros(1),))
+_POTRS, _POTRI = linalg.get_lapack_funcs(("potrs", "potri"), (np.zeros(1),))
 
 
 def cho_solve(chol: tuple, b: np.ndarray) -> np.ndarray:
@@ -75,17 +79,45 @@ def sum_zero_basis(k: int) -> np.ndarray:
 
 
 @dataclass
+class Preconditioner:
+    """An approximate Hessian ``M`` (built at an earlier point, in float32) applied as ``M^{-1}`` through
+    its explicit inverse ``(p, p)``: one matrix product, several times faster than the two triangular
+    solves of its Cholesky factor, and a preconditioner needs no more than float64 rounding of it.
+
+    ``excess`` counts the conjugate-gradient iterations it has cost beyond a fresh one's rate
+    (`charge`); it is `stale` once they would have paid for a rebuild.
+    """
+
+    inverse: np.ndarray
+    excess: int = 0
+
+    def apply(self, G: np.ndarray) -> np.ndarray:
+        """``M^{-1} G`` for ``G`` of shape ``(m, ...)`` (each row flattened)."""
+        m = G.shape[0]
+        return (G.reshape(m, -1) @ self.inverse).reshape(G.shape)
+
+    def charge(self, iterations: int, rtol: float) -> None:
+        """Record a CG run that took ``iterations`` to reach relative residual ``rtol``."""
+        fresh = int(np.ceil(np.log(max(rtol, 1e-300)) / np.log(RHO_FRESH)))
+        self.excess += max(0, iterations - fresh)
+
+    @property
+    def stale(self) -> bool:
+        return self.excess >= REBUILD_EXCESS
+
+
+@dataclass
 class Factor:
     """A factorised Hessian ``H(Phi, w)``: ``solve(G)`` returns ``H^{-1} G`` for ``G`` of shape ``(m, k-1, D)``.
 
-    ``chol`` is the parameter form's Cholesky factor (of this Hessian when ``exact``, else of an
-    earlier one that preconditions conjugate gradients); ``builds`` counts the Hessians it built;
+    ``chol`` is the parameter form's Cholesky factor of this Hessian when ``exact``, else the
+    `Preconditioner` (an earlier Hessian) of its conjugate gradients; ``builds`` counts the Hessians it built;
     ``image`` keeps the last iterative solution's image, which saves influence scores a pass over ``X``.
     """
 
     solve: Callable[..., np.ndarray]
     form: str
-    chol: tuple | None = None
+    chol: tuple | Preconditioner | None = None
     exact: bool = True
     builds: int = 0
     image: tuple[np.ndarray, np.ndarray] | None = None  # (a solution x, flattened; its `MultinomialProblem.image`)
@@ -388,21 +420,36 @@ class MultinomialProblem:
         H[diag, diag] += self.l2
         return H
 
-    def cholesky(self, B: np.ndarray, single: bool = False) -> tuple:
-        """Cholesky factor (scipy ``cho_factor``) of the Hessian at curvature ``B`` (``single``: see `hessian_matrix`)."""
+    def cholesky(self, B: np.ndarray) -> tuple:
+        """Cholesky factor (scipy ``cho_factor``) of the Hessian at curvature ``B``."""
         try:
-            return linalg.cho_factor(self.hessian_matrix(B, single=single), lower=True, overwrite_a=True,
-                                     check_finite=False)
+            return linalg.cho_factor(self.hessian_matrix(B), lower=True, overwrite_a=True, check_finite=False)
         except linalg.LinAlgError:
             raise GroupRobustError(SINGULAR) from None
 
-    def cho_apply(self, chol: tuple, G: np.ndarray) -> np.ndarray:
-        """``M^{-1} G`` for the Cholesky factor ``chol`` and ``G`` ``(m, k-1, D)``."""
+    def preconditioner(self, B: np.ndarray) -> Preconditioner:
+        """A `Preconditioner` for Hessians near the one at curvature ``B`` (built in float32: `hessian_matrix`)."""
+        try:
+            c, lower = linalg.cho_factor(self.hessian_matrix(B, single=True), lower=True, overwrite_a=True,
+                                         check_finite=False)
+        except linalg.LinAlgError:
+            raise GroupRobustError(SINGULAR) from None
+        inverse, info = _POTRI(c, lower=True)
+        if info != 0:
+            raise GroupRobustError(SINGULAR)
+        inverse = np.tril(inverse)
+        inverse += np.tril(inverse, -1).T  # potri fills the lower triangle only
+        return Preconditioner(inverse)
+
+    def cho_apply(self, chol: tuple | Preconditioner, G: np.ndarray) -> np.ndarray:
+        """``M^{-1} G`` for a Cholesky factor (`cholesky`) or a `Preconditioner` ``chol`` and ``G`` ``(m, k-1, D)``."""
+        if isinstance(chol, Preconditioner):
+            return chol.apply(G)
         m = G.shape[0]
         out = cho_solve(chol, G.reshape(m, -1).T)
         return out.T.reshape(G.shape)
 
-    def iterative_factor(self, B: np.ndarray, chol: tuple, exact: bool, max_cg: int = SOLVE_CG, rounds: int = 3
+    def iterative_factor(self, B: np.ndarray, chol: tuple | Preconditioner, exact: bool, max_cg: int = SOLVE_CG, rounds: int = 3
                          ) -> Factor:
         """A `Factor` of the Hessian at curvature ``B``: direct when ``chol`` factors it (``exact``), else
         mixed-precision iterative refinement preconditioned by ``chol``.
@@ -431,8 +478,10 @@ class MultinomialProblem:
                     break
                 # float32 products reach about 1e-6 relative: ask no more of one round
                 inner = max(float(np.sqrt(np.min(goal / np.where(rz > 0, rz, 1.0)))), SINGLE_RTOL)
-                d, _, ok, _ = pcg(lambda V: self.hess_vec(B, V.reshape(m, *shape), single=True).reshape(m, -1),
-                                  precond, r, inner, max_cg)
+                d, its, ok, _ = pcg(lambda V: self.hess_vec(B, V.reshape(m, *shape), single=True).reshape(m, -1),
+                                    precond, r, inner, max_cg)
+                if isinstance(factor.chol, Preconditioner):
+                    factor.chol.charge(its, inner)
                 if not ok:
                     break
                 x = x + d
@@ -549,7 +598,8 @@ class MultinomialProblem:
         # eta = min(0.1, estimated Newton decrement) (Eisenstat-Walker forcing terms: Newton's fast local
         # convergence is kept while far-from-converged steps take one or two iterations). The
         # preconditioner is a Cholesky factor of a Hessian built in float32 at an earlier point (this
-        # fit's or the previous outer step's), rebuilt here when conjugate gradients stop converging fast.
+        # fit's or the previous outer step's), rebuilt here when it is stale (`Preconditioner.charge`) or
+        # conjugate gradients stop converging.
         phi = self.zeros() if phi0 is None else phi0.copy()
         value, grad, P, z = self.objective(phi, w, z0 if phi0 is not None else None)
         scale = max(float(np.sum(w)), 1e-300)
@@ -559,17 +609,23 @@ class MultinomialProblem:
         ritz = 0.0  # smallest eigenvalue of M^{-1} H estimated so far (0: no estimate yet, so no early stop)
         for _ in range(max_iter):
             B = self.curvature(P, w)
-            fresh = chol is None
+            fresh = chol is None or (isinstance(chol, Preconditioner) and chol.stale)
             if fresh:
-                chol, builds, ritz = self.cholesky(B, single=True), builds + 1, 1.0
+                chol, builds, ritz = self.preconditioner(B), builds + 1, 1.0
             rz = float(np.sum(grad * self.cho_apply(chol, grad[None])[0]))
             if rz <= 0.5 * ritz * goal:  # decrement^2 <= rz / lambda_min, with a factor 2 for the estimate
                 self.last_logits = z
                 return phi, self.iterative_factor(B, chol, False), P, builds
-            eta = min(0.1, float(np.sqrt(max(rz, 0.0) / scale)))
-            x, _, ok, run_ritz = pcg(lambda V: self.hess_vec(B, V.reshape(shape), single=True).reshape(1, -1),
-                                     lambda R: self.cho_apply(chol, R.reshape(shape)).reshape(1, -1),
-                                     grad.reshape(1, -1), max(eta, 1e-5), max_cg)
+            # ... but no smaller than the step needs to land below the stopping threshold (with a margin of 4):
+            # a last correction from a decrement just above it then takes one or two iterations, not five
+            dec = float(np.sqrt(max(rz, 0.0) / scale))
+            eta = min(0.1, max(dec, 0.25 * tol * np.sqrt(0.5 * (ritz or 1.0)) / max(dec, 1e-300)))
+            eta = max(eta, 1e-5)
+            x, its, ok, run_ritz = pcg(lambda V: self.hess_vec(B, V.reshape(shape), single=True).reshape(1, -1),
+                                       lambda R: self.cho_apply(chol, R.reshape(shape)).reshape(1, -1),
+                                       grad.reshape(1, -1), eta, max_cg)
+            if isinstance(chol, Preconditioner):
+                chol.charge(its, eta)
             if not ok and not fresh:  # the preconditioner has gone stale: rebuild it here
                 chol = None
                 continue

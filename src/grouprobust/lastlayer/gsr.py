@@ -22,8 +22,9 @@ from grouprobust.selection import select_best_index, selection_key
 
 HESSIANS = ("exact", "free")
 # Relative residual (preconditioner norm) of the influence solve when it runs conjugate gradients:
-# influences then agree with a direct solve to about 1e-8..1e-7 relative (benchmarks/gsr_scale.py checks it).
-INFLUENCE_RTOL = 1e-7
+# influences then agree with a direct solve to about 1.5e-7 relative (benchmarks/gsr_scale.py checks it),
+# and one CG round on float32 products usually reaches it (at 1e-7 a second round followed every step).
+INFLUENCE_RTOL = 2e-7
 
 
 class _Split:
