@@ -85,8 +85,8 @@ class GroupDRO(WeightedSampling):
         self.one_hot = torch.eye(data.n_groups, dtype=torch.float32, device=data.device)
         #: `_scale` of each batch size met so far (the shuffle sampler's last batch is smaller).
         self._scales: dict[int, torch.Tensor] = {}
-        #: This epoch's batches by ``id``: ``(index tensor, group counts clamped to >= 1, membership matrix
-        #: or None)``, see `batches`.
+        #: This epoch's batches by ``id``: ``(index tensor, group counts clamped to >= 1, ``(groups, batch)``
+        #: membership matrix or None)``, see `batches`.
         self._planned: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     @property
@@ -103,7 +103,9 @@ class GroupDRO(WeightedSampling):
         g = self.data.g.index_select(0, order)
         counts = batch_group_counts(g, self.batch_size, self.n_groups).clamp_min_(1).unbind(0)
         if self.n_groups * self.batch_size <= PLANNED_MEMBERS_MAX:
-            members: Sequence[torch.Tensor | None] = self.one_hot.index_select(0, g).split(self.batch_size)
+            # Split along the batch dimension of the transposed rows: each piece is the (groups, batch) view
+            # that `update` multiplies by, made in one call rather than one transpose a step.
+            members: Sequence[torch.Tensor | None] = self.one_hot.index_select(0, g).t().split(self.batch_size, 1)
         else:
             members = [None] * len(batches)
         self._planned = {id(idx): (idx, c, m) for idx, c, m in zip(batches, counts, members)}
@@ -121,22 +123,22 @@ class GroupDRO(WeightedSampling):
         return objective if _is_power_of_two(losses.shape[0]) else objective / losses.shape[0]
 
     def update(self, losses: torch.Tensor, g: torch.Tensor, counts: torch.Tensor | None = None,
-               members: torch.Tensor | None = None) -> torch.Tensor:
+               members_t: torch.Tensor | None = None) -> torch.Tensor:
         """One exponentiated-gradient step of ``q`` on a batch's (detached) ``losses`` of groups ``g``; returns
         the per-group weights of the batch's objective, ``q_g / s_g``, already divided by the batch size ``b``
         when ``b`` is a power of two (a division by a power of two is exact, so the mean has the same bits).
 
-        ``counts`` (the batch's group counts clamped to >= 1) and ``members`` (its ``(batch, groups)``
-        one-hot rows) are computed here when not given. A handful of ops on ``G``-sized tensors, none
+        ``counts`` (the batch's group counts clamped to >= 1) and ``members_t`` (its one-hot rows, transposed
+        to ``(groups, batch)``) are computed here when not given. A handful of ops on ``G``-sized tensors, none
         reading back from the device, none recorded by autograd: this runs every step and must cost little
         next to the model's own step.
         """
-        if members is None:
-            members = self.one_hot.index_select(0, g)
+        if members_t is None:
+            members_t = self.one_hot.index_select(0, g).t()
         if counts is None:
-            counts = members.sum(0).clamp_min_(1)
+            counts = members_t.sum(1).clamp_min_(1)
         # mv on the transposed rows adds in the order ``losses @ members`` did (same bits; a column gather does not).
-        self.log_q.addcdiv_(torch.mv(members.t(), losses.float()), counts, value=self.eta)
+        self.log_q.addcdiv_(torch.mv(members_t, losses.float()), counts, value=self.eta)
         if self.adjusted:
             self.log_q.add_(self.eta_adjustment)
         q = torch.softmax(self.log_q, dim=0)
