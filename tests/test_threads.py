@@ -64,11 +64,26 @@ def test_usable_cpus_takes_the_affinity_mask_and_the_quota(monkeypatch):
     assert threads.usable_cpus(quota=0.2) == 1
 
 
+def fake_tasks(root: Path, states: str) -> Path:
+    """A ``/proc/self/task`` with one thread per character of ``states`` (``R`` running, ``S`` sleeping)."""
+    for i, state in enumerate(states):
+        write(root / str(100 + i) / "stat", f"{100 + i} (python (a) b) {state} 1 2 3\n")
+    return root
+
+
+def test_running_tasks_reads_each_threads_state(tmp_path):
+    assert threads.running_tasks(fake_tasks(tmp_path / "t", "RSRR")) == 3  # the name's parentheses do not confuse it
+    assert threads.running_tasks(tmp_path / "none") == 1
+
+
 def test_busy_cpus_reads_procs_running_without_this_process(tmp_path):
     stat = tmp_path / "stat"
     write(stat, "cpu  1 2 3\nprocs_running 4\nprocs_blocked 0\n")
-    assert threads.busy_cpus(stat, samples=3, interval_s=0) == 3.0
-    assert threads.busy_cpus(tmp_path / "none", samples=2, interval_s=0) == 0.0
+    one = fake_tasks(tmp_path / "one", "R")
+    assert threads.busy_cpus(stat, samples=3, interval_s=0, task_dir=one) == 3.0
+    # this process's own spinning BLAS workers are not another process's load
+    assert threads.busy_cpus(stat, samples=3, interval_s=0, task_dir=fake_tasks(tmp_path / "three", "RRR")) == 1.0
+    assert threads.busy_cpus(tmp_path / "none", samples=2, interval_s=0, task_dir=one) == 0.0
 
 
 @pytest.mark.parametrize("usable, busy, workers, machine, expected", [
@@ -264,3 +279,38 @@ def test_fixed_native_threads_make_the_block_policy_stand_aside(monkeypatch, res
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=max(before.values()))  # the pools started equal (one per usable core)
+
+
+def test_native_pools_follow_a_machine_that_gets_busy_and_quiet_again(tmp_path, monkeypatch, restore_threads):
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_last", None)
+    monkeypatch.setattr(threads, "_native_fixed", False)
+    with threadpool_limits(limits=2):  # pools at a 2-CPU machine's default (earlier tests may have lowered them)
+        before = _pool_threads()
+        if max(before.values(), default=1) < 2:
+            pytest.skip("OpenBLAS here cannot run two threads")
+        monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+        monkeypatch.setattr(threads, "busy_cpus", lambda: 0.0)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        stat, ours = tmp_path / "stat", fake_tasks(tmp_path / "tasks", "RR")  # this fit: two running threads
+
+        def reading(others: int, at: float) -> int | None:
+            write(stat, f"procs_running {others + 2}\n")
+            return threads.recheck_native_threads(stat, ours, now=at)
+
+        assert threads.recheck_native_threads(stat, ours) is None  # outside the policy
+        with threads.native_thread_policy() as count:
+            assert count is None and threads._native_policy.current == 2  # quiet: nothing lowered, but followed
+            t0 = threads._native_policy.last_check
+            step = threads.RECHECK_S
+            # another process appears: one reading, then one of quiet, is noise; three busy readings act
+            assert [reading(o, t0 + step * (i + 1)) for i, o in enumerate([1, 0, 1, 1])] == [2] * 4
+            assert reading(1, t0 + step * 4.5) == 2  # too soon after the last reading: not read
+            assert reading(1, t0 + step * 6) == 1
+            assert max(_pool_threads().values()) == 1
+            # it leaves: three quiet readings raise the pools back, never above the pools' own count
+            assert [reading(0, t0 + step * (7 + i)) for i in range(3)] == [1, 1, 2]
+            assert max(_pool_threads().values()) == 2
+        assert _pool_threads() == before

@@ -145,14 +145,32 @@ def usable_cpus(affinity: int | None = None, quota: float | None | str = "read")
     return max(1, int(cpus))
 
 
-def busy_cpus(proc_stat: Path = Path("/proc/stat"), samples: int = 5, interval_s: float = 0.01) -> float:
+def running_tasks(task_dir: Path = Path("/proc/self/task")) -> int:
+    """Threads of this process that are running or runnable now (state ``R``; 1 where it cannot be read)."""
+    count = 0
+    try:
+        tasks = list(task_dir.iterdir())
+    except OSError:
+        return 1
+    for task in tasks:
+        stat = _read(task / "stat") or ""
+        # the state follows the parenthesised command name, which may itself contain spaces
+        if stat[stat.rfind(")") + 2:stat.rfind(")") + 3] == "R":
+            count += 1
+    return max(1, count)
+
+
+def busy_cpus(proc_stat: Path = Path("/proc/stat"), samples: int = 5, interval_s: float = 0.01,
+              task_dir: Path = Path("/proc/self/task")) -> float:
     """Runnable tasks of other processes right now: the median of ``samples`` reads of ``procs_running``
-    minus this process's own reading thread (0 where ``/proc/stat`` cannot be read)."""
+    minus this process's own running threads (`running_tasks`: the reading thread, and OpenBLAS workers
+    still spinning after the caller's last matrix product, which are not another process's load);
+    0 where ``/proc/stat`` cannot be read."""
     values = []
     for i in range(samples):
         for line in (_read(proc_stat) or "").splitlines():
             if line.startswith("procs_running"):
-                values.append(max(0, int(line.split()[1]) - 1))
+                values.append(max(0, int(line.split()[1]) - running_tasks(task_dir)))
         if i + 1 < samples:
             time.sleep(interval_s)
     return float(statistics.median(values)) if values else 0.0
@@ -272,6 +290,24 @@ def fix_native_threads(count: int) -> None:
     _native_fixed = True
 
 
+RECHECK_S, RECHECK_VOTES = 0.25, 3  # `recheck_native_threads`: seconds between readings, readings to act on
+
+
+@dataclass
+class _NativePolicy:
+    """The native pools' policy in force inside `native_thread_policy` (see `recheck_native_threads`)."""
+
+    usable: int
+    ceiling: int  # never more threads than this: the share of usable CPUs, at most the pools' own counts
+    current: int
+    wanted: int = 0  # the count the last readings asked for, and how many in a row did
+    votes: int = 0
+    last_check: float = 0.0
+
+
+_native_policy: _NativePolicy | None = None
+
+
 @contextlib.contextmanager
 def native_thread_policy() -> Iterator[int | None]:
     """For the duration of a block, limit numpy's and scipy's native thread pools (OpenBLAS, OpenMP)
@@ -282,19 +318,71 @@ def native_thread_policy() -> Iterator[int | None]:
     nothing when the user set ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``,
     when an entry point already applied `apply_thread_policy` (the pools are set), or when every
     pool already uses no more threads than the policy's count (a user's own threadpoolctl limit);
-    it only lowers pools, and the previous limits are restored afterwards. Imports no torch.
+    it only lowers pools, and the previous limits are restored afterwards. Inside the block (pools at
+    their default size included, even when the policy leaves them as they are), long fits call
+    `recheck_native_threads` to follow a machine that gets busier or quieter. Imports no torch.
     """
+    global _native_policy
     from threadpoolctl import threadpool_info, threadpool_limits
 
     if any(os.environ.get(name, "").strip() for name in NATIVE_ENV) or _last is not None or _native_fixed:
         yield None
         return
-    count = policy_threads(usable_cpus(), busy_cpus())
-    if all(pool.get("num_threads", 1) <= count for pool in threadpool_info()):
+    usable = usable_cpus()
+    count = policy_threads(usable, busy_cpus())
+    top = max([pool.get("num_threads", 1) for pool in threadpool_info()], default=1)
+    lower = top > count
+    # Pools at their default size (one thread per CPU) are followed by `recheck_native_threads` even when
+    # the policy leaves them as they are; pools someone already lowered are that someone's choice.
+    if not lower and (top <= 1 or top < (os.cpu_count() or 1)):
         yield None
         return
-    with threadpool_limits(limits=count):
-        yield count
+    outer = _native_policy
+    with threadpool_limits(limits=count if lower else None):  # restores the pools' limits on the way out
+        _native_policy = _NativePolicy(usable, min(usable, top), min(count, top), last_check=time.monotonic())
+        try:
+            yield count if lower else None
+        finally:
+            _native_policy = outer
+
+
+def recheck_native_threads(proc_stat: Path = Path("/proc/stat"), task_dir: Path = Path("/proc/self/task"),
+                           now: float | None = None) -> int | None:
+    """Inside `native_thread_policy`, follow the machine's load: returns the native pools' thread count in
+    force, or None outside the policy (the user's setting, an entry point's, or nothing to limit).
+
+    At most every `RECHECK_S` seconds it reads the runnable tasks of other processes (``procs_running``
+    minus this process's own running threads) and the count the policy would choose now; when
+    `RECHECK_VOTES` readings in a row ask for the same other count, the pools are set to it (never
+    above the share of usable CPUs or the pools' own counts). Long iterative fits call it once an
+    iteration (GSR: every outer step): a process that starts beside a fit on a 2-core machine
+    otherwise leaves one of the fit's two threads sharing a core, and every BLAS call waits for it
+    (a CivilComments-shape GSR fit: 12 s on one thread, 24 s on two beside one busy process).
+    """
+    policy = _native_policy
+    if policy is None:
+        return None
+    now = time.monotonic() if now is None else now
+    if now - policy.last_check < RECHECK_S:
+        return policy.current
+    policy.last_check = now
+    running = 0
+    for line in (_read(proc_stat) or "").splitlines():
+        if line.startswith("procs_running"):
+            running = int(line.split()[1])
+    others = max(0, running - running_tasks(task_dir))
+    wanted = min(policy.ceiling, policy_threads(policy.usable, others))
+    if wanted == policy.current:
+        policy.votes = 0
+        return policy.current
+    policy.votes = policy.votes + 1 if wanted == policy.wanted else 1
+    policy.wanted = wanted
+    if policy.votes >= RECHECK_VOTES:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=wanted)  # the enclosing policy block restores the original limits
+        policy.current, policy.votes = wanted, 0
+    return policy.current
 
 
 def prefer_passive_wait(env: dict | None = None) -> bool:

@@ -42,6 +42,7 @@ from scipy import linalg
 from scipy.special import log_softmax, softmax
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.threads import recheck_native_threads
 
 FORMS = ("auto", "kernel", "parameter")
 NEWTON_CG, SOLVE_CG = 6, 10  # CG iterations after which a Newton step / a refinement round rebuilds the factor
@@ -149,6 +150,7 @@ def pcg(apply_h: Callable[[np.ndarray], np.ndarray], precond: Callable[[np.ndarr
     lanczos: list[tuple[float, float]] = []  # first row's (alpha, beta) while it is active
     while np.any(active) and it < max_iter:
         it += 1
+        recheck_native_threads()  # a few ms an iteration: a machine that gets busy mid-fit is seen within a second
         Hp = apply_h(p)
         pHp = np.einsum("mp,mp->m", p, Hp)
         alpha = np.where(active, rz / np.where(pHp > 0, pHp, 1.0), 0.0)

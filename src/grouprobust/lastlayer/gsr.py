@@ -19,6 +19,7 @@ from grouprobust.lastlayer._validation import check_features, check_groups, chec
 from grouprobust.lastlayer.influence import influence_scores
 from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
+from grouprobust.threads import recheck_native_threads
 
 HESSIANS = ("exact", "free")
 # Relative residual (preconditioner norm) of the influence solve when it runs conjugate gradients:
@@ -243,6 +244,7 @@ class GSR(LinearHead):
         best_key: tuple[float, float] | None = None
         best = None
         for t in range(int(self.n_steps) + 1):
+            recheck_native_threads()  # a fit of many seconds follows a machine that gets busier or quieter
             n_h = head.fit(w)
             P_tar, tar_loss, tar_acc = target.evaluate(head.logits(target))
             entry: dict[str, Any] = {"step": t, "target_worst_group_acc": float(tar_acc.min()),
