@@ -21,6 +21,7 @@ def restore_threads(monkeypatch):
     before, last = torch.get_num_threads(), threads._last
     for name in threads.USER_ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "_busy_seen", None)  # each test's faked load is read afresh
     yield
     torch.set_num_threads(before)
     threads._last = last
@@ -314,3 +315,16 @@ def test_native_pools_follow_a_machine_that_gets_busy_and_quiet_again(tmp_path, 
             assert [reading(0, t0 + step * (7 + i)) for i in range(3)] == [1, 1, 2]
             assert max(_pool_threads().values()) == 2
         assert _pool_threads() == before
+
+
+def test_fits_in_quick_succession_share_one_load_reading(monkeypatch, restore_threads):
+    threads._last = None
+    readings = []
+    monkeypatch.setattr(threads, "busy_cpus", lambda: readings.append(1) or 0.0)
+    clock = [100.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    for at in (100.0, 100.5, 101.7):
+        clock[0] = at
+        with threads.native_thread_policy():
+            pass
+    assert len(readings) == 2  # the second fit, 0.5 s after the first, reused its reading; the third did not

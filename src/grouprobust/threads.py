@@ -306,6 +306,10 @@ class _NativePolicy:
 
 
 _native_policy: _NativePolicy | None = None
+# `native_thread_policy`'s last load reading ``(time.monotonic(), busy_cpus())``: reading it takes 40 ms
+# (five samples), more than a small last-layer fit, so fits in quick succession share one reading.
+_busy_seen: tuple[float, float] | None = None
+BUSY_FRESH_S = 1.0
 
 
 @contextlib.contextmanager
@@ -328,8 +332,11 @@ def native_thread_policy() -> Iterator[int | None]:
     if any(os.environ.get(name, "").strip() for name in NATIVE_ENV) or _last is not None or _native_fixed:
         yield None
         return
-    usable = usable_cpus()
-    count = policy_threads(usable, busy_cpus())
+    global _busy_seen
+    usable, now = usable_cpus(), time.monotonic()
+    if _busy_seen is None or now - _busy_seen[0] > BUSY_FRESH_S:
+        _busy_seen = (now, busy_cpus())
+    count = policy_threads(usable, _busy_seen[1])
     top = max([pool.get("num_threads", 1) for pool in threadpool_info()], default=1)
     lower = top > count
     # Pools at their default size (one thread per CPU) are followed by `recheck_native_threads` even when
