@@ -293,7 +293,7 @@ def test_native_pools_follow_a_machine_that_gets_busy_and_quiet_again(tmp_path, 
         if max(before.values(), default=1) < 2:
             pytest.skip("OpenBLAS here cannot run two threads")
         monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
-        monkeypatch.setattr(threads, "busy_cpus", lambda: 0.0)
+        monkeypatch.setattr(threads, "busy_cpus", lambda **sampling: 0.0)
         monkeypatch.setattr(os, "cpu_count", lambda: 2)
         stat, ours = tmp_path / "stat", fake_tasks(tmp_path / "tasks", "RR")  # this fit: two running threads
 
@@ -320,7 +320,7 @@ def test_native_pools_follow_a_machine_that_gets_busy_and_quiet_again(tmp_path, 
 def test_fits_in_quick_succession_share_one_load_reading(monkeypatch, restore_threads):
     threads._last = None
     readings = []
-    monkeypatch.setattr(threads, "busy_cpus", lambda: readings.append(1) or 0.0)
+    monkeypatch.setattr(threads, "busy_cpus", lambda **sampling: readings.append(1) or 0.0)
     clock = [100.0]
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
     for at in (100.0, 100.5, 101.7):

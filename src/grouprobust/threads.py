@@ -306,8 +306,8 @@ class _NativePolicy:
 
 
 _native_policy: _NativePolicy | None = None
-# `native_thread_policy`'s last load reading ``(time.monotonic(), busy_cpus())``: reading it takes 40 ms
-# (five samples), more than a small last-layer fit, so fits in quick succession share one reading.
+# `native_thread_policy`'s last load reading ``(time.monotonic(), busy_cpus(...))``: even its short
+# reading (three samples, 10 ms) can exceed a small last-layer fit, so fits in quick succession share one.
 _busy_seen: tuple[float, float] | None = None
 BUSY_FRESH_S = 1.0
 
@@ -335,7 +335,7 @@ def native_thread_policy() -> Iterator[int | None]:
     global _busy_seen
     usable, now = usable_cpus(), time.monotonic()
     if _busy_seen is None or now - _busy_seen[0] > BUSY_FRESH_S:
-        _busy_seen = (now, busy_cpus())
+        _busy_seen = (now, busy_cpus(samples=3, interval_s=0.005))  # 10 ms, not an entry point's 40
     count = policy_threads(usable, _busy_seen[1])
     top = max([pool.get("num_threads", 1) for pool in threadpool_info()], default=1)
     lower = top > count
