@@ -211,6 +211,17 @@ def test_cli_sets_passive_waiting_before_torch_is_imported_and_torch_default_is_
     assert probe("ACTIVE")[0] == "ACTIVE"  # the user's choice is kept
 
 
+def test_passive_waiting_keeps_a_short_spin_unless_the_user_chose():
+    env = {}
+    assert threads.prefer_passive_wait(env) is True
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": threads.SPIN_COUNT}
+    env = {"GOMP_SPINCOUNT": "0"}
+    threads.prefer_passive_wait(env)
+    assert env["GOMP_SPINCOUNT"] == "0"  # the user's spin count is kept
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert threads.prefer_passive_wait(env) is False and env == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
 def _pool_threads() -> dict:
     from threadpoolctl import threadpool_info
 
