@@ -304,7 +304,8 @@ def test_native_pools_follow_a_machine_that_gets_busy_and_quiet_again(tmp_path, 
         if max(before.values(), default=1) < 2:
             pytest.skip("OpenBLAS here cannot run two threads")
         monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
-        monkeypatch.setattr(threads, "busy_cpus", lambda **sampling: 0.0)
+        # the reading at the block's start: quiet (later readings come from the faked /proc files below)
+        monkeypatch.setattr(threads, "_busy_seen", (threads.time.monotonic(), 0.0))
         monkeypatch.setattr(os, "cpu_count", lambda: 2)
         stat, ours = tmp_path / "stat", fake_tasks(tmp_path / "tasks", "RR")  # this fit: two running threads
 

@@ -328,13 +328,12 @@ def native_thread_policy() -> Iterator[int | None]:
     their default size included, even when the policy leaves them as they are), long fits call
     `recheck_native_threads` to follow a machine that gets busier or quieter. Imports no torch.
     """
-    global _native_policy
+    global _native_policy, _busy_seen
     from threadpoolctl import threadpool_info, threadpool_limits
 
     if any(os.environ.get(name, "").strip() for name in NATIVE_ENV) or _last is not None or _native_fixed:
         yield None
         return
-    global _busy_seen
     usable, now = usable_cpus(), time.monotonic()
     if _busy_seen is None or now - _busy_seen[0] > BUSY_FRESH_S:
         _busy_seen = (now, busy_cpus(samples=3, interval_s=0.005))  # 10 ms, not an entry point's 40
@@ -375,11 +374,7 @@ def recheck_native_threads(proc_stat: Path = Path("/proc/stat"), task_dir: Path 
     if now - policy.last_check < RECHECK_S:
         return policy.current
     policy.last_check = now
-    running = 0
-    for line in (_read(proc_stat) or "").splitlines():
-        if line.startswith("procs_running"):
-            running = int(line.split()[1])
-    others = max(0, running - running_tasks(task_dir))
+    others = busy_cpus(proc_stat, samples=1, task_dir=task_dir)
     wanted = min(policy.ceiling, policy_threads(policy.usable, others))
     if wanted == policy.current:
         policy.votes = 0

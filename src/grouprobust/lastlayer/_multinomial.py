@@ -22,9 +22,10 @@ Hessian solves come in two forms with identical results:
   eliminated by a ``(k-1)``-square Schur complement; cost ~ ``n^2 k^2 + (n k)^3 / 3``.
 
 Across GSR's outer steps the weights move little, so the parameter form does not rebuild ``H``
-at every step: a Cholesky factor of an earlier step's Hessian preconditions conjugate gradients
-on Hessian-vector products at the current point (``4 n D k`` flops each instead of ``n D^2 k^2``
-for a rebuild), and the factor is rebuilt only when a solve stops converging fast. Precision is
+at every step: an earlier step's Hessian (a `Preconditioner`, applied through its inverse)
+preconditions conjugate gradients on Hessian-vector products at the current point (``4 n D k``
+flops each instead of ``n D^2 k^2`` for a rebuild), and it is rebuilt once the iterations it costs
+beyond a fresh one's rate would have paid for a rebuild (`Preconditioner.charge`). Precision is
 split by need: the preconditioner's Hessian and the conjugate-gradient products use a float32 copy
 of the features (a Newton direction or a refinement correction needs no more), while gradients,
 the residuals of influence solves and every reported number stay float64. The kernel form's GSR
@@ -599,9 +600,9 @@ class MultinomialProblem:
         # Inexact Newton: each step's conjugate gradients stop at a relative residual
         # eta = min(0.1, estimated Newton decrement) (Eisenstat-Walker forcing terms: Newton's fast local
         # convergence is kept while far-from-converged steps take one or two iterations). The
-        # preconditioner is a Cholesky factor of a Hessian built in float32 at an earlier point (this
-        # fit's or the previous outer step's), rebuilt here when it is stale (`Preconditioner.charge`) or
-        # conjugate gradients stop converging.
+        # preconditioner is a Hessian built in float32 at an earlier point (this fit's or the previous
+        # outer step's), rebuilt here when it is stale (`Preconditioner.charge`) or conjugate gradients
+        # stop converging.
         phi = self.zeros() if phi0 is None else phi0.copy()
         value, grad, P, z = self.objective(phi, w, z0 if phi0 is not None else None)
         scale = max(float(np.sum(w)), 1e-300)
