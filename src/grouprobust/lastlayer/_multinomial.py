@@ -56,7 +56,7 @@ SINGULAR = ("the weighted last-layer Hessian is singular (the weighted samples l
             "e.g. all weight on one class); keep positive weight on every class or pass fit_intercept=False")
 
 
-_POTRS, _POTRI = linalg.get_lapack_funcs(("potrs", "potri"), (np.zeros(1),))
+_POTRS = linalg.get_lapack_funcs("potrs", (np.zeros(1),))
 
 
 def cho_solve(chol: tuple, b: np.ndarray) -> np.ndarray:
@@ -432,17 +432,15 @@ class MultinomialProblem:
 
     def preconditioner(self, B: np.ndarray) -> Preconditioner:
         """A `Preconditioner` for Hessians near the one at curvature ``B`` (built in float32: `hessian_matrix`)."""
+        H = self.hessian_matrix(B, single=True)
+        # numpy's LAPACK, not scipy's: numpy's BLAS pool has just built H, and scipy's separate OpenBLAS
+        # pool would compete with its threads while they spin down (~0.1 s; 80-120 ms a factorisation).
         try:
-            c, lower = linalg.cho_factor(self.hessian_matrix(B, single=True), lower=True, overwrite_a=True,
-                                         check_finite=False)
-        except linalg.LinAlgError:
+            np.linalg.cholesky(H)  # the check that H is positive definite
+        except np.linalg.LinAlgError:
             raise GroupRobustError(SINGULAR) from None
-        inverse, info = _POTRI(c, lower=True)
-        if info != 0:
-            raise GroupRobustError(SINGULAR)
-        inverse = np.tril(inverse)
-        inverse += np.tril(inverse, -1).T  # potri fills the lower triangle only
-        return Preconditioner(inverse)
+        inverse = np.linalg.inv(H)
+        return Preconditioner(0.5 * (inverse + inverse.T))
 
     def cho_apply(self, chol: tuple | Preconditioner, G: np.ndarray) -> np.ndarray:
         """``M^{-1} G`` for a Cholesky factor (`cholesky`) or a `Preconditioner` ``chol`` and ``G`` ``(m, k-1, D)``."""
