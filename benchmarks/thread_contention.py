@@ -11,9 +11,11 @@ fresh process each time, timed from process start to exit) under three thread se
 each (a) on the machine as it is ("quiet") and (b) beside busy processes that keep all cores
 but one spinning. Targets: policy under contention <= 1.15 x one thread under contention;
 policy when quiet <= 1.05 x torch default when quiet. Prints the median of ``--repeats`` runs
-(interleaved), the ratios and the load average, so a machine shared with other work shows.
+(interleaved, the order reversed every other repeat), every run's time, the ratios (the median over
+repeats of the ratio within a repeat: the machine's drift between repeats cancels) and the load
+average, so a machine shared with other work shows.
 
-    PYTHONPATH=src python benchmarks/thread_contention.py [--repeats 3] [--epochs 3]
+    PYTHONPATH=src python benchmarks/thread_contention.py [--repeats 5] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -61,18 +63,24 @@ def one_run(arm: str, epochs: int, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def measure(arms: list[str], repeats: int, epochs: int, root: Path, tag: str) -> dict[str, float]:
-    """Median seconds per arm over ``repeats`` interleaved runs."""
+def measure(arms: list[str], repeats: int, epochs: int, root: Path, tag: str) -> dict[str, list[float]]:
+    """Seconds of each arm's ``repeats`` runs, interleaved (the arms' order reversed every other repeat, so
+    that no arm always follows the same one)."""
     times: dict[str, list[float]] = {arm: [] for arm in arms}
     for r in range(repeats):
-        for arm in arms:
+        for arm in (arms if r % 2 == 0 else arms[::-1]):
             times[arm].append(one_run(arm, epochs, root / f"{tag}-{arm.replace(' ', '-')}-{r}"))
-    return {arm: statistics.median(t) for arm, t in times.items()}
+    return times
+
+
+def paired(times: dict[str, list[float]], arm: str, reference: str) -> float:
+    """Median over repeats of ``arm``'s time over ``reference``'s in the same repeat (cancels the drift between repeats)."""
+    return statistics.median(a / b for a, b in zip(times[arm], times[reference]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -92,10 +100,12 @@ def main() -> None:
             for p in busy:
                 p.terminate()
     print(f"{'condition':<28}{'policy s':>10}{'torch default s':>17}{'one thread s':>14}{'policy/torch':>14}"
-          f"{'policy/one':>12}{'load':>7}")
-    for name, t, load in (("quiet", quiet, load_quiet), (f"beside {len(busy)} busy process(es)", contended, load_busy)):
+          f"{'policy/one':>12}{'load':>7}   (medians of {args.repeats}; ratios: median of paired ratios)")
+    for name, runs, load in (("quiet", quiet, load_quiet), (f"beside {len(busy)} busy process(es)", contended, load_busy)):
+        t = {arm: statistics.median(v) for arm, v in runs.items()}
         print(f"{name:<28}{t['policy']:>10.2f}{t['torch default']:>17.2f}{t['one thread']:>14.2f}"
-              f"{t['policy'] / t['torch default']:>14.3f}{t['policy'] / t['one thread']:>12.3f}{load:>7.2f}")
+              f"{paired(runs, 'policy', 'torch default'):>14.3f}{paired(runs, 'policy', 'one thread'):>12.3f}{load:>7.2f}")
+        print(f"{'  every run (s)':<28}" + "; ".join(f"{arm} " + " ".join(f"{x:.2f}" for x in v) for arm, v in runs.items()))
     print("targets: contended policy/one <= 1.15; quiet policy/torch <= 1.05")
 
 

@@ -340,3 +340,17 @@ def test_fits_in_quick_succession_share_one_load_reading(monkeypatch, restore_th
         with threads.native_thread_policy():
             pass
     assert len(readings) == 2  # the second fit, 0.5 s after the first, reused its reading; the third did not
+
+
+def test_an_entry_point_and_the_run_it_starts_share_one_load_reading(monkeypatch, restore_threads):
+    readings = []
+    monkeypatch.setattr(threads, "busy_cpus", lambda **sampling: readings.append(sampling) or 1.0)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    clock = [100.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    for at in (100.0, 100.4, 102.0):  # the CLI's call, the run's 0.4 s later, a sweep trial's much later
+        clock[0] = at
+        threads._last = None
+        assert threads.apply_thread_policy().threads == 2
+    assert readings == [{}, {}]  # the full (entry point) reading, taken twice: the second call reused the first

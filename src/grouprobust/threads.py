@@ -255,7 +255,7 @@ def apply_thread_policy(threads: int | None = None, workers: int = 1) -> ThreadC
     source = user_setting()
     if source is not None:
         return ThreadChoice(torch.get_num_threads(), source, workers=workers)
-    usable, busy = usable_cpus(), busy_cpus()
+    usable, busy = usable_cpus(), recent_busy_cpus()
     count = policy_threads(usable, busy, workers)
     _set_threads(count)
     _last = ThreadChoice(count, "policy", usable, busy, workers)
@@ -308,10 +308,21 @@ class _NativePolicy:
 
 
 _native_policy: _NativePolicy | None = None
-# `native_thread_policy`'s last load reading ``(time.monotonic(), busy_cpus(...))``: even its short
-# reading (three samples, 10 ms) can exceed a small last-layer fit, so fits in quick succession share one.
+# The last load reading ``(time.monotonic(), busy_cpus(...))`` (`recent_busy_cpus`): even the short one
+# (three samples, 10 ms) can exceed a small last-layer fit, so fits in quick succession share one.
 _busy_seen: tuple[float, float] | None = None
 BUSY_FRESH_S = 1.0
+
+
+def recent_busy_cpus(short: bool = False) -> float:
+    """`busy_cpus` (CPUs kept busy by other processes), read at most once every `BUSY_FRESH_S` seconds: an
+    entry point's reading (40 ms) or, with ``short``, a last-layer fit's (three samples over 10 ms),
+    shared by the calls that follow it (e.g. the CLI's and the run's own policy calls)."""
+    global _busy_seen
+    now = time.monotonic()
+    if _busy_seen is None or now - _busy_seen[0] > BUSY_FRESH_S:
+        _busy_seen = (now, busy_cpus(samples=3, interval_s=0.005) if short else busy_cpus())
+    return _busy_seen[1]
 
 
 @contextlib.contextmanager
@@ -328,16 +339,14 @@ def native_thread_policy() -> Iterator[int | None]:
     their default size included, even when the policy leaves them as they are), long fits call
     `recheck_native_threads` to follow a machine that gets busier or quieter. Imports no torch.
     """
-    global _native_policy, _busy_seen
+    global _native_policy
     from threadpoolctl import threadpool_info, threadpool_limits
 
     if any(os.environ.get(name, "").strip() for name in NATIVE_ENV) or _last is not None or _native_fixed:
         yield None
         return
-    usable, now = usable_cpus(), time.monotonic()
-    if _busy_seen is None or now - _busy_seen[0] > BUSY_FRESH_S:
-        _busy_seen = (now, busy_cpus(samples=3, interval_s=0.005))  # 10 ms, not an entry point's 40
-    count = policy_threads(usable, _busy_seen[1])
+    usable = usable_cpus()
+    count = policy_threads(usable, recent_busy_cpus(short=True))
     top = max([pool.get("num_threads", 1) for pool in threadpool_info()], default=1)
     lower = top > count
     # Pools at their default size (one thread per CPU) are followed by `recheck_native_threads` even when
