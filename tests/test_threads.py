@@ -347,6 +347,7 @@ def test_an_entry_point_and_the_run_it_starts_share_one_load_reading(monkeypatch
     monkeypatch.setattr(threads, "busy_cpus", lambda **sampling: readings.append(sampling) or 1.0)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(threads, "torch_default_threads", lambda: torch.get_num_threads())  # no user setting
     clock = [100.0]
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
     for at in (100.0, 100.4, 102.0):  # the CLI's call, the run's 0.4 s later, a sweep trial's much later

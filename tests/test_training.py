@@ -7,6 +7,7 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.runs import run
+from grouprobust import training
 from grouprobust.training import make_optimizer
 
 
@@ -119,24 +120,32 @@ def test_run_id_depends_on_everything_that_changes_numbers(tiny_gaussian):
     assert base.run_id != resolve_config("spurious-gaussian", "erm", data=tiny_gaussian, hparams={"lr": 0.01}).run_id
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
-def test_optimizers_take_the_per_parameter_loop_steps_to_the_bit(optimizer):
-    """make_optimizer's multi-tensor implementation (one op per update term, weight decay included) gives
-    the values of torch's per-parameter loop (its default on a CPU)."""
+def _trained_parameters(optimizer: str, implementation: dict | None) -> torch.Tensor:
+    """Parameters after 5 steps of ``make_optimizer``'s optimizer (``implementation``: its own choice) or of
+    the same optimizer switched to ``implementation`` (e.g. torch's per-parameter loop)."""
     hp = {"optimizer": optimizer, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.01}
-    models = []
-    for fast in (True, False):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-        opt = make_optimizer(model, hp)
-        assert opt.param_groups[0]["foreach"]
-        if not fast:
-            opt.param_groups[0]["foreach"] = False
-        generator = torch.Generator().manual_seed(1)
-        for _ in range(5):
-            opt.zero_grad()
-            x = torch.randn(16, 5, generator=generator)
-            model(x).square().mean().backward()
-            opt.step()
-        models.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert torch.equal(models[0], models[1])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    opt = make_optimizer(model, hp)
+    if implementation is not None:
+        opt.param_groups[0].update(implementation)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        opt.zero_grad()
+        model(torch.randn(16, 5, generator=generator)).square().mean().backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_optimizers_are_fused_on_a_cpu_and_match_the_per_parameter_loop(optimizer, monkeypatch):
+    """On a CPU make_optimizer picks the fused kernels (one per update): they match torch's per-parameter loop
+    (its CPU default) to float32 rounding; elsewhere the multi-tensor implementation matches it to the bit."""
+    model = torch.nn.Linear(2, 2)
+    assert make_optimizer(model, {"optimizer": optimizer, "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
+                          ).param_groups[0]["fused"]
+    loop = _trained_parameters(optimizer, {"fused": False, "foreach": False})
+    fused = _trained_parameters(optimizer, None)
+    torch.testing.assert_close(fused, loop, rtol=1e-6, atol=1e-7)
+    monkeypatch.setattr(training, "FUSED_DEVICES", ())  # a device without fused kernels
+    assert torch.equal(_trained_parameters(optimizer, None), loop)
