@@ -123,12 +123,12 @@ def worst_group_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) ->
 class Standardizer:
     """Per-feature centring and scaling fitted on one set; constant features keep scale 1."""
 
-    def __init__(self, X: np.ndarray, enabled: bool, chunk: int = 4096):
+    def __init__(self, X: np.ndarray, enabled: bool, chunk: int = 512):
         d = X.shape[1]
         self.mean, scale = np.zeros(d), np.ones(d)
         if enabled:
             # two passes in row chunks: the same two-pass variance as ``X.std(axis=0)`` without its
-            # full-size temporaries (a large held-out matrix is not copied)
+            # full-size temporaries (a large held-out matrix is not copied); 512 rows stay in a core's cache
             self.mean = X.sum(axis=0) / len(X)
             sq = np.zeros(d)
             for lo in range(0, len(X), chunk):

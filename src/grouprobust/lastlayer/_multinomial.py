@@ -248,8 +248,17 @@ class MultinomialProblem:
         """The standardised features as float32 ``(n, d)``, built once in row chunks."""
         if self._X32 is None:
             X32 = np.empty(self.X.shape, dtype=np.float32)
-            for lo in range(0, self.n, 4096):
-                X32[lo:lo + 4096] = self.rows(lo, lo + 4096)
+            if self.center is None:
+                X32[...] = self.X
+            else:
+                # chunks that stay in a core's cache, one float64 buffer: half the time of whole temporaries
+                chunk = 512
+                buf = np.empty((chunk, self.d))
+                for lo in range(0, self.n, chunk):
+                    rows = self.X[lo:lo + chunk]
+                    b = buf[:len(rows)]
+                    np.subtract(rows, self.center, out=b)
+                    np.multiply(b, self.inv_scale, out=X32[lo:lo + chunk], casting="same_kind")
             self._X32 = X32
         return self._X32
 
