@@ -355,3 +355,23 @@ def test_an_entry_point_and_the_run_it_starts_share_one_load_reading(monkeypatch
         threads._last = None
         assert threads.apply_thread_policy().threads == 2
     assert readings == [{}, {}]  # the full (entry point) reading, taken twice: the second call reused the first
+
+
+@pytest.mark.parametrize("value, ok", [("2", True), (" 4 ", True), ("4,2", True), ("abc", False), ("0", False),
+                                       ("-1", False), ("2.5", False), ("4,", False)])
+def test_an_invalid_thread_variable_is_refused_with_the_fix(monkeypatch, restore_threads, value, ok):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    threads._last = None
+    if ok:
+        assert threads.apply_thread_policy().source == "OMP_NUM_THREADS"
+    else:
+        with pytest.raises(GroupRobustError, match=r"OMP_NUM_THREADS=.* is not a thread count; set it to a positive"):
+            threads.apply_thread_policy()
+
+
+def test_an_explicit_count_wins_over_an_invalid_variable(monkeypatch, restore_threads):
+    monkeypatch.setenv("OMP_NUM_THREADS", "abc")
+    threads._last = None
+    threads.check_threads(1)  # --threads 1: the variable is not consulted
+    assert threads.apply_thread_policy(1).source == "requested"
+    assert threads.apply_thread_policy().source == "requested"  # the run inside keeps the explicit count

@@ -217,9 +217,24 @@ def user_setting(env: Mapping[str, str] | None = None) -> str | None:
     return "torch.set_num_threads" if current != expected else None
 
 
+def check_thread_variable(name: str, value: str) -> None:
+    """Raise a one-line error unless ``value`` of the variable ``name`` is a thread count OpenMP accepts:
+    a positive integer, or a comma-separated list of them (one per nesting level). OpenMP itself only
+    warns and runs with its default, so the user's setting would silently not be the one in force."""
+    if not all(part.strip().isdigit() and int(part) > 0 for part in value.split(",")):
+        raise GroupRobustError(f"{name}={value.strip()!r} is not a thread count; set it to a positive integer "
+                               f"(e.g. {name}=2) or unset it for the automatic choice", subject="threads")
+
+
 def check_threads(threads: int | None) -> None:
-    """Raise a one-line error unless ``threads`` is None or a positive int."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    """Raise a one-line error unless ``threads`` is None or a positive int; with None (the user's variables
+    or the policy decide), also unless each of ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` that is set is a
+    thread count (`check_thread_variable`)."""
+    if threads is None:
+        for name in USER_ENV:
+            if os.environ.get(name, "").strip():
+                check_thread_variable(name, os.environ[name])
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise GroupRobustError(f"threads must be a positive integer, got {threads!r}; leave it unset for the "
                                "automatic choice", subject="threads")
 
@@ -245,13 +260,14 @@ def apply_thread_policy(threads: int | None = None, workers: int = 1) -> ThreadC
     global _last
     import torch
 
-    check_threads(threads)
     if threads is not None:
+        check_threads(threads)
         _set_threads(threads)
         _last = ThreadChoice(threads, "requested", workers=workers)
         return _last
     if _last is not None and _last.source == "requested" and torch.get_num_threads() == _last.threads:
         return _last
+    check_threads(None)  # the user's variables decide from here: refuse one OpenMP would ignore
     source = user_setting()
     if source is not None:
         return ThreadChoice(torch.get_num_threads(), source, workers=workers)
