@@ -3,6 +3,9 @@
 Prints, per shape, all measured in the same run:
 
 * total wall and CPU seconds for the full GSR run (``grouprobust.lastlayer.GSR``) and its peak memory;
+* the fit's matrix work, counted in a second fit (it does not depend on how busy the machine is, so
+  two versions of the library compare exactly): float32 Hessian-vector products, float64 passes over
+  each feature set, preconditioner builds;
 * the ratio of that run to one ``X^T diag(s) X`` product at the same shape (``Ys = X * sqrt(s)``,
   then ``Ys.T @ Ys``: the BLAS floor of one Hessian build);
 * today's algorithm before issue 14 part 2 (`gsr_reference.py`: one Hessian factorisation per
@@ -140,6 +143,32 @@ def hessian_product_seconds(X: np.ndarray, repeats: int = 3) -> tuple[float, flo
 
 
 @contextlib.contextmanager
+def counted_work(counts: dict):
+    """Count the fit's matrix work, which does not depend on the machine's speed: float32 Hessian-vector
+    products, float64 passes over each feature set (by its row count) and preconditioner builds."""
+    wrapped = {"_single_hess_vec": "float32 products", "times": "passes", "t_times": "passes",
+               "preconditioner": "builds"}
+    originals = {name: getattr(MultinomialProblem, name) for name in wrapped}
+
+    def counter(name, original):
+        def method(self, *args, **kwargs):
+            key = wrapped[name]
+            if key == "passes" and args[0].dtype == np.float64:
+                key = f"float64 passes over {len(args[0])} rows"
+            counts[key] = counts.get(key, 0) + 1
+            return original(self, *args, **kwargs)
+        return method
+
+    for name, original in originals.items():
+        setattr(MultinomialProblem, name, counter(name, original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(MultinomialProblem, name, original)
+
+
+@contextlib.contextmanager
 def traced_weights(trajectory: list):
     """Record the weights every outer step's head is retrained on (the fast path's trajectory)."""
     originals = {cls: cls.fit for cls in (gsr_module._PrimalHead, gsr_module._DualHead)}
@@ -196,11 +225,17 @@ def run_shape(name: str, dense_steps: int, reference: bool) -> None:
     peak = peak_rss_gb()
     prod_wall, prod_cpu = hessian_product_seconds(X)  # after the fit, so its temporary is not in the fit's peak
     head = traced_weights.last_head
+    work: dict = {}
+    if isinstance(head, gsr_module._PrimalHead):  # the dual head's work is its kernel factorisations (below)
+        with counted_work(work):  # a second, counted fit, after the peak was read: the timed one runs unwrapped
+            GSR(n_steps=steps).fit(X, y, X_target=Xt, y_target=yt, groups_target=gt, X_val=Xv, y_val=yv, groups_val=gv)
     hist = model.history_
     print(f"  GSR total {total:.2f} s wall, {cpu:.2f} s CPU ({total / (steps + 1) * 1000:.1f} ms/step wall, "
           f"{sum(e['n_hessians'] for e in hist)} Hessian factorisations, {type(head).__name__}), peak memory {peak:.2f} GB "
           f"(process; {before_fit:.2f} GB before the fit: imports and the data sets); "
           f"paper (GPU) {paper_s:.0f} s")
+    if work:
+        print("  work (machine-independent): " + ", ".join(f"{count} {key}" for key, count in sorted(work.items())))
     print(f"  one X^T diag(s) X product: {prod_wall:.3f} s wall, {prod_cpu:.3f} s CPU -> fit / product = "
           f"{total / prod_wall:.1f} (wall), {cpu / prod_cpu:.1f} (CPU)")
     print(f"  worst-group acc step 0 -> best step {model.best_step_}: target {hist[0]['target_worst_group_acc']:.3f} -> "
