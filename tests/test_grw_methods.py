@@ -252,3 +252,19 @@ def test_groupdro_beats_erm_worst_group_accuracy_on_spurious_gaussian_with_defau
         erm = run(resolve_config("spurious-gaussian", "erm", seed))["metrics"]["test"]["worst_group_acc"]
         dro = run(resolve_config("spurious-gaussian", "groupdro", seed))["metrics"]["test"]["worst_group_acc"]
         assert dro > erm + 0.2, (seed, erm, dro)
+
+
+def test_groupdro_batches_take_their_groups_from_the_epoch_plan():
+    """The loop asks the method for each batch: a planned batch's groups are a view of the epoch's plan (no
+    gather a step), an index tensor the method did not plan gets them gathered; both are the training
+    set's groups at those indices."""
+    train = grouped_dataset([300, 0, 40, 10, 250, 100], n_attrs=3)
+    _, method = make_method("groupdro", train, batch_size=32)
+    planned_groups = set()
+    for idx in method.batches():
+        batch = method.batch(idx)
+        assert torch.equal(batch.g, torch.as_tensor(train.g)[idx])
+        planned_groups.add(batch.g.untyped_storage().data_ptr())
+        again = method.batch(idx.clone())
+        assert torch.equal(again.g, batch.g) and again.g.untyped_storage().data_ptr() not in planned_groups
+    assert len(planned_groups) == 1  # every planned batch's groups are slices of one epoch-long tensor

@@ -196,7 +196,7 @@ class Trainer:
                 method.loss_fn.on_epoch(epoch)
             for idx in method.batches():
                 with precision:
-                    loss = method.loss(model, data.batch(idx))
+                    loss = method.loss(model, method.batch(idx))
                 recent.append(loss.detach())
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

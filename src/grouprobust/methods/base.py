@@ -42,12 +42,14 @@ class TrainData:
         self.n_classes = dataset.n_classes
         self.n_groups = dataset.n_groups
 
-    def batch(self, idx: torch.Tensor) -> Batch:
-        """The `Batch` at indices ``idx`` (on the device, or on the CPU: then copied there)."""
+    def batch(self, idx: torch.Tensor, g: torch.Tensor | None = None) -> Batch:
+        """The `Batch` at indices ``idx`` (on the device, or on the CPU: then copied there); ``g``, the groups at
+        ``idx`` when the caller already has them (e.g. from an epoch's plan), saves their gather."""
         idx = idx.to(self.device, non_blocking=True)
         # index_select dispatches faster than advanced indexing (same values); x keeps indexing, which keeps
         # a channels_last layout.
-        g = None if self.g is None else self.g.index_select(0, idx)
+        if g is None and self.g is not None:
+            g = self.g.index_select(0, idx)
         return Batch(idx, self.x[idx], self.y.index_select(0, idx), g)
 
 
@@ -89,6 +91,10 @@ class Method(MethodDeclaration):
     def batches(self) -> Iterator[torch.Tensor]:
         """One epoch of index tensors: `epoch_order` cut into minibatches (views, on the device)."""
         return iter(self.epoch_order().split(self.batch_size))
+
+    def batch(self, idx: torch.Tensor) -> Batch:
+        """The `Batch` the training loop passes to `loss` for one of `batches`' index tensors."""
+        return self.data.batch(idx)
 
     def epoch_order(self) -> torch.Tensor:
         """The indices one epoch of `batches` trains on, in order, on the device: a seeded shuffle (drawn on

@@ -101,21 +101,31 @@ class GroupDRO(WeightedSampling):
         order = self.epoch_order()
         batches = order.split(self.batch_size)
         g = self.data.g.index_select(0, order)
-        counts = batch_group_counts(g, self.batch_size, self.n_groups).clamp_min_(1).unbind(0)
+        counts_all = batch_group_counts(g, self.batch_size, self.n_groups).clamp_min_(1)
+        counts = counts_all.unbind(0)
         if self.n_groups * self.batch_size <= PLANNED_MEMBERS_MAX:
-            # Split along the batch dimension of the transposed rows: each piece is the (groups, batch) view
-            # that `update` multiplies by, made in one call rather than one transpose a step.
-            members: Sequence[torch.Tensor | None] = self.one_hot.index_select(0, g).t().split(self.batch_size, 1)
+            # Each row divided by its batch's group counts, then split along the batch dimension of the
+            # transposed rows: each piece is the (groups, batch) matrix of 1/count entries `update` multiplies
+            # by, made in a few calls an epoch rather than a transpose and a division a step.
+            batch_of = torch.arange(g.numel(), device=g.device).floor_divide_(self.batch_size)
+            rows = self.one_hot.index_select(0, g).div_(counts_all.index_select(0, batch_of))
+            members: Sequence[torch.Tensor | None] = rows.t().split(self.batch_size, 1)
         else:
             members = [None] * len(batches)
-        self._planned = {id(idx): (idx, c, m) for idx, c, m in zip(batches, counts, members)}
+        self._planned = {id(idx): (idx, c, m, bg)
+                         for idx, c, m, bg in zip(batches, counts, members, g.split(self.batch_size))}
         return iter(batches)
+
+    def batch(self, idx: torch.Tensor) -> Batch:
+        """As `Method.batch`, with a planned batch's groups taken from the plan (a view, not a gather)."""
+        planned = self._planned.get(id(idx))
+        return self.data.batch(idx, planned[3] if planned is not None and planned[0] is idx else None)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         losses = self.loss_fn(model(batch.x), batch.y)
         planned = self._planned.get(id(batch.idx))
         if planned is None or planned[0] is not batch.idx:  # not a batch of this epoch's `batches`
-            planned = (batch.idx, None, None)
+            planned = (batch.idx, None, None, None)
         weights = self.update(losses.detach(), batch.g, planned[1], planned[2])
         objective = losses.dot(weights.index_select(0, batch.g))
         # A division in the graph costs a forward and a backward op; `update` folds it into the weights
@@ -128,17 +138,21 @@ class GroupDRO(WeightedSampling):
         the per-group weights of the batch's objective, ``q_g / s_g``, already divided by the batch size ``b``
         when ``b`` is a power of two (a division by a power of two is exact, so the mean has the same bits).
 
-        ``counts`` (the batch's group counts clamped to >= 1) and ``members_t`` (its one-hot rows, transposed
-        to ``(groups, batch)``) are computed here when not given. A handful of ops on ``G``-sized tensors, none
-        reading back from the device, none recorded by autograd: this runs every step and must cost little
-        next to the model's own step.
+        ``members_t`` is the batch's ``(groups, batch)`` membership with entries ``1 / n_g`` (its one-hot rows,
+        transposed, each divided by the batch's count of its group), so ``members_t @ losses`` is the vector
+        of group mean losses ``L_g``; ``counts`` are those counts clamped to >= 1. Both are computed here
+        when not given. A handful of ops on ``G``-sized tensors, none reading back from the device, none
+        recorded by autograd: this runs every step and must cost little next to the model's own step.
+
+        Convention: ``L_g`` is summed as ``sum_i l_i / n_g`` (one ``addmv`` into ``log q``), not as group_DRO's
+        ``(sum_i l_i) / n_g``: the same to float32 rounding (the weights match group_DRO's formulas to
+        float precision), one op a step fewer.
         """
         if members_t is None:
             members_t = self.one_hot.index_select(0, g).t()
-        if counts is None:
-            counts = members_t.sum(1).clamp_min_(1)
-        # mv on the transposed rows adds in the order ``losses @ members`` did (same bits; a column gather does not).
-        self.log_q.addcdiv_(torch.mv(members_t, losses.float()), counts, value=self.eta)
+            members_t = members_t / (members_t.sum(1).clamp_min_(1) if counts is None else counts)[:, None]
+        # L_g = sum_i l_i / n_g as one product with the 1/n_g-scaled membership, added into log q by the same op
+        self.log_q.addmv_(members_t, losses.float(), alpha=self.eta)
         if self.adjusted:
             self.log_q.add_(self.eta_adjustment)
         q = torch.softmax(self.log_q, dim=0)
