@@ -116,17 +116,20 @@ class GroupDRO(WeightedSampling):
                          for idx, c, m, bg in zip(batches, counts, members, g.split(self.batch_size))}
         return iter(batches)
 
+    def _plan(self, idx: torch.Tensor) -> tuple:
+        """This epoch's plan for the index tensor ``idx`` (see `batches`), or ``(idx, None, None, None)`` when
+        ``idx`` is not one of this epoch's batches (then everything is computed per step)."""
+        planned = self._planned.get(id(idx))
+        return planned if planned is not None and planned[0] is idx else (idx, None, None, None)
+
     def batch(self, idx: torch.Tensor) -> Batch:
         """As `Method.batch`, with a planned batch's groups taken from the plan (a view, not a gather)."""
-        planned = self._planned.get(id(idx))
-        return self.data.batch(idx, planned[3] if planned is not None and planned[0] is idx else None)
+        return self.data.batch(idx, self._plan(idx)[3])
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         losses = self.loss_fn(model(batch.x), batch.y)
-        planned = self._planned.get(id(batch.idx))
-        if planned is None or planned[0] is not batch.idx:  # not a batch of this epoch's `batches`
-            planned = (batch.idx, None, None, None)
-        weights = self.update(losses.detach(), batch.g, planned[1], planned[2])
+        _, counts, members_t, _ = self._plan(batch.idx)
+        weights = self.update(losses.detach(), batch.g, counts, members_t)
         objective = losses.dot(weights.index_select(0, batch.g))
         # A division in the graph costs a forward and a backward op; `update` folds it into the weights
         # where that changes no bit.
