@@ -214,3 +214,17 @@ def test_a_stale_preconditioner_is_rebuilt_at_the_next_fit():
     rebuilt = problem.fit(w2, phi, factor, form="parameter")
     assert rebuilt[3] == 1 and rebuilt[1].chol is not factor.chol
     np.testing.assert_allclose(rebuilt[0], kept[0], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("k", [2, 3, 8, 9])
+def test_log_softmax_rows_equals_scipys_for_any_number_of_classes(k):
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(k)
+    z = rng.standard_normal((500, k)) * 30.0
+    z[0] = 800.0  # equal huge logits: exp would overflow without the row maximum
+    z[1, 0] = -800.0
+    out = multinomial.log_softmax_rows(z)
+    np.testing.assert_allclose(out, log_softmax(z, axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0, rtol=1e-13)
+    assert np.isfinite(out).all()

@@ -72,6 +72,28 @@ def cho_solve(chol: tuple, b: np.ndarray) -> np.ndarray:
     return x
 
 
+def log_softmax_rows(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of logits ``z`` ``(n, k)``: the same numbers as ``scipy.special.log_softmax(z, axis=1)``.
+
+    With few classes the row maximum and row sum are taken column by column (whole-column ufuncs):
+    numpy's reduction along a short last axis costs about three times as much, and GSR takes this of
+    every candidate of every Newton step.
+    """
+    k = z.shape[1]
+    if k > 8:
+        return log_softmax(z, axis=1)
+    top = z[:, 0].copy()
+    for j in range(1, k):
+        np.maximum(top, z[:, j], out=top)
+    out = z - top[:, None]
+    e = np.exp(out)
+    total = e[:, 0].copy()
+    for j in range(1, k):
+        total += e[:, j]
+    out -= np.log(total)[:, None]
+    return out
+
+
 def sum_zero_basis(k: int) -> np.ndarray:
     """A ``k x (k-1)`` matrix with orthonormal columns, each orthogonal to the all-ones vector."""
     # Helmert basis: column j contrasts class j+1 with classes 0..j.
@@ -300,7 +322,7 @@ class MultinomialProblem:
         fit's at other weights) saves the pass over ``X`` that computes them."""
         if z is None:
             z = self.logits(phi)
-        logp = log_softmax(z, axis=1)
+        logp = log_softmax_rows(z)
         P = np.exp(logp)
         value = -float(w @ logp[np.arange(self.n), self.y]) + 0.5 * self.l2 * float(np.sum(phi[:, :self.d] ** 2))
         grad = self.reduced_grad(P - self.Y, self.X, w)
@@ -408,20 +430,27 @@ class MultinomialProblem:
         """
         km, D, d = self.k - 1, self.D, self.d
         Bm = B[:, None, None] if B.ndim == 1 else B
+        dtype = np.float32 if single else np.float64
         if single:
             Bm = Bm.astype(np.float32)
         H = np.zeros((km, D, km, D))
+        # One buffer for every chunk's scaled rows, with the intercept's column sqrt(c) appended: a diagonal
+        # block, its intercept row and column included, is then a single symmetric rank-k update, and no
+        # chunk allocates (fresh temporaries of this size cost page faults, about a fifth of the build).
+        scaled = np.empty((min(chunk, self.n), D), dtype=dtype)
         for lo in range(0, self.n, chunk):
             Xc = self.single()[lo:lo + chunk] if single else self.rows(lo, lo + chunk)
             Bc = Bm[lo:lo + chunk]
+            Ys = scaled[:len(Xc)]
             for a in range(km):
-                for b in range(a, km):
+                root = np.sqrt(np.maximum(Bc[:, a, a], 0.0))
+                np.multiply(Xc, root[:, None], out=Ys[:, :d])
+                if self.fit_intercept:
+                    Ys[:, d] = root
+                H[a, :, a, :] += Ys.T @ Ys  # numpy computes A.T @ A with a symmetric rank-k update
+                for b in range(a + 1, km):
                     c = Bc[:, a, b]
-                    if a == b:
-                        Ys = Xc * np.sqrt(np.maximum(c, 0.0))[:, None]
-                        H[a, :d, a, :d] += Ys.T @ Ys  # numpy computes A.T @ A with a symmetric rank-k update
-                    else:
-                        H[a, :d, b, :d] += (Xc * c[:, None]).T @ Xc
+                    H[a, :d, b, :d] += (Xc * c[:, None]).T @ Xc
                     if self.fit_intercept:
                         col = c @ Xc
                         H[a, :d, b, d] += col
@@ -728,7 +757,7 @@ class DualKernelProblem:
         """``(F, gradient's dual coefficients (n, k-1), intercept gradient (k-1,), probabilities (n, k))``."""
         p = self.problem
         KA = self.K @ A
-        logp = log_softmax((KA + b) @ p.Q.T, axis=1)
+        logp = log_softmax_rows((KA + b) @ p.Q.T)
         P = np.exp(logp)
         value = -float(w @ logp[np.arange(self.n), p.y]) + 0.5 * p.l2 * float(np.sum(A * KA))
         U = ((P - p.Y) * w[:, None]) @ p.Q

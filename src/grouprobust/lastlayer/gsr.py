@@ -10,11 +10,11 @@ import time
 from typing import Any
 
 import numpy as np
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._base import LinearHead, Standardizer, native_threads
-from grouprobust.lastlayer._multinomial import FORMS, DualKernelProblem, MultinomialProblem
+from grouprobust.lastlayer._multinomial import FORMS, DualKernelProblem, MultinomialProblem, log_softmax_rows
 from grouprobust.lastlayer._validation import check_features, check_groups, check_weights, validation_given
 from grouprobust.lastlayer.influence import influence_scores
 from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
@@ -40,7 +40,7 @@ class _Split:
     def evaluate(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(probabilities (n, k), per-group mean cross-entropy (m,), per-group accuracy (m,))`` of the
         logits ``(n, k)``; the average accuracy is kept in ``last_avg_acc`` (the selection tie-break)."""
-        logp = log_softmax(logits, axis=1)
+        logp = log_softmax_rows(logits)
         ce = -logp[np.arange(len(self.y)), self.y]
         hit = np.argmax(logp, axis=1) == self.y
         losses = np.array([ce[idx].mean() for idx in self.members])
