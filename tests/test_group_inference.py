@@ -116,6 +116,42 @@ def test_infer_groups_command_writes_a_file_train_reads(reference, tmp_path, cap
     assert exit_.value.code == 2 and "exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("case", ["json sibling", "json folder", "under a file", "not npz"])
+def test_infer_groups_refuses_an_output_it_would_damage_before_inferring(reference, tmp_path, capsys, case,
+                                                                         monkeypatch):
+    import grouprobust.group_inference as gi
+
+    out, expected = tmp_path / "g.npz", "exists"
+    if case == "json sibling":
+        (tmp_path / "g.json").write_text('{"my": "notes"}')
+    elif case == "json folder":
+        (tmp_path / "g.json").mkdir()
+    elif case == "under a file":
+        (tmp_path / "afile").write_text("x")
+        out, expected = tmp_path / "afile" / "g.npz", "afile is a file; give a folder path"
+    else:
+        out, expected = tmp_path / "g.csv", "must end in .npz"
+    monkeypatch.setattr(gi, "infer_groups", lambda *a, **k: pytest.fail("inferred before checking --out"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["infer-groups", "--from", str(reference.path), "--method", "errors", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "g.npz").exists()
+    if case == "json sibling":
+        assert (tmp_path / "g.json").read_text() == '{"my": "notes"}'
+
+
+def test_groups_file_errors_say_which_half_is_missing_and_how_to_write_it(reference, tmp_path):
+    path = infer_groups("errors", reference).save(tmp_path / "groups.npz")
+    with pytest.raises(GroupRobustError, match="exists"):  # save never replaces the pair
+        infer_groups("errors", reference).save(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(GroupRobustError, match=r"groups.json, which says what made the groups, is missing .*infer-groups"):
+        load_inferred_groups(path)
+    with pytest.raises(GroupRobustError, match=r"nope.npz not found; write them with `grouprobust infer-groups"):
+        load_inferred_groups(tmp_path / "nope.npz")
+
+
 def _heldout(reference):
     feats, _ = reference.features()
     head = reference.model.head

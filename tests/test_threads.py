@@ -375,3 +375,24 @@ def test_an_explicit_count_wins_over_an_invalid_variable(monkeypatch, restore_th
     threads.check_threads(1)  # --threads 1: the variable is not consulted
     assert threads.apply_thread_policy(1).source == "requested"
     assert threads.apply_thread_policy().source == "requested"  # the run inside keeps the explicit count
+
+
+def test_a_thread_count_above_the_machines_cpus_is_refused_here_but_not_for_a_cluster(restore_threads):
+    too_many = (os.cpu_count() or 1) + 1
+    with pytest.raises(GroupRobustError, match=f"threads {too_many} is more than this machine's"):
+        threads.apply_thread_policy(too_many)
+    with pytest.raises(GroupRobustError, match="more than this machine's"):
+        threads.fix_native_threads(100_000)
+    threads.check_threads(too_many, here=False)  # Ray workers on other nodes may have that many
+
+
+def test_cli_drops_a_bad_omp_variable_when_threads_is_given_and_refuses_it_otherwise(monkeypatch):
+    from grouprobust import cli
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "abc")
+    with pytest.raises(GroupRobustError, match="OMP_NUM_THREADS='abc' is not a thread count"):
+        cli.check_thread_variables(["train", "--dataset", "spurious-gaussian"])
+    cli.check_thread_variables(["report", "SWEEP"])  # commands without the thread policy leave it alone
+    assert os.environ["OMP_NUM_THREADS"] == "abc"
+    cli.check_thread_variables(["train", "--threads", "1"])  # the flag wins, and OpenMP never sees the variable
+    assert "OMP_NUM_THREADS" not in os.environ

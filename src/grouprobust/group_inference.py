@@ -47,7 +47,7 @@ from grouprobust.data.dataset import GroupDataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.grouping import Grouper
 from grouprobust.models import predict_logits
-from grouprobust.output import read_json, save_npz_atomic, write_json_atomic
+from grouprobust.output import check_creatable, read_json, save_npz_atomic, write_json_atomic
 from grouprobust.params import FRACTION, Choice, Interval, Param, resolve_params
 from grouprobust.trained import TrainedRun
 
@@ -71,16 +71,19 @@ class InferredGroups:
     info: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path | str) -> Path:
-        """Write the groups file: ``PATH`` (npz: attribute, confidence) and ``PATH.json`` (what made them)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            raise GroupRobustError(f"groups file {path} must end in .npz", subject="out")
+        """Write the groups file: ``PATH`` (npz: attribute, confidence) and ``PATH.json`` (what made them);
+        returns ``PATH``. Refuses (`check_new_groups_file`) to replace either file."""
+        path = check_new_groups_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_npz_atomic(path, attribute=self.attribute.astype(np.int64), confidence=self.confidence.astype(np.float64))
-        write_json_atomic(path.with_suffix(".json"), {
-            "format": FORMAT, "method": self.method, "n_attrs": self.n_attrs, "n_train": len(self.attribute),
-            "dataset": self.dataset, "data": self.data, "seed": self.seed, "params": self.params,
-            "source": self.source, "info": self.info})
+        try:
+            write_json_atomic(path.with_suffix(".json"), {
+                "format": FORMAT, "method": self.method, "n_attrs": self.n_attrs, "n_train": len(self.attribute),
+                "dataset": self.dataset, "data": self.data, "seed": self.seed, "params": self.params,
+                "source": self.source, "info": self.info})
+        except BaseException:
+            path.unlink(missing_ok=True)  # no half-written pair: the .npz alone would read as damaged
+            raise
         return path
 
     def apply(self, train: GroupDataset) -> GroupDataset:
@@ -95,13 +98,33 @@ class InferredGroups:
                             group_names=names, meta=dict(plain.meta))
 
 
+def check_new_groups_file(path: Path | str) -> Path:
+    """``path`` as a `Path` if a groups file can be written there without replacing anything; else a one-line error.
+
+    The pair ``PATH`` (.npz) and ``PATH.json`` must both be new, and their folder creatable: checked before
+    an inference is computed, so a bad ``--out`` costs nothing.
+    """
+    path = Path(path).expanduser()
+    if path.suffix != ".npz":
+        raise GroupRobustError(f"groups file {path} must end in .npz; give --out a name like groups.npz", subject="out")
+    for taken in (path, path.with_suffix(".json")):
+        if taken.exists() or taken.is_symlink():
+            raise GroupRobustError(f"{taken} exists; choose another groups file or delete it", subject="out")
+    check_creatable(path.parent, "folder for the groups file", subject="out")
+    return path
+
+
 def load_inferred_groups(path: Path | str) -> InferredGroups:
     """The groups file at ``path`` (written by `InferredGroups.save`); one-line errors if missing or damaged."""
     path = Path(path).expanduser()
     meta_path = path.with_suffix(".json")
-    if not path.is_file() or not meta_path.is_file():
-        raise GroupRobustError(f"groups file {path} (and {meta_path.name}) not found; write it with "
-                               "grouprobust.group_inference.infer_groups(...).save(path)", subject="hparam:train_groups")
+    write_hint = f"write them with `grouprobust infer-groups --from RUN --out {path}`"
+    if not path.is_file():
+        what = "is a folder, not a groups file" if path.is_dir() else "not found"
+        raise GroupRobustError(f"groups file {path} {what}; {write_hint}", subject="hparam:train_groups")
+    if not meta_path.is_file():
+        raise GroupRobustError(f"{meta_path.name}, which says what made the groups, is missing beside {path}; "
+                               f"{write_hint}", subject="hparam:train_groups")
     meta = read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GroupRobustError(f"{meta_path} is not an inferred-groups file", subject="hparam:train_groups")

@@ -217,19 +217,32 @@ def user_setting(env: Mapping[str, str] | None = None) -> str | None:
     return "torch.set_num_threads" if current != expected else None
 
 
+def is_thread_count(value: str) -> bool:
+    """Whether ``value`` is an ``OMP_NUM_THREADS`` OpenMP accepts: positive integers, comma-separated."""
+    return all(part.strip().isdigit() and int(part) > 0 for part in value.split(","))
+
+
+def invalid_thread_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """The names among ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set (in ``env``, default the process
+    environment) to something that is not a thread count (`is_thread_count`)."""
+    env = os.environ if env is None else env
+    return [name for name in USER_ENV if env.get(name, "").strip() and not is_thread_count(env[name])]
+
+
 def check_thread_variable(name: str, value: str) -> None:
     """Raise a one-line error unless ``value`` of the variable ``name`` is a thread count OpenMP accepts:
     a positive integer, or a comma-separated list of them (one per nesting level). OpenMP itself only
     warns and runs with its default, so the user's setting would silently not be the one in force."""
-    if not all(part.strip().isdigit() and int(part) > 0 for part in value.split(",")):
+    if not is_thread_count(value):
         raise GroupRobustError(f"{name}={value.strip()!r} is not a thread count; set it to a positive integer "
                                f"(e.g. {name}=2) or unset it for the automatic choice", subject="threads")
 
 
-def check_threads(threads: int | None) -> None:
-    """Raise a one-line error unless ``threads`` is None or a positive int; with None (the user's variables
-    or the policy decide), also unless each of ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` that is set is a
-    thread count (`check_thread_variable`)."""
+def check_threads(threads: int | None, here: bool = True) -> None:
+    """Raise a one-line error unless ``threads`` is None or a positive int, and (``here``: the threads run
+    on this machine, not on a cluster's workers) at most this machine's CPU count; with None (the user's
+    variables or the policy decide), also unless each of ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` that is
+    set is a thread count (`check_thread_variable`)."""
     if threads is None:
         for name in USER_ENV:
             if os.environ.get(name, "").strip():
@@ -237,6 +250,10 @@ def check_threads(threads: int | None) -> None:
     elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise GroupRobustError(f"threads must be a positive integer, got {threads!r}; leave it unset for the "
                                "automatic choice", subject="threads")
+    elif here and threads > (os.cpu_count() or 1):
+        # more threads than CPUs only wait on each other, and far more exhaust memory in the native pools
+        raise GroupRobustError(f"threads {threads} is more than this machine's {os.cpu_count() or 1} CPUs; give at "
+                               "most that many, or leave it unset for the automatic choice", subject="threads")
 
 
 def _set_threads(count: int) -> None:

@@ -10,12 +10,13 @@ report), `analysis_commands` (analyze ...). Tables are drawn in `render`, progre
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
 from typer import Abort
 
-from grouprobust.threads import prefer_passive_wait
+from grouprobust.threads import check_thread_variable, invalid_thread_variables, prefer_passive_wait
 
 try:  # recent typer vendors click as typer._click; its usage errors are not re-exported publicly
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -48,6 +49,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     with exit status 2; a command run without arguments prints its help, as before.
     """
     try:
+        if "torch" not in sys.modules:  # once torch is loaded, OpenMP has read (and warned about) the variables
+            check_thread_variables(sys.argv[1:] if argv is None else argv)
         code = app(args=argv, prog_name="grouprobust", standalone_mode=False)
     except NoArgsIsHelpError as err:
         if err.format_message().strip():  # typer's rich help is printed when the error is made; click's is text
@@ -63,9 +66,27 @@ def main(argv: Optional[list[str]] = None) -> None:
         err_console.print(f"error: {describe_error(err)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted; nothing was written for the unfinished run")
+        err_console.print("interrupted; nothing was written for the unfinished run (a sweep run again resumes "
+                          "where it stopped)")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)  # as typer's standalone mode: always exit
+
+
+THREAD_COMMANDS = ("train", "demo", "sweep", "features", "analyze")  # the commands that apply the thread policy
+
+
+def check_thread_variables(args: list[str]) -> None:
+    """Deal with an ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` that is not a thread count before torch loads,
+    since OpenMP then prints its own two-line warning about it: with ``--threads`` the flag wins, so the
+    variable is dropped; otherwise a command that applies the thread policy refuses it in one line."""
+    bad = invalid_thread_variables()
+    if not bad:
+        return
+    if any(arg == "--threads" or arg.startswith("--threads=") for arg in args):
+        for name in bad:
+            del os.environ[name]
+    elif args and args[0] in THREAD_COMMANDS:
+        check_thread_variable(bad[0], os.environ[bad[0]])
 
 
 def usage_line(err: UsageError) -> str:

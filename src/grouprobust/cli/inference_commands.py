@@ -10,7 +10,6 @@ import typer
 from grouprobust.cli.application import app, console
 from grouprobust.cli.options import SetOpt, parse_assignments
 from grouprobust.cli.render import inference_quality_table
-from grouprobust.errors import GroupRobustError
 
 
 @app.command("infer-groups")
@@ -24,11 +23,10 @@ def infer_groups_command(
 ) -> None:
     """Infer training groups without training group labels; train on them with `train --groups FILE`."""
     # Lazy: group inference imports torch and scikit-learn, which `grouprobust --help` does not need.
-    from grouprobust.group_inference import infer_groups
+    from grouprobust.group_inference import check_new_groups_file, infer_groups
     from grouprobust.trained import load_trained_run
 
-    if out.exists():
-        raise GroupRobustError(f"{out} exists; choose another groups file or delete it", subject="out")
+    out = check_new_groups_file(out)  # before the inference: a bad --out costs nothing
     groups = infer_groups(method, load_trained_run(reference, subject="reference"), parse_assignments(sets, "--set"),
                           seed)
     groups.save(out)

@@ -35,10 +35,9 @@ def sweep(
     from grouprobust.threads import check_threads
     from grouprobust.tracking import check_trackers
 
-    check_threads(threads)
-
     if address is not None:
         executor = "ray"
+    check_threads(threads, here=executor != "ray")  # a Ray cluster's workers may have more CPUs than this machine
     if dry_run:
         check_executor(executor, workers, address)
         spec, todo = prepare(file, out, retry_failed, force)
