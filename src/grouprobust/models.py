@@ -67,8 +67,12 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
         except RuntimeError:
             raise GroupRobustError(f"unknown device {requested!r}; use cpu, cuda or cuda:N", subject="device") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise GroupRobustError("device 'cuda' requested but no CUDA GPU is available; use the cpu",
+            raise GroupRobustError(f"device {requested!r} requested but no CUDA GPU is available; use the cpu",
                                    subject="device")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise GroupRobustError(f"device {requested!r} requested but this machine has "
+                                   f"{torch.cuda.device_count()} CUDA GPU(s); use cuda:0 to "
+                                   f"cuda:{torch.cuda.device_count() - 1}", subject="device")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

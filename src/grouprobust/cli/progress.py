@@ -15,7 +15,9 @@ def training_progress(description: str, total: int, console: Console | None = No
     """A transient bar over ``total`` epochs; yields the ``on_epoch(epoch, loss)`` callback that moves it."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=disable) as progress:
+                  console=console, transient=True,
+                  # a transient bar draws nothing useful into a log or a pipe, only a blank line where it ends
+                  disable=disable or (console is not None and not console.is_terminal)) as progress:
         task = progress.add_task(description, total=total, loss=float("nan"))
         yield lambda epoch, loss: progress.update(task, completed=epoch, loss=loss)
 
@@ -25,7 +27,9 @@ def count_progress(description: str, console: Console | None = None,
                    disable: bool = False) -> Iterator[Callable[[int, int], None]]:
     """A transient bar of items done; yields the ``progress(done, total)`` callback that moves it."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=disable) as progress:
+                  console=console, transient=True,
+                  # a transient bar draws nothing useful into a log or a pipe, only a blank line where it ends
+                  disable=disable or (console is not None and not console.is_terminal)) as progress:
         task = progress.add_task(description, total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
@@ -37,7 +41,9 @@ def step_progress(description: str, console: Console | None = None,
     `grouprobust.analysis.runs` that moves it and shows what runs now."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[message]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=disable) as progress:
+                  console=console, transient=True,
+                  # a transient bar draws nothing useful into a log or a pipe, only a blank line where it ends
+                  disable=disable or (console is not None and not console.is_terminal)) as progress:
         task = progress.add_task(description, total=None, message="")
 
         def update(message: str, done: int, total: int) -> None:
