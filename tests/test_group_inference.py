@@ -150,6 +150,9 @@ def test_groups_file_errors_say_which_half_is_missing_and_how_to_write_it(refere
         load_inferred_groups(path)
     with pytest.raises(GroupRobustError, match=r"nope.npz not found; write them with `grouprobust infer-groups"):
         load_inferred_groups(tmp_path / "nope.npz")
+    (tmp_path / "run.txt").write_text("x")
+    with pytest.raises(GroupRobustError, match=r"run.txt is a file, not a run directory"):
+        load_trained_run(tmp_path / "run.txt")
 
 
 def _heldout(reference):

@@ -137,6 +137,7 @@ def test_dfr_round_trip_beats_stage1_erm(gsr_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--from", "{tmp}/missing"], "no such directory"),
+    (["--from", "{tmp}/afile"], "a file, not a run directory"),
     (["--from", "{tmp}"], "no model.pt"),
     (["--set", "bogus=1"], "unknown hyper-parameter 'bogus'"),
     (["--regime", "none"], "needs group labels on validation only"),
@@ -145,6 +146,7 @@ def test_dfr_round_trip_beats_stage1_erm(gsr_run, tmp_path):
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path, capsys):
     out = tmp_path / "out"
     args = [a.format(tmp=tmp_path) for a in args]
+    (tmp_path / "afile").write_text("not a run")
     assert _cli("train", "--method", "gsr", "--dataset", "spurious-gaussian", "--out", str(out), "-q", *args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

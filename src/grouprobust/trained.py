@@ -88,8 +88,9 @@ def load_trained_run(path: Path | str, device: torch.device | str | None = None,
     """
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise GroupRobustError(f"{path / MODEL_FILE} not found: there is no run directory {path}; pass the output "
-                               "directory of a finished training run", subject=subject)
+        what = f"{path} is a file, not a run directory" if path.is_file() else \
+            f"{path / MODEL_FILE} not found: there is no run directory {path}"
+        raise GroupRobustError(f"{what}; pass the output directory of a finished training run", subject=subject)
     weights = path / MODEL_FILE
     if not weights.is_file():
         raise GroupRobustError(f"{weights} not found; the run saved no model (train it again with model saving on)",

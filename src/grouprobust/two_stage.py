@@ -106,7 +106,8 @@ def resolve_stage1_dir(path: str | Path) -> Path:
     """
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise GroupRobustError(f"stage-1 run {path}: no such directory; pass the output directory of a finished "
+        what = "a file, not a run directory" if path.is_file() else "no such directory"
+        raise GroupRobustError(f"stage-1 run {path}: {what}; pass the output directory of a finished "
                                "training run", subject="stage1")
     for candidate in (path / STAGE1_DIR, path):
         if (candidate / MODEL_FILE).is_file() and (candidate / "config.json").is_file():
