@@ -50,6 +50,12 @@ def _runs(tmp: Path) -> None:
     (run / "result.json").write_text(json.dumps({"metrics": {"val": metrics, "test": metrics}}))
 
 
+def _mine(tmp: Path, name: str) -> None:
+    """A user's own file at ``tmp/name``, where a command would write one of its own."""
+    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp / name).write_text("mine")
+
+
 TRAIN = ["train", "-d", "spurious-gaussian", "-q", "--epochs", "1"]
 CASES = [
     # train
@@ -116,6 +122,14 @@ CASES = [
      "no Ray cluster answers"),
     ("sweep", ["sweep", "{tmp}/s.yaml", "-o", "{tmp}/sw", "--workers", "0"], _sweep(SWEEP_OK), "workers"),
     ("sweep", ["sweep", "{tmp}/s.yaml"], _sweep(SWEEP_OK), "Missing option '--out'"),
+    ("sweep", ["sweep", "{tmp}/s.yaml", "-o", "/proc/grouprobust-sweep"], _sweep(SWEEP_OK),
+     "cannot create sweep directory /proc/grouprobust-sweep: /proc is not writable"),
+    ("sweep", ["sweep", "{tmp}/s.yaml", "-o", "{tmp}/file/sw"], lambda t: (_file(t), _sweep(SWEEP_OK)(t)),
+     "which is a file"),
+    ("sweep", ["sweep", "{tmp}/s.yaml", "-o", "{tmp}/file/sw", "--dry-run"],
+     lambda t: (_file(t), _sweep(SWEEP_OK)(t)), "which is a file"),
+    ("sweep", ["sweep", "{tmp}/s.yaml", "-o", "{tmp}/sw"], lambda t: (_sweep(SWEEP_OK)(t), _mine(t, "sw/runs")),
+     "runs is a file"),
     # report
     ("report", ["report", "{tmp}/nope"], None, "is not a directory"),
     ("report", ["report", "{tmp}"], None, "no finished or failed runs"),
@@ -124,6 +138,10 @@ CASES = [
     ("report", ["report", "{tmp}/sw", "-o", "/proc/grouprobust-report", "--no-plots"], _runs, "cannot create"),
     ("report", ["report", "{tmp}/sw", "--select", "nosuch", "--no-plots"], _runs, "unknown selection rule"),
     ("report", ["report", "{tmp}/sw", "--select", "val_macro_f1", "--no-plots"], _runs, "choose one of"),
+    ("report", ["report", "{tmp}/sw", "-o", "{tmp}/mine", "--no-plots"],
+     lambda t: (_runs(t), _mine(t, "mine/summary.csv")), "summary.csv already exists and no earlier report wrote it"),
+    ("report", ["report", "{tmp}/sw", "--no-plots"], lambda t: (_runs(t), _mine(t, "sw/report/report.md")),
+     "report.md already exists and no earlier report wrote it"),
     # analyze
     ("analyze", ["analyze", "alignment", "-o", "{tmp}/al", "--seeds", "-1"], None, "seed must be"),
     ("analyze", ["analyze", "completeness", "-o", "{tmp}/co", "--seeds", "-3"], None, "seed must be"),

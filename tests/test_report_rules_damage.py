@@ -68,6 +68,10 @@ def test_a_rule_the_runs_lack_is_refused_in_one_line(sweep):
     (lambda p: (p / "result.json").write_text("[1, 2]"), "not an object"),
     (lambda p: (p / "result.json").write_text('{"metrics": [1]}'), "metrics is not an object"),
     (lambda p: (p / "result.json").write_text("{broken"), "not valid JSON"),
+    (lambda p: (p / "result.json").write_text("{}"), "lacks the key 'metrics'"),
+    (lambda p: (p / "result.json").write_text('{"metrics": {"val": {"avg_acc": 0.5}}}'), "lacks the test split"),
+    (lambda p: (p / "result.json").write_text('{"metrics": {"val": {}, "test": {"avg_acc": 0.5}}}'),
+     "metrics.val holds none of"),
     (lambda p: (p / "config.json").write_text('{"method": "erm"}'), "lacks the key 'dataset'"),
     (lambda p: (p / "config.json").write_text('"text"'), "not an object"),
 ])
@@ -79,6 +83,18 @@ def test_damaged_runs_are_listed_unreadable_and_the_rest_is_reported(sweep, dama
     assert report.summary.iloc[0]["n_seeds"] == 2  # lr=0.1 still has both seeds
     text = (folder / "report.md").read_text()
     assert "## Unreadable runs" in text and "1 unreadable" in text
+
+
+def test_a_result_without_metrics_is_no_seed(sweep):
+    from grouprobust import load_runs
+
+    (sweep / "runs" / "a1" / "result.json").write_text("{}")  # valid JSON, but no figures: damaged
+    runs = load_runs(sweep).set_index("run_id")
+    assert runs.loc["a1", "status"] == "unreadable" and "lacks the key 'metrics'" in runs.loc["a1", "reason"]
+    report, folder = write_report(sweep, plots=False)
+    row = report.summary.iloc[0]
+    assert row["hparams"] == "lr=0.1" and row["n_seeds"] == 1 and row["test_worst_group_acc_mean"] == 0.5
+    assert list(report.unreadable["run_id"]) == ["a1"] and "1 unreadable" in (folder / "report.md").read_text()
 
 
 def test_every_run_damaged_still_gives_a_report(sweep):

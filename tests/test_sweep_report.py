@@ -113,3 +113,74 @@ def test_report_on_empty_or_missing_directory_is_a_one_line_error(tmp_path, caps
         main(["report", str(tmp_path / "nope")])
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def _report_files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_report_keeps_a_users_files_and_replaces_only_its_own(sweep_dir, tmp_path, capsys):
+    mine = tmp_path / "myrep"
+    mine.mkdir()
+    (mine / "summary.csv").write_text("mine")
+    (mine / "report.md").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(sweep_dir), "--out", str(mine), "--no-plots"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "already exists and no earlier report wrote it" in err and "remove that file" in err
+    assert err.endswith("(set it with --out)") and ("summary.csv" in err or "report.md" in err)
+    assert _report_files(mine) == {"summary.csv": b"mine", "report.md": b"mine"}  # nothing written
+
+    own = sweep_dir / "report"  # the default folder, with a hand-made report.md
+    own.mkdir()
+    (own / "report.md").write_text("my notes")
+    with pytest.raises(GroupRobustError, match="report.md already exists"):
+        write_report(sweep_dir)
+    assert _report_files(own) == {"report.md": b"my notes"}
+
+    (own / "report.md").unlink()  # removed: the report is written, and re-running it regenerates it
+    report, folder = write_report(sweep_dir)
+    listing = json.loads((folder / "report.json").read_text())
+    assert set(listing["files"]) == set(_report_files(folder)) - {"report.json"}
+    assert {"report.md", "summary.csv", "method_comparison.png"} <= set(listing["files"])
+    (folder / "summary.csv").write_text("stale")
+    (folder / "notes.txt").write_text("mine")  # a file the report does not write: kept as it is
+    write_report(sweep_dir, plots=False)
+    assert (folder / "summary.csv").read_text().startswith("dataset,") and (folder / "notes.txt").read_text() == "mine"
+    assert "method_comparison.png" in json.loads((folder / "report.json").read_text())["files"]  # still its own
+    write_report(sweep_dir)  # and its figures are replaced again
+
+
+@pytest.mark.parametrize("listing", ["mine", "{}", '{"files": ["summary.csv"]}'])
+def test_a_report_json_that_no_report_wrote_is_kept(sweep_dir, tmp_path, listing):
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "report.json").write_text(listing)
+    (out / "summary.csv").write_text("mine")
+    with pytest.raises(GroupRobustError, match="report.json already exists and is not a report's list") as info:
+        write_report(sweep_dir, out, plots=False)
+    assert info.value.subject == "out"
+    assert _report_files(out) == {"report.json": listing.encode(), "summary.csv": b"mine"}
+
+
+def test_a_users_figure_of_the_same_name_is_kept(sweep_dir, tmp_path):
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "method_comparison.png").write_bytes(b"mine")
+    with pytest.raises(GroupRobustError, match="method_comparison.png already exists"):
+        write_report(sweep_dir, out)
+    assert _report_files(out) == {"method_comparison.png": b"mine"}
+    write_report(sweep_dir, out, plots=False)  # no figures asked for: nothing of the user's is in the way
+    assert (out / "method_comparison.png").read_bytes() == b"mine"
+    with pytest.raises(GroupRobustError, match="method_comparison.png already exists"):
+        write_report(sweep_dir, out)  # the earlier report did not write the figure: still refused
+
+
+def test_a_report_written_before_the_file_list_existed_is_still_replaced(sweep_dir):
+    report, folder = write_report(sweep_dir)
+    (folder / "report.json").unlink()  # what a report written by an older grouprobust leaves: no list
+    (folder / "summary.csv").write_text("stale")
+    write_report(sweep_dir)  # recognised by its report.md's first line, so re-running keeps working
+    assert (folder / "summary.csv").read_text().startswith("dataset,")
+    assert "summary.csv" in json.loads((folder / "report.json").read_text())["files"]

@@ -1,8 +1,9 @@
 """`load_runs(directory)`: every run under a directory as one pandas DataFrame (the public face of
 `grouprobust.sweep.report.collect_runs`, which the report builds on).
 
-Columns (one row per finished or failed run): ``run_id``, ``path``, ``status`` (finished / failed),
-``reason`` (why it failed), the config (``dataset``, ``method``, ``seed``, ``regime``, ``select``,
+Columns (one row per finished or failed run): ``run_id``, ``path``, ``status`` (finished / failed, or
+unreadable: damaged files, or a result.json without ``metrics.val`` / ``metrics.test`` figures),
+``reason`` (why it failed or is unreadable), the config (``dataset``, ``method``, ``seed``, ``regime``, ``select``,
 and ``data`` / ``hparams`` / ``inputs`` (the input files' content fingerprints) as canonical JSON text), one column per dataset option (``data.<name>``)
 and per hyper-parameter (``hparams.<name>``), ``point`` (the config's hash without the seed: runs
 that differ only by seed share it), ``selected_epoch``, and the selected point's metrics per split

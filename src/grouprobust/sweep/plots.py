@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import matplotlib
 
@@ -94,18 +95,29 @@ def group_weights_plot(weights: pd.DataFrame, title: str, group_names: list[str]
     return path
 
 
-def write_plots(report: "Report", out: Path) -> dict[str, Path]:
-    """Write every figure the report supports into ``out``; returns ``{title: path}``."""
-    figures = {"method comparison": method_comparison(report.summary, out / "method_comparison.png")}
+def plan_plots(report: "Report", out: Path) -> dict[str, tuple[Path, Callable[[], Path]]]:
+    """Every figure the report supports, drawn into ``out``: ``{title: (path, draw)}``, where ``draw()``
+    writes the figure and returns its path. Nothing is drawn or written yet (the report checks the paths
+    first)."""
+    plans: dict[str, tuple[Path, Callable[[], Path]]] = {}
+
+    def add(title: str, path: Path, draw: Callable[..., Path], *args: Any) -> None:
+        plans[title] = (path, partial(draw, *args, path))
+
+    add("method comparison", out / "method_comparison.png", method_comparison, report.summary)
     for dataset in report.summary["dataset"].unique():
         if len(report.per_group) and (report.per_group["dataset"] == dataset).any():
-            figures[f"per-group accuracy, {dataset}"] = per_group_heatmap(
-                report.per_group, dataset, out / f"per_group_{_safe(dataset)}.png")
+            add(f"per-group accuracy, {dataset}", out / f"per_group_{_safe(dataset)}.png", per_group_heatmap,
+                report.per_group, dataset)
     for (dataset, method), runs in report.chosen.groupby(["variant", "method"]):
         weights = group_weight_history(list(runs["path"]))
         if weights is not None:
             names = list(runs["test_per_group"].iloc[0] or {})
-            figures[f"group weights, {method} on {dataset}"] = group_weights_plot(
-                weights, f"{method} on {dataset}: group weights", names,
-                out / f"group_weights_{_safe(dataset)}_{_safe(method)}.png")
-    return figures
+            add(f"group weights, {method} on {dataset}", out / f"group_weights_{_safe(dataset)}_{_safe(method)}.png",
+                group_weights_plot, weights, f"{method} on {dataset}: group weights", names)
+    return plans
+
+
+def write_plots(report: "Report", out: Path) -> dict[str, Path]:
+    """Write every figure the report supports into ``out``; returns ``{title: path}``."""
+    return {title: draw() for title, (_, draw) in plan_plots(report, out).items()}

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.output import check_creatable, format_mean_std, read_json, write_atomic
+from grouprobust.output import check_creatable, format_mean_std, read_json, write_atomic, write_json_atomic
 from grouprobust.rundir import run_status
 from grouprobust.selection import SELECTION_RULES, SelectionRule, get_rule, rule_value, select_best_index, selection_key
 from grouprobust.sweep.store import MANIFEST, runs_dir
@@ -28,6 +29,9 @@ SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_cla
 REPORTED = (("worst_group_acc", "worst-group"), ("group_balanced_acc", "group-balanced"), ("avg_acc", "average"))
 VARIANT = ["dataset", "data", "inputs", "method", "regime", "select"]
 UNREADABLE = "unreadable"
+TABLES = ("summary.csv", "per_group.csv", "failures.csv", "summary.tex", "report.md")
+REPORT_FILES = "report.json"  # the report's list of the files it wrote into its folder
+WRITTEN_BY = "grouprobust report"
 
 
 def metric_column(rule: SelectionRule) -> str:
@@ -88,6 +92,23 @@ def _object(path: Path) -> dict[str, Any]:
     return value
 
 
+def _check_metrics(path: Path, result: dict[str, Any]) -> None:
+    """Raise unless ``result`` (the document at ``path``) holds ``metrics.val`` and ``metrics.test``, each
+    an object with at least one figure: a run without them has nothing to average, and is no seed."""
+    if "metrics" not in result:
+        raise GroupRobustError(f"{path} lacks the key 'metrics'; the file is damaged")
+    metrics = result["metrics"]
+    if not isinstance(metrics, dict):
+        raise GroupRobustError(f"{path}: metrics is not an object; the file is damaged")
+    for split in ("val", "test"):
+        figures = metrics.get(split)
+        if not isinstance(figures, dict):
+            raise GroupRobustError(f"{path}: metrics lacks the {split} split (metrics.{split}); the file is damaged")
+        if all(np.isnan(_number(figures.get(name))) for name in SCALAR_METRICS):
+            raise GroupRobustError(f"{path}: metrics.{split} holds none of {', '.join(SCALAR_METRICS)}; "
+                                   "the file is damaged")
+
+
 def _read_run(path: Path, status: str) -> dict[str, Any]:
     config = _object(path / "config.json")
     row: dict[str, Any] = {
@@ -102,8 +123,7 @@ def _read_run(path: Path, status: str) -> dict[str, Any]:
         row["reason"] = str(_object(path / "error.json").get("reason", "unknown"))
         return row
     result = _object(path / "result.json")
-    if not isinstance(result.get("metrics", {}), dict):
-        raise GroupRobustError(f"{path / 'result.json'}: metrics is not an object; the file is damaged")
+    _check_metrics(path / "result.json", result)
     for column, rule in _metric_columns().items():
         row[column] = _number(rule_value(result, rule))
     metrics = result.get("metrics")
@@ -269,17 +289,72 @@ def make_report_dir(out: Path) -> None:
                                "folder for out", subject="out") from None
 
 
+def _written_before(out: Path) -> set[str]:
+    """The names of the files that earlier reports wrote into ``out`` (listed in ``out/report.json``)."""
+    path = out / REPORT_FILES
+    if not os.path.lexists(path):
+        return _legacy_report_files(out)
+    try:
+        listing = read_json(path) if path.is_file() else None
+    except GroupRobustError:
+        listing = None
+    files = listing.get("files") if isinstance(listing, dict) and listing.get("written_by") == WRITTEN_BY else None
+    if not isinstance(files, list):
+        raise GroupRobustError(f"{path} already exists and is not a report's list of its files; give another "
+                               "out, or remove that file", subject="out")
+    return {str(name) for name in files}
+
+
+def _legacy_report_files(out: Path) -> set[str]:
+    """The files a report written before ``report.json`` existed left in ``out``: recognised by its
+    ``report.md``'s generated first line, so re-running ``report`` on an older sweep keeps working."""
+    try:
+        with open(out / "report.md", encoding="utf-8") as fh:
+            first = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    if not first.startswith("# Sweep report: "):
+        return set()
+    return {p.name for p in out.iterdir() if p.is_file() and (p.name in TABLES or p.suffix == ".png")}
+
+
+def check_report_out(out: Path, names: Iterable[str]) -> set[str]:
+    """The files in ``out`` that earlier reports wrote; raises a one-line error if one of ``names`` (the
+    files a report is about to write besides ``report.json``) is there and no earlier report wrote it (a
+    user's own file), or if ``report.json`` is there and is not a report's list of its files."""
+    if not out.is_dir():
+        return set()
+    earlier = _written_before(out)
+    for name in names:
+        target = out / name
+        if os.path.lexists(target) and (name not in earlier or target.is_symlink() or not target.is_file()):
+            raise GroupRobustError(f"{target} already exists and no earlier report wrote it; give another out, "
+                                   "or remove that file", subject="out")
+    return {name for name in earlier if (out / name).is_file()}
+
+
 def write_report(directory: Path, out: Path | None = None, rule: str | None = None, plots: bool = True) -> tuple[Report, Path]:
     """Write ``report.md``, ``summary.csv``, ``summary.tex``, ``per_group.csv``, ``failures.csv`` and plots.
 
-    Files go to ``out`` (default ``directory/report``); returns the `Report` and that folder.
+    Files go to ``out`` (default ``directory/report``); returns the `Report` and that folder. The files
+    written are listed in ``out/report.json``: a later report replaces them (and only them), and a file
+    of the same name that no report wrote is refused with a one-line error before anything is written.
     """
     from grouprobust.sweep.frames import load_runs  # frames builds on this module: imported here, not at the top
 
     directory = Path(directory)
     report = select_and_aggregate(load_runs(directory), rule)
     out = Path(out) if out is not None else directory / "report"
+    plans = {}
+    if plots and len(report.summary):
+        from grouprobust.sweep.plots import plan_plots  # imports matplotlib: only when figures are asked for
+
+        plans = plan_plots(report, out)
+    names = [*TABLES, *(path.name for path, _ in plans.values())]
+    earlier = check_report_out(out, names)
     make_report_dir(out)
+    write_json_atomic(out / REPORT_FILES, {"written_by": WRITTEN_BY, "sweep": str(directory),
+                                           "files": sorted(earlier | set(names))})
     write_atomic(out / "summary.csv", report.summary.to_csv(index=False))
     write_atomic(out / "per_group.csv", report.per_group.to_csv(index=False))
     write_atomic(out / "failures.csv", report.failures.to_csv(index=False))
@@ -288,11 +363,7 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     text_cols = [c for c in ("dataset", "method", "rule", "hparams") if c in latex]
     styler = latex.style.hide(axis="index").format(escape="latex", subset=text_cols).format_index(escape="latex", axis=1)
     write_atomic(out / "summary.tex", styler.to_latex(hrules=True))
-    figures = {}
-    if plots and len(report.summary):
-        from grouprobust.sweep.plots import write_plots  # imports matplotlib: only when figures are asked for
-
-        figures = write_plots(report, out)
+    figures = {title: draw() for title, (_, draw) in plans.items()}
     missing = missing_trials(directory, report.runs)
     lines = [f"# Sweep report: {directory}", "",
              f"{int((report.runs['status'] == 'finished').sum())} finished runs, {len(report.failures)} failed"

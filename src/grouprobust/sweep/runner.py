@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.output import check_creatable
 from grouprobust.sweep.executors import (LocalExecutor, Outcome, RayExecutor, _check_reachable, check_executor,
                                          make_executor)
 from grouprobust.sweep.spec import SweepSpec, load_sweep
@@ -48,9 +49,12 @@ class SweepSummary:
 def prepare(spec_path: Path, out: Path, retry_failed: bool = False, force: bool = False) -> tuple[SweepSpec, Plan]:
     """Load and validate the sweep file (every trial), and plan against what ``out`` holds; writes nothing.
 
-    Raises if ``out`` holds another sweep's manifest, unless ``force`` (`unlisted_trials`)."""
-    if Path(out).exists() and not Path(out).is_dir():
-        raise GroupRobustError(f"out {out} is a file; give a directory for the sweep's runs", subject="out")
+    Raises if ``out`` cannot be created (`check_creatable`: under a file, or where no folder may be
+    made) or holds another sweep's manifest, unless ``force`` (`unlisted_trials`)."""
+    check_creatable(out, "sweep directory")
+    if runs_dir(out).exists() and not runs_dir(out).is_dir():
+        raise GroupRobustError(f"{runs_dir(out)} is a file, where the sweep's run directories belong; give another "
+                               "folder for out, or remove that file", subject="out")
     spec = load_sweep(spec_path)
     trials = expand(spec)
     unlisted_trials(out, trials, spec.path, force)
