@@ -194,7 +194,8 @@ def coerce(value: Any, kind: type | None, name: str, what: str = "hyper-paramete
     """``value`` (often a string from a command line or sweep file) converted to ``kind``.
 
     ``kind`` None accepts JSON text or leaves the value as it is. Raises a one-line
-    `GroupRobustError` naming ``what`` and ``name`` when the value cannot be converted.
+    `GroupRobustError` naming ``what`` and ``name`` when the value cannot be converted; a bool is
+    never an int or a float (``True`` for an int parameter is refused, not read as 1).
     """
     def bad() -> GroupRobustError:
         label = "true/false" if kind is bool else ("a list" if kind in (list, tuple) else
@@ -209,17 +210,21 @@ def coerce(value: Any, kind: type | None, name: str, what: str = "hyper-paramete
                 return value
         return value
     if not isinstance(value, str) or kind is str:
+        if isinstance(value, np.generic):
+            value = value.item()  # a numpy scalar (a grid built with numpy): its Python value, np.bool_ as bool
         if kind is bool:
             if isinstance(value, bool):
                 return value
             raise bad()
-        if kind is int and not isinstance(value, bool):
+        if kind in (int, float) and isinstance(value, bool):
+            raise bad()  # bool is an int subclass: true would pass as 1 and be stored (and hashed) as true
+        if kind is int:
             if isinstance(value, int):
                 return value
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise bad()
-        if kind is float and not isinstance(value, bool):
+        if kind is float:
             if isinstance(value, (int, float)):
                 return float(value)
             raise bad()

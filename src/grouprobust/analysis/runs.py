@@ -47,6 +47,14 @@ def _nonempty(values: Iterable[Any], name: str) -> list[Any]:
     return out
 
 
+def _once(values: list[Any], name: str, noun: str) -> list[Any]:
+    """``values`` if none repeats; else a one-line error (a repeated seed would count twice in the mean and
+    std over seeds, as the sweep file refuses it too). ``noun`` names one value: ``seed``, ``method``."""
+    if len(set(values)) != len(values):
+        raise GroupRobustError(f"{name}: lists a {noun} twice; list each {noun} once", subject=name)
+    return values
+
+
 def _check_out(out: Path, force: bool = False) -> None:
     """Fail before any work when ``out`` cannot become the output directory: a path under a file or in a
     folder that refuses new entries (`check_creatable`), or one holding an analysis (`check_analysis_out`)."""
@@ -98,9 +106,9 @@ def run_alignment(out: Path | str, *, dataset: str = "spurious-gaussian", featur
     out = Path(out)
     features = Path(features) if features is not None else None
     _check_out(out, force)
-    method_list = list(dict.fromkeys(_nonempty(methods, "methods")))
-    l2_list = [float(v) for v in _nonempty(l2, "l2")]
-    seed_list = [check_seed(s, "seeds") for s in _nonempty(seeds, "seeds")]
+    method_list = _once(_nonempty(methods, "methods"), "methods", "method")
+    l2_list = _once([float(v) for v in _nonempty(l2, "l2")], "l2", "strength")
+    seed_list = _once([check_seed(s, "seeds") for s in _nonempty(seeds, "seeds")], "seeds", "seed")
     for m in method_list:
         get_method(m)
     if "erm" not in method_list:
@@ -175,8 +183,8 @@ def run_completeness(out: Path | str, *, dataset: str = "spurious-gaussian",
     """
     out = Path(out)
     _check_out(out, force)
-    method_list = list(dict.fromkeys(_nonempty(methods, "methods")))
-    seed_list = [check_seed(s, "seeds") for s in _nonempty(seeds, "seeds")]
+    method_list = _once(_nonempty(methods, "methods"), "methods", "method")
+    seed_list = _once([check_seed(s, "seeds") for s in _nonempty(seeds, "seeds")], "seeds", "seed")
     for m in method_list:
         get_method(m)
     if split not in ("train", "val", "test"):
@@ -229,10 +237,12 @@ def run_implicit_bias_experiment(out: Path | str, *, losses: Sequence[str] = ("s
     """
     out = Path(out)
     _check_out(out, force)
-    settings = [ImplicitBiasSetting(loss=loss, l2=float(lam), steps=int(steps), lr=float(lr),
-                                    group_lr=float(group_lr), seed=check_seed(seed, "seeds"))
-                for seed in _nonempty(seeds, "seeds") for loss in _nonempty(losses, "losses")
-                for lam in _nonempty(l2, "l2")]
+    seed_list = _once([check_seed(s, "seeds") for s in _nonempty(seeds, "seeds")], "seeds", "seed")
+    loss_list = _once(_nonempty(losses, "losses"), "losses", "loss")
+    l2_list = _once([float(v) for v in _nonempty(l2, "l2")], "l2", "strength")
+    settings = [ImplicitBiasSetting(loss=loss, l2=lam, steps=int(steps), lr=float(lr), group_lr=float(group_lr),
+                                    seed=seed)
+                for seed in seed_list for loss in loss_list for lam in l2_list]
     for s in settings:
         s.check()
     frames = []

@@ -48,8 +48,9 @@ def alignment(
 
     with step_progress("alignment", err_console) as progress:
         table = run_alignment(out, dataset=dataset, features=features, encoder=encoder,
-                              methods=parse_list(methods, str, "--methods"), l2=parse_list(l2, float, "--l2"),
-                              seeds=parse_list(seeds, int, "--seeds"), hparams=parse_assignments(sets, "--set"),
+                              methods=parse_list(methods, str, "--methods", "method"),
+                              l2=parse_list(l2, float, "--l2", "strength"),
+                              seeds=parse_list(seeds, int, "--seeds", "seed"), hparams=parse_assignments(sets, "--set"),
                               data=parse_assignments(data, "--data"), progress=progress, force=force)
     _finish(table, out)
 
@@ -74,8 +75,8 @@ def completeness(
     apply_thread_policy(threads)
 
     with step_progress("completeness", err_console) as progress:
-        table = run_completeness(out, dataset=dataset, methods=parse_list(methods, str, "--methods"),
-                                 seeds=parse_list(seeds, int, "--seeds"), split=split,
+        table = run_completeness(out, dataset=dataset, methods=parse_list(methods, str, "--methods", "method"),
+                                 seeds=parse_list(seeds, int, "--seeds", "seed"), split=split,
                                  hparams=parse_assignments(sets, "--set"), data=parse_assignments(data, "--data"),
                                  progress=progress, force=force)
     _finish(table, out)
@@ -101,7 +102,8 @@ def implicit_bias(
     apply_thread_policy(threads)
 
     with step_progress("implicit-bias", err_console) as progress:
-        table = run_implicit_bias_experiment(out, losses=parse_list(losses, str, "--losses"),
-                                             l2=parse_list(l2, float, "--l2"), steps=steps, lr=lr, group_lr=group_lr,
-                                             seeds=parse_list(seeds, int, "--seeds"), progress=progress, force=force)
+        table = run_implicit_bias_experiment(out, losses=parse_list(losses, str, "--losses", "loss"),
+                                             l2=parse_list(l2, float, "--l2", "strength"), steps=steps, lr=lr,
+                                             group_lr=group_lr, seeds=parse_list(seeds, int, "--seeds", "seed"),
+                                             progress=progress, force=force)
     _finish(table, out)

@@ -31,15 +31,21 @@ def parse_assignments(items: Iterable[str], flag: str) -> dict[str, str]:
     return out
 
 
-def parse_list(text: str, kind: type, option: str) -> list[Any]:
-    """Comma-separated values of type ``kind``; a one-line error names the option and the fix."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
+def parse_list(text: str, kind: type, option: str, noun: str = "value") -> list[Any]:
+    """Comma-separated values of type ``kind``, each given once; a one-line error names the option and the
+    fix (``noun`` names one value in it: ``seed`` words a repeat as "lists a seed twice")."""
+    items = [t.strip() for t in text.split(",")]
+    if not any(items):
         raise GroupRobustError(f"{option} is empty; give comma-separated values, e.g. {option} 0,1")
+    if not all(items):
+        raise GroupRobustError(f"{option} {text!r} has an empty entry; drop the extra comma, e.g. {option} 0,1")
     try:
-        return [kind(t) for t in items]
+        values = [kind(t) for t in items]
     except ValueError:
         raise GroupRobustError(f"{option} {text!r} is not a comma-separated list of {kind.__name__} values") from None
+    if len(set(values)) != len(values):
+        raise GroupRobustError(f"{option}: lists a {noun} twice; list each {noun} once")
+    return values
 
 
 def complete_dataset(incomplete: str) -> list[str]:

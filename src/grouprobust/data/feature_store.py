@@ -61,7 +61,8 @@ def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str
 
 
 def load_feature_splits(directory: Path) -> DatasetSplits:
-    """Read a feature directory written by `save_feature_splits`."""
+    """Read a feature directory written by `save_feature_splits`; a one-line error for a missing or damaged
+    file, or a split whose rows have another number of features than the training split's."""
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
@@ -74,10 +75,25 @@ def load_feature_splits(directory: Path) -> DatasetSplits:
         if not path.is_file():
             raise GroupRobustError(f"{path} not found; the feature directory is incomplete, extract the features again")
         arrays = _read_arrays(path)
+        if parts:
+            _check_width(path, arrays["x"], parts[0].x)
         parts.append(GroupDataset(arrays["x"], arrays["y"], arrays.get("a"), meta["n_classes"], meta["n_attrs"], split,
                                   meta.get("dataset", "features"), g=arrays.get("g"), group_names=meta.get("group_names"),
                                   eval_groups=arrays.get("eval_groups"), eval_group_names=meta.get("eval_group_names")))
     return DatasetSplits(*parts, name=meta.get("dataset", "features"), meta={"source": meta.get("source", {})})
+
+
+def _width(x: np.ndarray) -> str:
+    """How many features each row of ``x`` has, in words: ``1024 features``, else ``x of shape (8, 3, 4)``."""
+    return f"{x.shape[1]} features" if x.ndim == 2 else f"x of shape {tuple(x.shape)}"
+
+
+def _check_width(path: Path, x: np.ndarray, train_x: np.ndarray) -> None:
+    """A one-line error unless the rows of ``x`` (read from ``path``) have the shape of the training rows: a
+    model fitted on the training features could not score the others."""
+    if x.shape[1:] != train_x.shape[1:]:
+        raise GroupRobustError(f"{path} has {_width(x)} but train.npz has {_width(train_x)}; the feature directory "
+                               "mixes splits of different extractions, extract the features again")
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

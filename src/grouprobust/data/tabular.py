@@ -16,8 +16,9 @@
   ``ColumnTransformer`` fitted on the training split only.
 
 Missing values: a missing label, attribute or split value is an error (the row cannot be placed in a
-group); a missing numeric feature is replaced by the training median, a missing categorical feature
-becomes its own category ``"(missing)"``; a category not seen in training encodes as all zeros.
+group), and so is an infinite numeric feature; a missing numeric feature is replaced by the training
+median, a missing categorical feature becomes its own category ``"(missing)"``; a category not seen
+in training encodes as all zeros.
 Categorical features with more than ``max_levels`` categories keep the ``max_levels - 1`` most
 frequent and pool the rest (scikit-learn's ``max_categories``).
 
@@ -140,11 +141,24 @@ def _prepare(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) ->
     # Categorical cells as strings with an explicit missing category; numeric cells as floats (NaN kept for the imputer).
     out = pd.DataFrame(index=frame.index)
     for col in numeric:
-        out[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+        out[col] = _numeric_cells(frame, col)
     for col in categorical:
         cells = frame[col]
         out[col] = np.where(cells.isna(), MISSING_CATEGORY, cells.map(_value_text)).astype(object)
     return out
+
+
+def _numeric_cells(frame: pd.DataFrame, column: str) -> pd.Series:
+    """The numeric feature ``column`` of ``frame`` as floats (NaN kept for the imputer); a one-line error
+    naming the column if a cell is infinite (an infinity cannot be standardised, and the imputer only
+    fills missing cells)."""
+    cells = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    infinite = int(np.isinf(cells.to_numpy()).sum())
+    if infinite:
+        raise GroupRobustError(f"feature column {column!r} of the table has {infinite} infinite values (inf or "
+                               "-inf); replace them in the file (an empty cell is filled with the training median) "
+                               f"or leave the column out with drop={column}", subject="data:path")
+    return cells
 
 
 def _encode(encoder: Any, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> np.ndarray:
@@ -282,6 +296,8 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
     split_of = _split_column(frame, split) if split else _drawn_splits(g, val_fraction, test_fraction, seed)
     numeric = [c for c in inputs if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
     categorical = [c for c in inputs if c not in numeric]
+    for col in numeric:  # every row, before fitting: the error counts all the infinite cells, not the training ones
+        _numeric_cells(frame, col)
     encoder = _make_encoder(numeric, categorical, max_levels)
     train_rows = split_of == "train"
     encoder.fit(_prepare(frame[train_rows], numeric, categorical))
