@@ -17,6 +17,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -159,6 +160,15 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], digits
 def frame_markdown(df: Any, digits: int = 4) -> str:
     """`markdown_table` of a pandas DataFrame (its columns and rows, no index)."""
     return markdown_table(list(df.columns), list(df.itertuples(index=False)), digits)
+
+
+def tight_layout(fig: Any) -> None:
+    """``fig.tight_layout()`` without matplotlib's warning when a figure's labels leave it no room: the
+    figure is then kept as laid out, and the warning (two lines naming matplotlib's source) would read
+    as an error in the command's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        fig.tight_layout()
 
 
 def save_figure_atomic(fig: Any, path: Path | str, **savefig: Any) -> Path:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from grouprobust.analysis.output_dir import new_figure
+from grouprobust.output import tight_layout
 
 
 def _errorbar(ax: Any, x: np.ndarray, summary: pd.DataFrame, col: str, **kw: Any) -> None:
@@ -42,7 +43,7 @@ def plot_alignment(summary: pd.DataFrame) -> Any:
     for ax in (ax_gap, ax_acc, ax_cos):
         _l2_axis(ax, l2)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    tight_layout(fig)
     return fig
 
 
@@ -65,7 +66,7 @@ def plot_completeness(summary: pd.DataFrame) -> Any:
     ax.set_title("DCI of end-to-end representations")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    tight_layout(fig)
     return fig
 
 
@@ -93,5 +94,5 @@ def plot_implicit_bias(curves: pd.DataFrame) -> Any:
         ax.set_title(f"loss: {loss}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    tight_layout(fig)
     return fig

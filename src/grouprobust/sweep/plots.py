@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from grouprobust.history import HISTORY, load_history  # noqa: E402
-from grouprobust.output import save_figure_atomic  # noqa: E402
+from grouprobust.output import save_figure_atomic, tight_layout  # noqa: E402
 
 if TYPE_CHECKING:
     from grouprobust.sweep.report import Report
@@ -37,7 +37,7 @@ def method_comparison(summary: pd.DataFrame, path: Path) -> Path:
         ax.set_title(dataset)
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 100)
-    fig.tight_layout()
+    tight_layout(fig)
     save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
@@ -57,7 +57,7 @@ def per_group_heatmap(per_group: pd.DataFrame, dataset: str, path: Path) -> Path
                 ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black")
     fig.colorbar(image, ax=ax, label="test accuracy (%)")
     ax.set_title(f"{dataset}: per-group test accuracy")
-    fig.tight_layout()
+    tight_layout(fig)
     save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
@@ -89,7 +89,7 @@ def group_weights_plot(weights: pd.DataFrame, title: str, group_names: list[str]
     ax.set_ylabel("group weight (mean over seeds)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title)
-    ax.figure.tight_layout()
+    tight_layout(ax.figure)
     save_figure_atomic(ax.figure, path, dpi=120)
     plt.close(ax.figure)
     return path
