@@ -193,3 +193,9 @@ def test_numpy_scalars_are_read_as_their_python_values():
     assert type(coerce(np.float32(0.5), float, "lr")) is float
     with pytest.raises(GroupRobustError, match="epochs must be int, got True"):
         coerce(np.bool_(True), int, "epochs")
+
+
+def test_implicit_bias_from_python_refuses_a_bool_step_count(tmp_path):
+    with pytest.raises(GroupRobustError, match="option steps must be int, got True"):
+        run_implicit_bias_experiment(tmp_path / "ib", steps=True)
+    assert not (tmp_path / "ib").exists()

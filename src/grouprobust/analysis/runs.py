@@ -34,6 +34,7 @@ from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.feature_store import load_feature_splits
 from grouprobust.data.registry import get_dataset_entry
 from grouprobust.errors import GroupRobustError
+from grouprobust.params import coerce
 from grouprobust.methods.registry import get_method
 from grouprobust.output import check_creatable
 
@@ -240,8 +241,10 @@ def run_implicit_bias_experiment(out: Path | str, *, losses: Sequence[str] = ("s
     seed_list = _once([check_seed(s, "seeds") for s in _nonempty(seeds, "seeds")], "seeds", "seed")
     loss_list = _once(_nonempty(losses, "losses"), "losses", "loss")
     l2_list = _once([float(v) for v in _nonempty(l2, "l2")], "l2", "strength")
-    settings = [ImplicitBiasSetting(loss=loss, l2=lam, steps=int(steps), lr=float(lr), group_lr=float(group_lr),
-                                    seed=seed)
+    # coerced, so that steps=True is refused rather than read as one step
+    steps, lr, group_lr = (coerce(steps, int, "steps", "option"), coerce(lr, float, "lr", "option"),
+                           coerce(group_lr, float, "group_lr", "option"))
+    settings = [ImplicitBiasSetting(loss=loss, l2=lam, steps=steps, lr=lr, group_lr=group_lr, seed=seed)
                 for seed in seed_list for loss in loss_list for lam in l2_list]
     for s in settings:
         s.check()
