@@ -9,15 +9,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def _transient_bar(*columns: Any, console: Console | None, disable: bool) -> Progress:
+    """A progress bar that disappears when done, drawn only on a terminal: in a log or a pipe a transient
+    bar draws nothing useful, only a blank line where it ends."""
+    return Progress(*columns, console=console, transient=True,
+                    disable=disable or (console is not None and not console.is_terminal))
+
+
 @contextmanager
 def training_progress(description: str, total: int, console: Console | None = None,
                       disable: bool = False) -> Iterator[Callable[[int, float], None]]:
     """A transient bar over ``total`` epochs; yields the ``on_epoch(epoch, loss)`` callback that moves it."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with _transient_bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-                  console=console, transient=True,
-                  # a transient bar draws nothing useful into a log or a pipe, only a blank line where it ends
-                  disable=disable or (console is not None and not console.is_terminal)) as progress:
+                  console=console, disable=disable) as progress:
         task = progress.add_task(description, total=total, loss=float("nan"))
         yield lambda epoch, loss: progress.update(task, completed=epoch, loss=loss)
 
@@ -26,10 +31,8 @@ def training_progress(description: str, total: int, console: Console | None = No
 def count_progress(description: str, console: Console | None = None,
                    disable: bool = False) -> Iterator[Callable[[int, int], None]]:
     """A transient bar of items done; yields the ``progress(done, total)`` callback that moves it."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True,
-                  # a transient bar draws nothing useful into a log or a pipe, only a blank line where it ends
-                  disable=disable or (console is not None and not console.is_terminal)) as progress:
+    with _transient_bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=disable) as progress:
         task = progress.add_task(description, total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
@@ -39,11 +42,9 @@ def step_progress(description: str, console: Console | None = None,
                   disable: bool = False) -> Iterator[Callable[[str, int, int], None]]:
     """A transient bar of work units done; yields the ``progress(message, done, total)`` callback of
     `grouprobust.analysis.runs` that moves it and shows what runs now."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with _transient_bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[message]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, transient=True,
-                  # a transient bar draws nothing useful into a log or a pipe, only a blank line where it ends
-                  disable=disable or (console is not None and not console.is_terminal)) as progress:
+                  console=console, disable=disable) as progress:
         task = progress.add_task(description, total=None, message="")
 
         def update(message: str, done: int, total: int) -> None:
