@@ -256,6 +256,14 @@ def coerce(value: Any, kind: type | None, name: str, what: str = "hyper-paramete
     return text
 
 
+def refuse_repeats(values: list[Any], name: str, noun: str, subject: str | None = None) -> list[Any]:
+    """``values`` if none repeats; else a one-line error naming ``name`` (a repeated seed would count twice
+    in a mean and std over seeds). ``noun`` names one value: ``seed``, ``method``."""
+    if len(set(values)) != len(values):
+        raise GroupRobustError(f"{name}: lists a {noun} twice; list each {noun} once", subject=subject)
+    return values
+
+
 def _scalar(text: str) -> Any:
     text = text.strip()
     try:

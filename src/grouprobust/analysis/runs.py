@@ -34,7 +34,7 @@ from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.feature_store import load_feature_splits
 from grouprobust.data.registry import get_dataset_entry
 from grouprobust.errors import GroupRobustError
-from grouprobust.params import coerce
+from grouprobust.params import coerce, refuse_repeats
 from grouprobust.methods.registry import get_method
 from grouprobust.output import check_creatable
 
@@ -49,11 +49,8 @@ def _nonempty(values: Iterable[Any], name: str) -> list[Any]:
 
 
 def _once(values: list[Any], name: str, noun: str) -> list[Any]:
-    """``values`` if none repeats; else a one-line error (a repeated seed would count twice in the mean and
-    std over seeds, as the sweep file refuses it too). ``noun`` names one value: ``seed``, ``method``."""
-    if len(set(values)) != len(values):
-        raise GroupRobustError(f"{name}: lists a {noun} twice; list each {noun} once", subject=name)
-    return values
+    """`refuse_repeats` for the option ``name`` (also the error's subject)."""
+    return refuse_repeats(values, name, noun, subject=name)
 
 
 def _check_out(out: Path, force: bool = False) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Iterable
 import typer
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.params import refuse_repeats
 
 SetOpt = typer.Option([], "--set", help="hyper-parameter key=value (repeatable); see `grouprobust methods`")
 DataOpt = typer.Option([], "--data", help="dataset option key=value (repeatable); see `grouprobust datasets`")
@@ -43,9 +44,7 @@ def parse_list(text: str, kind: type, option: str, noun: str = "value") -> list[
         values = [kind(t) for t in items]
     except ValueError:
         raise GroupRobustError(f"{option} {text!r} is not a comma-separated list of {kind.__name__} values") from None
-    if len(set(values)) != len(values):
-        raise GroupRobustError(f"{option}: lists a {noun} twice; list each {noun} once")
-    return values
+    return refuse_repeats(values, option, noun)
 
 
 def complete_dataset(incomplete: str) -> list[str]:
