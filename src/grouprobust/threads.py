@@ -244,16 +244,15 @@ def check_threads(threads: int | None, here: bool = True) -> None:
     variables or the policy decide), also unless each of ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` that is
     set is a thread count (`check_thread_variable`)."""
     if threads is None:
-        for name in USER_ENV:
-            if os.environ.get(name, "").strip():
-                check_thread_variable(name, os.environ[name])
+        for name in invalid_thread_variables():
+            check_thread_variable(name, os.environ[name])
     elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise GroupRobustError(f"threads must be a positive integer, got {threads!r}; leave it unset for the "
                                "automatic choice", subject="threads")
-    elif here and threads > (os.cpu_count() or 1):
+    elif here and threads > (cpus := os.cpu_count() or 1):
         # more threads than CPUs only wait on each other, and far more exhaust memory in the native pools
-        raise GroupRobustError(f"threads {threads} is more than this machine's {os.cpu_count() or 1} CPUs; give at "
-                               "most that many, or leave it unset for the automatic choice", subject="threads")
+        raise GroupRobustError(f"threads {threads} is more than this machine's {cpus} CPUs; give at most that "
+                               "many, or leave it unset for the automatic choice", subject="threads")
 
 
 def _set_threads(count: int) -> None:

@@ -117,7 +117,3 @@ def plan_plots(report: "Report", out: Path) -> dict[str, tuple[Path, Callable[[]
                 group_weights_plot, weights, f"{method} on {dataset}: group weights", names)
     return plans
 
-
-def write_plots(report: "Report", out: Path) -> dict[str, Path]:
-    """Write every figure the report supports into ``out``; returns ``{title: path}``."""
-    return {title: draw() for title, (_, draw) in plan_plots(report, out).items()}
