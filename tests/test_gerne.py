@@ -15,7 +15,7 @@ from grouprobust.methods.erm import ERM
 from grouprobust.methods.gerne import GERNE, beta_range, simulated_proportions
 from grouprobust.methods.reweighting import Resample
 from grouprobust.runs import run
-from grouprobust.training import Trainer
+from grouprobust.training import Trainer, TrainerContext
 
 
 SMALL = {"n": 400, "n_val": 200, "n_test": 400}
@@ -26,7 +26,7 @@ def gerne_on(dataset: str, data: dict, **hparams) -> tuple[GERNE, Trainer]:
     config = resolve_config(dataset, "gerne", seed=0, data=data, hparams=hparams)
     trainer = Trainer(config, load_dataset(dataset, 0, **data), torch.device("cpu"))
     method = trainer.new_method(GERNE, TrainData(trainer.train_set, trainer.device))
-    method.setup(trainer)
+    method.setup(TrainerContext(trainer))
     return method, trainer
 
 

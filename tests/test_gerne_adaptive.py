@@ -14,7 +14,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TrainData
 from grouprobust.methods.gerne import GERNE, adaptive_beta, beta_range, count_table
 from grouprobust.runs import run
-from grouprobust.training import Trainer
+from grouprobust.training import Trainer, TrainerContext
 
 SMALL = {"n": 400, "n_val": 200, "n_test": 200}
 
@@ -63,7 +63,7 @@ def test_the_val_signal_weights_validation_group_losses_as_the_two_batches():
                             {"beta_schedule": "adaptive", "beta_signal": "val", "c": 0.5, "beta": 1.0})
     trainer = Trainer(config, load_dataset("spurious-gaussian", 0, **SMALL))
     method = trainer.new_method(GERNE, TrainData(trainer.train_set, trainer.device))
-    method.setup(trainer)
+    method.setup(TrainerContext(trainer))
     torch.manual_seed(0)
     model = trainer.new_model()
     loss_lb, loss_b = method._validation_losses(model)

@@ -15,7 +15,7 @@ from grouprobust.methods.gerne import (GERNEPseudo, pseudo_attribute_quality,
                                        pseudo_attributes, true_conflicting)
 from grouprobust.models import predict_logits
 from grouprobust.runs import run
-from grouprobust.training import Trainer
+from grouprobust.training import Trainer, TrainerContext
 
 
 SMALL = {"n": 400, "n_val": 200, "n_test": 400}
@@ -46,7 +46,7 @@ def test_pseudo_groups_follow_the_reference_models_confidence(tmp_path):
     splits = load_dataset("spurious-gaussian", 0, **SMALL)
     trainer = Trainer(config, splits, torch.device("cpu"))
     method = trainer.new_method(GERNEPseudo, TrainData(trainer.train_set, trainer.device))
-    method.setup(trainer)
+    method.setup(TrainerContext(trainer))
     reference = trainer.load_reference_model(tmp_path / "erm", "erm_run")
     probs = predict_logits(reference, splits.train.x, trainer.device).softmax(dim=1).numpy()
     confidence = probs[np.arange(len(probs)), splits.train.y]

@@ -11,7 +11,7 @@ from grouprobust.config import resolve_config
 from grouprobust.data import load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods import TrainData, get_method
-from grouprobust.training import Trainer, seed_everything
+from grouprobust.training import Trainer, TrainerContext, seed_everything
 
 TINY = {"n": 400, "n_val": 200, "n_test": 400}
 
@@ -24,7 +24,7 @@ def test_jtt_upsamples_exactly_the_stage1_errors_of_an_erm_model():
     data = TrainData(trainer.train_set, trainer.device)
     assert data.g is None  # regime val: no training groups for the method
     method = trainer.new_method(get_method("jtt"), data)
-    method.setup(trainer)
+    method.setup(TrainerContext(trainer))
 
     # stage 1 is plain ERM: the same parameters as a 2-epoch ERM run with the same seed
     erm = Trainer(resolve_config("spurious-gaussian", "erm", 0, TINY, {"epochs": 2}), splits, torch.device("cpu"))

@@ -17,7 +17,7 @@ from grouprobust.data.registry import load_dataset
 from grouprobust.errors import DivergedError
 from grouprobust.methods.base import Method, TrainData
 from grouprobust.methods.registry import get_method, method_names
-from grouprobust.training import DIVERGENCE_CHECK_EVERY, Trainer, autocast_dtype, memory_format
+from grouprobust.training import DIVERGENCE_CHECK_EVERY, Trainer, TrainerContext, autocast_dtype, memory_format
 
 SYNCING = ("item", "cpu", "tolist", "numpy", "__float__", "__int__", "__bool__")
 LOOP_METHODS = [name for name in method_names() if issubclass(get_method(name), Method)]
@@ -51,7 +51,7 @@ def method_on(name: str, n: int, batch_size: int):
                             regime="full" if get_method(name).needs == "full" else "val")
     trainer = Trainer(config, load_dataset("spurious-gaussian", 0, **config.data))
     method = trainer.new_method(trainer.method_cls, TrainData(trainer.train_set, trainer.device))
-    method.setup(trainer)
+    method.setup(TrainerContext(trainer))
     return trainer, method
 
 

@@ -20,7 +20,7 @@ from grouprobust.methods.mixup import lisa_partners
 from grouprobust.methods.registry import list_methods
 from grouprobust.methods.vrex import vrex_penalty
 from grouprobust.models import build_model, pick_device, predict_logits
-from grouprobust.training import Trainer, seed_everything
+from grouprobust.training import Trainer, TrainerContext, seed_everything
 
 torch.set_num_threads(1)
 TINY = {"n": 400, "n_val": 200, "n_test": 200}
@@ -42,7 +42,7 @@ def make_method(name, splits, **hparams):
     trainer = Trainer(cfg, splits, pick_device())
     seed_everything(0)
     method = trainer.new_method(get_method(name), TrainData(trainer.train_set, trainer.device))
-    method.setup(trainer)
+    method.setup(TrainerContext(trainer))
     return trainer, method
 
 

@@ -24,7 +24,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.losses import get_loss
 from grouprobust.methods.base import REGIMES, TwoStageMethod
 from grouprobust.methods.registry import get_method
-from grouprobust.params import TRAIN_PARAMS, Param, resolve_params, sample_params
+from grouprobust.params import LATER_TRAIN_PARAMS, TRAIN_PARAMS, Param, resolve_params, sample_params
 from grouprobust.selection import DEFAULT_RULE, DEFAULT_RULE_NO_GROUPS, check_rule_for_regime, get_rule
 from grouprobust.threads import thread_environment
 
@@ -55,6 +55,9 @@ class RunConfig:
         fields_ = asdict(self)
         if not fields_["inputs"]:  # left out when empty: run ids from before input fingerprints stay the same
             del fields_["inputs"]
+        for name in LATER_TRAIN_PARAMS:  # likewise for training parameters added later, while at their default
+            if name in fields_["hparams"] and fields_["hparams"][name] == TRAIN_PARAMS[name].default:
+                del fields_["hparams"][name]
         text = json.dumps(fields_, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -162,7 +165,7 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
 #: Hyper-parameters that name an input, and the file of it whose contents the run depends on (None:
 #: the named file itself). ``stage1`` is a run directory: its model file (`grouprobust.trained.MODEL_FILE`;
 #: config sits below trained, so the name is repeated here and a test keeps the two equal).
-FILE_HPARAMS: dict[str, str | None] = {"train_groups": None, "stage1": "model.pt"}
+FILE_HPARAMS: dict[str, str | None] = {"train_groups": None, "stage1": "model.pt", "weights": None}
 #: Prefix of the `RunConfig.inputs` keys that fingerprint a hyper-parameter's file (the others: dataset options).
 HPARAM_INPUT = "hparam:"
 
@@ -170,8 +173,21 @@ HPARAM_INPUT = "hparam:"
 def hparam_fingerprints(hparams: dict[str, Any]) -> dict[str, str]:
     """``{"hparam:<name>": "sha256:..."}`` for each set file-valued hyper-parameter (`FILE_HPARAMS`) whose
     file exists; a missing one is left to the method, which reports it in its own words."""
-    return fingerprints({f"{HPARAM_INPUT}{name}": Path(str(value)).expanduser() / member if member else value
-                         for name, member in FILE_HPARAMS.items() if (value := hparams.get(name))})
+    files = {f"{HPARAM_INPUT}{name}": Path(str(value)).expanduser() / member if member else value
+             for name, member in FILE_HPARAMS.items() if (value := hparams.get(name))}
+    backbone_file = backbone_path(str(hparams.get("backbone") or ""))
+    if backbone_file is not None:  # a TorchScript / exported file or an hf:DIR folder: its contents make the run
+        files[f"{HPARAM_INPUT}backbone"] = backbone_file
+    return fingerprints(files)
+
+
+def backbone_path(spec: str) -> Path | None:
+    """The file or folder a backbone spec names (``hf:DIR``, a TorchScript or ``.pt2`` file), else None."""
+    if spec.startswith("hf:"):
+        return Path(spec[3:]).expanduser()
+    if spec and ":" not in spec and Path(spec).expanduser().is_file():
+        return Path(spec).expanduser()
+    return None
 
 
 MAX_SEED = 2**32 - 1

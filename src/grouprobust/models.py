@@ -98,9 +98,10 @@ def forward_in_chunks(module: nn.Module, x: np.ndarray | torch.Tensor, device: t
     device = device or next(module.parameters(), torch.empty(0)).device
     was_training = module.training
     module.eval()
-    x = torch.as_tensor(x)
-    try:
-        out = [module(x[i:i + chunk].to(device)).cpu() for i in range(0, len(x), chunk)]
+    if isinstance(x, np.ndarray):
+        x = torch.as_tensor(x)
+    try:  # torch.as_tensor per chunk: memory-mapped images (IndexedRows) are read a chunk at a time
+        out = [module(torch.as_tensor(x[i:i + chunk]).to(device)).cpu() for i in range(0, len(x), chunk)]
     finally:
         module.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

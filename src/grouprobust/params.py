@@ -333,4 +333,32 @@ TRAIN_PARAMS: dict[str, Param] = {
                               "with loss scaling on GPUs without bfloat16)"),
     "train_groups": Param("", None, "inferred-groups file (`grouprobust infer-groups`) whose (class, inferred "
                           "attribute) groups replace the training groups; empty: the dataset's own", kind=str),
+    # -- end-to-end fine-tuning of a pretrained backbone (docs/finetuning.md) --
+    "backbone": Param("", None, "pretrained backbone fine-tuned end to end (torchvision name, timm:NAME, hf:DIR, a "
+                      "transformers name, all-MiniLM-L6-v2, package.module:callable, a TorchScript or .pt2 file); "
+                      "empty: the network named by model", kind=str),
+    "weights": Param("", None, "the backbone's weights: a state-dict file or a model folder; empty: the backbone's "
+                     "own local weights", kind=str),
+    "finetune": Param("full", None, "what trains: full (every weight), head (linear probe on frozen features) or "
+                      "lora (low-rank adapters on the backbone's linear layers, through peft)",
+                      Choice(["full", "head", "lora"])),
+    "lora_rank": Param(8, None, "rank of the LoRA adapters (finetune=lora)", Interval(1, 1024)),
+    "lora_alpha": Param(16.0, None, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)", POSITIVE),
+    "augment": Param(False, None, "random resized crop and horizontal flip of training images, on the device"),
+    "max_steps": Param(0, None, "optimizer steps to train for instead of epochs (0: count epochs)", Interval(0, 10**9)),
+    "eval_every_steps": Param(0, None, "evaluate val/test every this many optimizer steps (and at the last); 0: "
+                              "every eval_every epochs", Interval(0, 10**9)),
+    "accumulate": Param(1, None, "minibatches whose gradients are summed before each optimizer step (the effective "
+                        "batch is batch_size x accumulate)", Interval(1, 4096)),
+    "grad_clip": Param(0.0, None, "clip the gradient's global L2 norm to this before each step (0: no clipping)",
+                       NON_NEGATIVE),
+    "scheduler": Param("none", None, "learning-rate schedule over the run: none, linear (warm-up then linear "
+                       "decay to 0) or cosine (warm-up then cosine decay to 0)", Choice(["none", "linear", "cosine"])),
+    "warmup_frac": Param(0.0, None, "fraction of the run's steps over which the learning rate rises linearly "
+                         "from 0 (linear and cosine schedules)", Interval(0, 1, hi_open=True)),
 }
+
+#: Training parameters added after run ids were first published: left out of the run id while they hold their
+#: default, so that a run (or sweep) written before they existed keeps its id and is reused.
+LATER_TRAIN_PARAMS = ("backbone", "weights", "finetune", "lora_rank", "lora_alpha", "augment", "max_steps",
+                      "eval_every_steps", "accumulate", "grad_clip", "scheduler", "warmup_frac")

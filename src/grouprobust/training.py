@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.group_inference import inference_quality, load_inferred_groups
 from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
+from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import get_method
 from grouprobust.metrics import dataset_metrics
 from grouprobust.models import Classifier, autocast_dtype, build_model, memory_format, pick_device, predict_logits
@@ -79,6 +81,38 @@ def make_optimizer(model: torch.nn.Module, hparams: dict[str, Any]) -> torch.opt
     raise GroupRobustError(f"unknown optimizer {name!r}; use sgd, adam or adamw", subject="hparam:optimizer")
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, hparams: dict[str, Any],
+                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """The learning-rate schedule of ``hparams["scheduler"]`` over ``total_steps`` optimizer steps: a linear
+    warm-up from 0 over ``warmup_frac`` of them, then a linear or cosine decay to 0 (None for ``none``)."""
+    kind = hparams.get("scheduler", "none")
+    if kind == "none":
+        return None
+    warmup = int(hparams.get("warmup_frac", 0.0) * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, model: torch.nn.Module,
+                    clip: float, scheduler: torch.optim.lr_scheduler.LambdaLR | None) -> None:
+    """One update from the accumulated gradients: unscale, clip to the global norm ``clip`` (if > 0), step,
+    move the learning-rate schedule, clear the gradients."""
+    if clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip)
+    scaler.step(optimizer)
+    scaler.update()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def evaluate(model: torch.nn.Module, dataset: GroupDataset, device: torch.device,
              train_group_counts: np.ndarray | None = None) -> dict[str, Any]:
     """Metrics dict ``M`` (see `grouprobust.metrics.group_metrics`) of ``model`` on ``dataset``.
@@ -90,8 +124,38 @@ def evaluate(model: torch.nn.Module, dataset: GroupDataset, device: torch.device
     return dataset_metrics(dataset, probs, train_group_counts)
 
 
+class TrainerContext:
+    """The `grouprobust.methods.context.MethodContext` a `Trainer` hands its method's ``setup``."""
+
+    def __init__(self, trainer: "Trainer"):
+        self._trainer = trainer
+        self.device = trainer.device
+        self.validation = trainer.val_set
+
+    def new_model(self) -> Classifier:
+        return self._trainer.new_model()
+
+    def new_optimizer(self, model: torch.nn.Module, hparams: dict[str, Any] | None = None) -> torch.optim.Optimizer:
+        return self._trainer.new_optimizer(model, hparams)
+
+    def train_stage1(self, data: TrainData, epochs: int, stage: str, hparams: dict[str, Any] | None = None) -> Classifier:
+        trainer = self._trainer
+        seed_everything(trainer.config.seed)
+        model = trainer.new_model()
+        erm = trainer.new_method(ERM, data, hparams)
+        trainer.run_epochs(erm, model, epochs, stage=stage)
+        return model
+
+    def load_reference_model(self, run_dir: str | Path, subject: str) -> Classifier:
+        return self._trainer.load_reference_model(run_dir, subject)
+
+    def true_group_report(self, report: Callable[[np.ndarray, GroupDataset], dict[str, Any]],
+                          values: np.ndarray) -> dict[str, Any]:
+        return report(values, self._trainer.full_train)
+
+
 class Trainer:
-    """Trains one configured run on given splits; methods call back into it (e.g. JTT's first stage).
+    """Trains one configured run on given splits; its method sees it only through a `TrainerContext`.
 
     ``log`` receives each ``history.jsonl`` entry. Splits are cut to what the label regime gives:
     the method sees training groups only if it needs them and the regime is ``full``; validation
@@ -170,47 +234,89 @@ class Trainer:
 
     def run_epochs(self, method: Method, model: torch.nn.Module, epochs: int,
                    optimizer: torch.optim.Optimizer | None = None,
-                   after_epoch: Callable[[int, float], None] | None = None, stage: str = "train") -> None:
-        """The training loop: ``epochs`` passes of ``method``'s batches and objective over ``model``.
+                   after_epoch: Callable[[int, float], None] | None = None, stage: str = "train",
+                   max_steps: int = 0, every_steps: int = 0,
+                   after_steps: Callable[[int, int, float], None] | None = None) -> None:
+        """The training loop: ``epochs`` passes (or, with ``max_steps``, that many optimizer steps) of
+        ``method``'s batches and objective over ``model``.
 
-        Raises `DivergedError` naming the first step whose loss is NaN or infinite. The losses stay on
-        the device: finiteness is checked every `DIVERGENCE_CHECK_EVERY` steps and at each epoch's end
-        (one host synchronisation per check, none per step), so a diverging run stops at most that
-        many steps late. ``amp`` (mixed precision, see `autocast_dtype`) runs each step's forward
-        pass under ``torch.autocast``, with a ``GradScaler`` where the precision is float16 (GPUs
-        without bfloat16; the scaler's inf check then reads one value back per step).
+        Each optimizer step sums the gradients of ``accumulate`` minibatches, clips their global norm to
+        ``grad_clip`` (when set) and moves the ``scheduler``'s learning rate (`make_scheduler`).
+        ``after_epoch(epoch, mean loss)`` runs after each epoch; with ``every_steps``,
+        ``after_steps(step, epoch, mean loss since the last call)`` runs every that many steps and after
+        the last one. Raises `DivergedError` naming the first minibatch whose loss is NaN or infinite.
+        The losses stay on the device: finiteness is checked every `DIVERGENCE_CHECK_EVERY` minibatches
+        and at each epoch's end (one host synchronisation per check, none per step). ``amp`` (mixed
+        precision, see `autocast_dtype`) runs each forward pass under ``torch.autocast``, with a
+        ``GradScaler`` where the precision is float16 (GPUs without bfloat16).
         """
-        optimizer = optimizer or make_optimizer(model, method.hparams)
+        hp = method.hparams
+        optimizer = optimizer or make_optimizer(model, hp)
+        accumulate, clip = hp.get("accumulate", 1), hp.get("grad_clip", 0.0)
+        planned = max_steps or epochs * math.ceil(method.batches_per_epoch() / accumulate)
+        scheduler = make_scheduler(optimizer, hp, planned)
         data = method.data
         device = data.device
-        dtype = autocast_dtype(device) if method.hparams.get("amp", False) else None
+        dtype = autocast_dtype(device) if hp.get("amp", False) else None
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         # One autocast object re-entered each step (a disabled one still costs ~5 us a step on a CPU).
         precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         model.train()
-        for epoch in range(1, epochs + 1):
+        step = minibatches = 0
+        since = torch.zeros((), dtype=torch.float64, device=device)  # loss sum since the last after_steps call
+        since_count = 0
+        epoch = 0
+        while (epoch < epochs) if not max_steps else (step < max_steps):
+            epoch += 1
             total = torch.zeros((), dtype=torch.float64, device=device)
             recent: list[torch.Tensor] = []  # this window's losses, still on the device
-            steps = 0
+            count = 0
             if hasattr(method.loss_fn, "on_epoch"):  # epoch-dependent losses (e.g. deferred re-weighting)
                 method.loss_fn.on_epoch(epoch)
+            optimizer.zero_grad(set_to_none=True)
             for idx in method.batches():
                 with precision:
                     loss = method.loss(model, method.batch(idx))
                 recent.append(loss.detach())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                steps += 1
+                scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
+                count += 1
+                minibatches += 1
                 if len(recent) == DIVERGENCE_CHECK_EVERY:
-                    total += _checked_sum(recent, steps, epoch, stage)
+                    window = _checked_sum(recent, count, epoch, stage)
+                    total += window
+                    since += window
+                    since_count += len(recent)
                     recent = []
+                if minibatches % accumulate:
+                    continue
+                _optimizer_step(optimizer, scaler, model, clip, scheduler)
+                step += 1
+                if every_steps and after_steps is not None and step % every_steps == 0:
+                    if recent:
+                        window = _checked_sum(recent, count, epoch, stage)
+                        total += window
+                        since += window
+                        since_count += len(recent)
+                        recent = []
+                    after_steps(step, epoch, float(since) / max(since_count, 1))
+                    since.zero_()
+                    since_count = 0
+                if max_steps and step >= max_steps:
+                    break
+            if minibatches % accumulate:  # gradients of a last, partial accumulation: one more step
+                _optimizer_step(optimizer, scaler, model, clip, scheduler)
+                minibatches += accumulate - minibatches % accumulate
+                step += 1
             if recent:
-                total += _checked_sum(recent, steps, epoch, stage)
+                window = _checked_sum(recent, count, epoch, stage)
+                total += window
+                since += window
+                since_count += len(recent)
             method.end_epoch(model, epoch)
             if after_epoch is not None:
-                after_epoch(epoch, float(total) / max(steps, 1))
+                after_epoch(epoch, float(total) / max(count, 1))
+        if every_steps and after_steps is not None and step % every_steps:
+            after_steps(step, epoch, float(since) / max(since_count, 1))
 
     # -- the run -----------------------------------------------------------------------------------
     def fit(self) -> RunResult:
@@ -224,47 +330,68 @@ class Trainer:
         if data.x.dim() == 4:
             data.x = data.x.contiguous(memory_format=memory_format(self.device, self.hparams["model"]))
         method = self.new_method(self.method_cls, data)
-        method.setup(self)
+        method.setup(TrainerContext(self))
         seed_everything(self.config.seed)
         model = self.new_model()
         self.model = model
         epochs, every = self.hparams["epochs"], self.hparams["eval_every"]
+        max_steps, every_steps = self.hparams.get("max_steps", 0), self.hparams.get("eval_every_steps", 0)
         entries: list[dict[str, Any]] = []
         best: dict[str, Any] = {"key": None, "entry": None}
         self.selected_state = None
-        epoch_start = [time.perf_counter()]
+        point_start = [time.perf_counter()]
         train_counts = self.full_train.group_counts() if self.full_train.has_groups else None
         if self.group_inference is not None:
             self.log({"group_inference": self.group_inference})
 
-        def after_epoch(epoch: int, train_loss: float) -> None:
-            entry: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
-            entry.update(method.epoch_log())
-            if epoch % every == 0 or epoch == epochs:
+        def record(entry: dict[str, Any], evaluate_now: bool) -> None:
+            """Add the evaluation (when due), keep the best state by the rule, log the history line."""
+            if evaluate_now:
                 entry["metrics"] = {"val": evaluate(model, self.val_set, self.device, train_counts),
                                     "test": evaluate(model, self.test_set, self.device, train_counts)}
                 key = rule_key(entry, self.rule)
                 if select_best_index([best["key"], key]) == 1:
                     best["key"], best["entry"] = key, entry
                     self.selected_state = copy.deepcopy(model.state_dict())
-            entry["time_s"] = time.perf_counter() - epoch_start[0]
-            epoch_start[0] = time.perf_counter()
+            entry["time_s"] = time.perf_counter() - point_start[0]
+            point_start[0] = time.perf_counter()
             entries.append(entry)
             self.log(entry)
-            if self.on_epoch is not None:
+
+        def after_epoch(epoch: int, train_loss: float) -> None:
+            if not every_steps:
+                entry: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+                entry.update(method.epoch_log())
+                record(entry, epoch % every == 0 or epoch == last_epoch)
+            if self.on_epoch is not None and not every_steps:
                 self.on_epoch(epoch, train_loss)
 
-        self.run_epochs(method, model, epochs, after_epoch=after_epoch)
+        def after_steps(step: int, epoch: int, train_loss: float) -> None:
+            entry: dict[str, Any] = {"step": step, "epoch": epoch, "train_loss": train_loss}
+            entry.update(method.epoch_log())
+            record(entry, True)
+            if self.on_epoch is not None:
+                self.on_epoch(step, train_loss)
+
+        # the epoch a run counted in steps ends in (optimizer steps per epoch: minibatches / accumulate)
+        last_epoch = epochs if not max_steps else \
+            math.ceil(max_steps / math.ceil(method.batches_per_epoch() / self.hparams["accumulate"]))
+        self.run_epochs(method, model, epochs, after_epoch=after_epoch, max_steps=max_steps,
+                        every_steps=every_steps, after_steps=after_steps)
         chosen = best["entry"]
         if chosen is None:
             raise GroupRobustError(f"selection rule {self.rule.name!r} found no value on {self.rule.split}; "
                                    "that split may carry no group labels: pick another rule", subject="select")
+        selected = {"rule": self.rule.name, "epoch": chosen["epoch"], "oracle": self.rule.oracle}
+        if "step" in chosen:
+            selected["step"] = chosen["step"]
         return RunResult.of(
             self.config,
-            selected={"rule": self.rule.name, "epoch": chosen["epoch"], "oracle": self.rule.oracle},
+            selected=selected,
             metrics=chosen["metrics"],
             # Test numbers are reported for the selected epoch only; the last epoch gets its validation figures.
-            final={"epoch": entries[-1]["epoch"], "val": (entries[-1].get("metrics") or {}).get("val")},
+            final={"epoch": entries[-1]["epoch"], "val": (entries[-1].get("metrics") or {}).get("val"),
+                   **({"step": entries[-1]["step"]} if "step" in entries[-1] else {})},
             train_group_counts=None if train_counts is None else train_counts.tolist(),
             train_empty_groups=self.full_train.empty_groups(),
             method_info={**method.run_info(),

@@ -7,8 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from grouprobust.data.rows import IndexedRows
 from grouprobust.errors import GroupRobustError
 from grouprobust.grouping import Grouper
+
+#: What a split's ``x`` holds: feature vectors (float32, in memory), images (uint8) or token ids (ints).
+INPUT_KINDS = ("features", "image", "tokens")
 
 
 def _as_int_array(values: Any, what: str, split: str) -> np.ndarray:
@@ -47,18 +51,16 @@ class GroupDataset:
     eval_groups: np.ndarray | None = None
     eval_group_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    inputs: str = "features"
 
     def __post_init__(self) -> None:
         where = f"{self.name}/{self.split}"
-        x = np.asarray(self.x)
-        if x.dtype.kind not in "fiub":
-            raise GroupRobustError(f"{where}: x must be numeric, got dtype {x.dtype}")
-        if x.ndim < 2:
-            raise GroupRobustError(f"{where}: x must have shape (n, ...) with at least one feature, got {x.shape}")
-        self.x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.all(np.isfinite(self.x)):
-            bad = int((~np.isfinite(self.x.reshape(len(self.x), -1))).any(axis=1).sum())
-            raise GroupRobustError(f"{where}: x contains NaN or inf in {bad} samples; clean or drop them before building the dataset")
+        if self.inputs not in INPUT_KINDS:
+            raise GroupRobustError(f"{where}: inputs must be one of {', '.join(INPUT_KINDS)}, got {self.inputs!r}")
+        if self.inputs == "features":
+            self._check_features(where)
+        else:
+            self._check_raw_inputs(where)
         n = len(self.x)
         if n == 0:
             raise GroupRobustError(f"{where}: the split is empty; check the split column or the dataset size options")
@@ -99,6 +101,30 @@ class GroupDataset:
                 self.eval_group_names = [f"eval{j}" for j in range(m)]
             elif len(self.eval_group_names) != m:
                 raise GroupRobustError(f"{where}: {len(self.eval_group_names)} evaluation-group names for {m} groups")
+
+    def _check_features(self, where: str) -> None:
+        x = np.asarray(self.x)
+        if x.dtype.kind not in "fiub":
+            raise GroupRobustError(f"{where}: x must be numeric, got dtype {x.dtype}")
+        if x.ndim < 2:
+            raise GroupRobustError(f"{where}: x must have shape (n, ...) with at least one feature, got {x.shape}")
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.all(np.isfinite(self.x)):
+            bad = int((~np.isfinite(self.x.reshape(len(self.x), -1))).any(axis=1).sum())
+            raise GroupRobustError(f"{where}: x contains NaN or inf in {bad} samples; clean or drop them before building the dataset")
+
+    def _check_raw_inputs(self, where: str) -> None:
+        """Images (uint8 ``(n, C, H, W)``) and token ids (integer ``(n, 2, L)``: ids and attention mask) stay as they
+        are, usually memory-mapped: they are read a batch at a time (`IndexedRows`), never copied whole."""
+        if not isinstance(self.x, IndexedRows):
+            self.x = IndexedRows(self.x)
+        want_dims, kinds = (4, "u") if self.inputs == "image" else (3, "iu")
+        if self.x.ndim != want_dims or self.x.dtype.kind not in kinds or \
+                (self.inputs == "tokens" and self.x.shape[1] != 2):
+            shape = "uint8 (n, channels, height, width)" if self.inputs == "image" else "integer (n, 2, length)"
+            raise GroupRobustError(f"{where}: {self.inputs} inputs must be {shape}, got {self.x.dtype} {self.x.shape}")
+        if len(self.x) == 0:
+            raise GroupRobustError(f"{where}: the split is empty; check the split column or the dataset size options")
 
     @property
     def grouper(self) -> Grouper:
@@ -149,7 +175,7 @@ class GroupDataset:
         index = np.asarray(index)
         return replace(
             self,
-            x=self.x[index], y=self.y[index],
+            x=self.x.take(index) if isinstance(self.x, IndexedRows) else self.x[index], y=self.y[index],
             a=None if self.a is None else self.a[index],
             g=None if self.g is None else self.g[index],
             eval_groups=None if self.eval_groups is None else self.eval_groups[index],

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
 
 from grouprobust.data.dataset import GroupDataset
 from grouprobust.losses import LossFn
+from grouprobust.methods.context import MethodContext
 from grouprobust.params import Interval, Param
-
-if TYPE_CHECKING:
-    from grouprobust.training import Trainer
 
 #: Label regimes, from least to most group labels given: which splits carry group labels.
 REGIMES = ("none", "val", "full")
@@ -35,7 +33,10 @@ class TrainData:
     def __init__(self, dataset: GroupDataset, device: torch.device):
         self.dataset = dataset
         self.device = device
-        self.x = torch.as_tensor(dataset.x, device=device)
+        #: Feature vectors live on the device; images and token ids stay on the host (usually memory-mapped)
+        #: and each batch is copied over (`batch`).
+        self.on_host = dataset.inputs != "features"
+        self.x = dataset.x if self.on_host else torch.as_tensor(dataset.x, device=device)
         self.y = torch.as_tensor(dataset.y, device=device)
         self.g = None if dataset.g is None else torch.as_tensor(dataset.g, device=device)
         self.n = len(dataset)
@@ -50,7 +51,20 @@ class TrainData:
         # a channels_last layout.
         if g is None and self.g is not None:
             g = self.g.index_select(0, idx)
-        return Batch(idx, self.x[idx], self.y.index_select(0, idx), g)
+        x = self.host_rows(idx) if self.on_host else self.x[idx]
+        return Batch(idx, x, self.y.index_select(0, idx), g)
+
+    def host_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The host-held inputs at ``idx`` on the device: images as float in [0, 1] (the model's input module
+        normalises and augments them), token ids as int64. Pinned and copied asynchronously on CUDA."""
+        rows = torch.from_numpy(np.ascontiguousarray(self.x[idx.cpu().numpy()]))
+        cuda = self.device.type == "cuda"
+        if cuda:
+            rows = rows.pin_memory()
+        rows = rows.to(self.device, non_blocking=cuda)
+        if self.dataset.inputs == "image":
+            return rows.float().div_(255.0)
+        return rows.long()
 
 
 class MethodDeclaration:
@@ -85,12 +99,17 @@ class Method(MethodDeclaration):
         self.generator = generator
         self.batch_size: int = hparams["batch_size"]
 
-    def setup(self, trainer: "Trainer") -> None:
-        """Called once before the main training (after the data is on the device)."""
+    def setup(self, context: MethodContext) -> None:
+        """Called once before the main training (after the data is on the device), with the narrow
+        `grouprobust.methods.context.MethodContext` (build models, train a stage 1, the validation split)."""
 
     def batches(self) -> Iterator[torch.Tensor]:
         """One epoch of index tensors: `epoch_order` cut into minibatches (views, on the device)."""
         return iter(self.epoch_order().split(self.batch_size))
+
+    def batches_per_epoch(self) -> int:
+        """How many minibatches one epoch of `batches` yields (the learning-rate schedule plans with it)."""
+        return -(-self.data.n // self.batch_size)
 
     def batch(self, idx: torch.Tensor) -> Batch:
         """The `Batch` the training loop passes to `loss` for one of `batches`' index tensors."""

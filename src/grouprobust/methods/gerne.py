@@ -57,22 +57,20 @@ group labels are read (for model selection, by the loop).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.grouping import Grouper
+from grouprobust.data.dataset import GroupDataset
 from grouprobust.methods.base import Batch, Method, to_list
-from grouprobust.methods.erm import ERM
+from grouprobust.methods.context import MethodContext
 from grouprobust.methods.registry import register_method
 from grouprobust.methods.sampling import batches_per_epoch, per_sample_probabilities, weighted_batches
 from grouprobust.models import predict_logits
 from grouprobust.params import POSITIVE, TRAIN_PARAMS, Interval, Param
-
-if TYPE_CHECKING:
-    from grouprobust.training import Trainer
 
 
 # -- the distributions and the beta bounds (pure functions on a (classes x attributes) count table) --
@@ -205,17 +203,17 @@ class _GERNEBase(Method):
         self._epoch_betas: list[float] = []
         self.gap = math.nan
 
-    def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
+    def _attributes(self, context: MethodContext) -> tuple[np.ndarray, int]:
         """Per-sample attribute (true or pseudo) of the training set and the number of attribute values."""
         raise NotImplementedError
 
-    def _validation_split(self, trainer: "Trainer"):
+    def _validation_split(self, context: MethodContext):
         """The group-labelled validation split whose groups match the training groups (``beta_signal=val``)."""
         raise GroupRobustError(f"{self.name}: beta_signal=val needs validation groups that match the training "
                                "groups; use beta_signal=train", subject="hparam:beta_signal")
 
-    def setup(self, trainer: "Trainer") -> None:
-        a, n_attrs = self._attributes(trainer)
+    def setup(self, context: MethodContext) -> None:
+        a, n_attrs = self._attributes(context)
         y = self.data.dataset.y
         n_classes = self.data.n_classes
         self.attributes = np.asarray(a)
@@ -227,7 +225,7 @@ class _GERNEBase(Method):
                                        "pick beta_floor <= beta", subject="hparam:beta_floor")
             self.beta = self.floor
             if self.hparams["beta_signal"] == "val":
-                self._val, self._device = self._validation_split(trainer), trainer.device
+                self._val, self._device = self._validation_split(context), context.device
         self.p_b = sample_probabilities(y, a, n_classes, n_attrs, simulated_proportions(self.counts, 0.0))
         self.p_lb = sample_probabilities(y, a, n_classes, n_attrs, simulated_proportions(self.counts, self.c))
 
@@ -322,7 +320,7 @@ class GERNE(_GERNEBase):
     summary = "GERNE: extrapolate the loss from a biased to a less-biased batch, L_lb + beta (L_lb - L_b) (known attributes)"
     params = GERNE_PARAMS
 
-    def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
+    def _attributes(self, context: MethodContext) -> tuple[np.ndarray, int]:
         dataset = self.data.dataset
         if dataset.a is None:
             raise GroupRobustError("gerne needs training attributes; use the label regime 'full', or gerne-pseudo "
@@ -332,10 +330,10 @@ class GERNE(_GERNEBase):
                                    "groups, so use gerne-pseudo")
         return dataset.a, dataset.n_attrs
 
-    def _validation_split(self, trainer: "Trainer"):
-        val = trainer.val_set
+    def _validation_split(self, context: MethodContext):
+        val = context.validation
         if val.g is None or val.a is None or val.n_attrs != self.counts.shape[1]:
-            return super()._validation_split(trainer)
+            return super()._validation_split(context)
         return val
 
 
@@ -350,6 +348,14 @@ def true_conflicting(y: np.ndarray, a: np.ndarray, n_classes: int, n_attrs: int)
     """Whether each sample's attribute differs from its class's most frequent attribute (true bias-conflicting)."""
     majority = count_table(y, a, n_classes, n_attrs).argmax(axis=1)
     return np.asarray(a) != majority[np.asarray(y)]
+
+
+def pseudo_attribute_report(pseudo: np.ndarray, full: GroupDataset) -> dict[str, Any]:
+    """`pseudo_attribute_quality` of ``pseudo`` against the true bias-conflicting samples of ``full`` (the
+    training split with its true attributes); empty when it has none. Reporting only."""
+    if full.a is None:
+        return {}
+    return pseudo_attribute_quality(pseudo, true_conflicting(full.y, full.a, full.n_classes, full.n_attrs))
 
 
 def pseudo_attribute_quality(pseudo: np.ndarray, conflicting: np.ndarray) -> dict[str, Any]:
@@ -378,24 +384,19 @@ class GERNEPseudo(_GERNEBase):
                                    "empty: train it in this run"),
     }
 
-    def _attributes(self, trainer: "Trainer") -> tuple[np.ndarray, int]:
+    def _attributes(self, context: MethodContext) -> tuple[np.ndarray, int]:
         if self.hparams["erm_run"]:
-            reference = trainer.load_reference_model(self.hparams["erm_run"], "erm_run")
+            reference = context.load_reference_model(self.hparams["erm_run"], "erm_run")
         else:
-            reference = trainer.new_model()
-            erm = trainer.new_method(ERM, self.data)
             epochs = self.hparams["erm_epochs"] or self.hparams["epochs"]
-            trainer.run_epochs(erm, reference, epochs, stage="gerne-pseudo ERM stage")
-        logits = predict_logits(reference, self.data.dataset.x, trainer.device)
+            reference = context.train_stage1(self.data, epochs, "gerne-pseudo ERM stage")
+        logits = predict_logits(reference, self.data.dataset.x, context.device)
         y = torch.as_tensor(self.data.dataset.y)
         confidence = logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1).numpy()
         pseudo = pseudo_attributes(confidence, self.hparams["threshold"])
         self.pseudo_info: dict[str, Any] = {"threshold": self.hparams["threshold"],
-                                            "n_pseudo_conflicting": int(pseudo.sum())}
-        full = trainer.full_train  # for reporting only: the draws above and below never read it
-        if full.a is not None:
-            conflicting = true_conflicting(full.y, full.a, full.n_classes, full.n_attrs)
-            self.pseudo_info.update(pseudo_attribute_quality(pseudo, conflicting))
+                                            "n_pseudo_conflicting": int(pseudo.sum()),
+                                            **context.true_group_report(pseudo_attribute_report, pseudo)}
         return pseudo, 2
 
     def epoch_log(self) -> dict[str, Any]:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from grouprobust.data.dataset import GroupDataset
 from grouprobust.methods.base import Method
-from grouprobust.methods.erm import ERM
+from grouprobust.methods.context import MethodContext
 from grouprobust.methods.registry import register_method
 from grouprobust.models import predict_logits
 from grouprobust.params import AT_LEAST_ONE, Param
-
-if TYPE_CHECKING:
-    from grouprobust.training import Trainer
 
 
 @register_method
@@ -38,26 +35,27 @@ class JTT(Method):
                            AT_LEAST_ONE),
     }
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, context: MethodContext) -> None:
         """Train the stage-1 ERM model through the shared loop and build the upsampled index list."""
         epochs, lambda_up = self.hparams["stage1_epochs"], self.hparams["lambda_up"]
-        stage1 = trainer.new_method(ERM, self.data, dict(self.hparams, epochs=epochs))
-        model = trainer.new_model()
-        trainer.run_epochs(stage1, model, epochs, stage="jtt stage 1")
+        model = context.train_stage1(self.data, epochs, "jtt stage 1", dict(self.hparams, epochs=epochs))
         #: The stage-1 ERM model (kept for inspection).
         self.stage1_model = model
-        pred = predict_logits(model, self.data.x, trainer.device).argmax(dim=1)
+        pred = predict_logits(model, self.data.dataset.x, context.device).argmax(dim=1)
         wrong = (pred != self.data.y.cpu()).numpy()
         #: Indices of the training examples the stage-1 model misclassifies (CPU, sorted).
         self.error_set = torch.as_tensor(np.flatnonzero(wrong))
         extra = self.error_set.repeat(lambda_up - 1)
         #: One stage-2 epoch before shuffling: every index once, error-set indices ``lambda_up`` times.
         self.epoch_indices = torch.cat([torch.arange(self.data.n), extra])
-        self._report = error_set_report(wrong, trainer.full_train)
+        self._report = context.true_group_report(error_set_report, wrong)
 
     def batches(self) -> Iterator[torch.Tensor]:
         perm = torch.randperm(len(self.epoch_indices), generator=self.generator)
         return iter(self.epoch_indices[perm].to(self.data.device).split(self.batch_size))
+
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.epoch_indices) // self.batch_size)
 
     def run_info(self) -> dict[str, Any]:
         return self._report

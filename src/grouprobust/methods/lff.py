@@ -3,17 +3,15 @@ each example by how much harder the biased model finds it. No group labels."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from grouprobust.methods.base import Batch, Method
+from grouprobust.methods.context import MethodContext
 from grouprobust.methods.registry import register_method
 from grouprobust.params import Interval, Param
-
-if TYPE_CHECKING:
-    from grouprobust.training import Trainer
 
 
 def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
@@ -48,12 +46,12 @@ class LfF(Method):
                          Interval(0, 1, hi_open=True)),
     }
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, context: MethodContext) -> None:
         """Create the biased model and its optimizer, and the per-example loss averages."""
         #: The biased model, trained alongside the main one.
-        self.biased = trainer.new_model()
+        self.biased = context.new_model()
         self.biased.train()
-        self.biased_optimizer = trainer.new_optimizer(self.biased, self.hparams)
+        self.biased_optimizer = context.new_optimizer(self.biased, self.hparams)
         n, device = self.data.n, self.data.device
         self.ema_biased = torch.zeros(n, device=device)
         self.ema_main = torch.zeros(n, device=device)
