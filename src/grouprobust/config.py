@@ -58,6 +58,11 @@ class RunConfig:
         for name in LATER_TRAIN_PARAMS:  # likewise for training parameters added later, while at their default
             if name in fields_["hparams"] and fields_["hparams"][name] == TRAIN_PARAMS[name].default:
                 del fields_["hparams"][name]
+        entry = get_dataset_entry(self.dataset)
+        defaults = entry.option_defaults()
+        for name in entry.later_options:  # and for dataset options added later
+            if name in fields_["data"] and fields_["data"][name] == defaults.get(name):
+                del fields_["data"][name]
         text = json.dumps(fields_, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -57,6 +57,72 @@ def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, hidden:
     return Classifier(features, dim, n_classes)
 
 
+class BackboneFeatures(nn.Module):
+    """A pretrained backbone's feature map with its input stage: ``backbone(inputs(x))``.
+
+    ``inputs`` turns a batch as the data holds it into what the backbone reads (`ImageInput`: uint8 or
+    [0, 1] images to normalised, augmented in training, crops; identity for token ids). ``frozen``
+    (``finetune=head``): the backbone's weights do not train and it stays in eval mode (batch-norm
+    statistics and dropout as at inference), so the head is a linear probe on fixed features.
+    """
+
+    def __init__(self, inputs: nn.Module, backbone: nn.Module, frozen: bool = False, channels_last: bool = False):
+        super().__init__()
+        self.inputs = inputs
+        self.backbone = backbone
+        self.frozen = frozen
+        self.channels_last = channels_last
+        if frozen:
+            for p in backbone.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "BackboneFeatures":
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inputs(x)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+
+def build_network(hparams: dict, input_shape: tuple[int, ...], n_classes: int, inputs: str = "features",
+                  image_size: int | None = None, pretrained: bool = True, download: bool = False,
+                  device: torch.device | None = None) -> Classifier:
+    """The run's network, freshly initialised (seed torch first): the small network ``hparams["model"]`` on
+    feature vectors, or ``hparams["backbone"]`` (with its ``weights`` when ``pretrained``; architecture only
+    otherwise, for a run whose saved state replaces every weight) and a new linear head, fine-tuned as
+    ``finetune`` says. ``inputs`` and ``image_size`` describe the data (`GroupDataset.inputs`)."""
+    spec = hparams.get("backbone") or ""
+    if not spec:
+        if inputs != "features":
+            raise GroupRobustError(f"this dataset gives {'images' if inputs == 'image' else 'texts'}, which train end "
+                                   "to end through a pretrained backbone: give one (--backbone SPEC, see "
+                                   "docs/finetuning.md), or train on extracted features (--data features=DIR)",
+                                   subject="hparam:backbone")
+        return build_model(hparams["model"], input_shape, n_classes, hparams["hidden"])
+    from grouprobust.backbones import ImageInput, apply_lora, check_input_kind, load_backbone
+
+    loaded = load_backbone(spec, hparams.get("weights") or None, download=download, pretrained=pretrained,
+                           image_size=image_size)
+    info = loaded.info
+    check_input_kind(info, "image" if inputs == "image" else "text" if inputs == "tokens" else "features")
+    module = loaded.module
+    if hparams.get("finetune") == "lora":
+        module = apply_lora(module, hparams["lora_rank"], hparams["lora_alpha"], 0.0)
+    if inputs == "image":
+        stage: nn.Module = ImageInput(image_size or info.input.image_size, info.input.mean, info.input.std,
+                                      augment=bool(hparams.get("augment")))
+    else:
+        stage = nn.Identity()
+    channels_last = device is not None and device.type == "cuda" and info.family == "conv"
+    features = BackboneFeatures(stage, module, frozen=hparams.get("finetune") == "head", channels_last=channels_last)
+    return Classifier(features, loaded.feature_dim, n_classes)
+
+
 def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """``requested`` if given, else CUDA when available, else CPU."""
     if isinstance(requested, torch.device):

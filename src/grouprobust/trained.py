@@ -28,7 +28,7 @@ from grouprobust.data.feature_store import save_feature_splits
 from grouprobust.data.fingerprint import file_sha256
 from grouprobust.data.registry import input_fingerprints, load_dataset
 from grouprobust.errors import GroupRobustError
-from grouprobust.models import Classifier, build_model, compute_features, pick_device
+from grouprobust.models import Classifier, build_network, compute_features, pick_device
 from grouprobust.output import read_json
 
 MODEL_FILE = "model.pt"
@@ -99,7 +99,8 @@ def load_trained_run(path: Path | str, device: torch.device | str | None = None,
     check_inputs_unchanged(path, config, subject)
     splits = load_dataset(config.dataset, config.seed, **config.data)
     hp = config.hparams
-    model = build_model(hp["model"], splits.train.input_shape, splits.train.n_classes, hp["hidden"])
+    model = build_network(hp, splits.train.input_shape, splits.train.n_classes, splits.train.inputs,
+                          config.data.get("image_size") or None, pretrained=False)
     try:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, EOFError) as err:
@@ -133,6 +134,8 @@ def feature_cache_key(model_sha256: str, config: RunConfig) -> str:
     architecture)."""
     key = {"model": model_sha256, "dataset": config.dataset, "seed": config.seed, "data": config.data,
            "arch": [config.hparams.get("model"), config.hparams.get("hidden")]}
+    if config.hparams.get("backbone"):  # left out otherwise: existing cache entries keep their keys
+        key["backbone"] = [config.hparams["backbone"], config.hparams.get("finetune")]
     inputs = input_fingerprints(config.dataset, config.data)  # the files as they are now: what the features are of
     if inputs:  # only when there are any: existing cache entries of embedded datasets keep their keys
         key["inputs"] = inputs

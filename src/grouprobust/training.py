@@ -70,7 +70,7 @@ def make_optimizer(model: torch.nn.Module, hparams: dict[str, Any]) -> torch.opt
     (a few 1e-8 on values of order 0.3 after 200 steps); the multi-tensor one matches it to the bit.
     """
     name, lr, wd = hparams["optimizer"], hparams["lr"], hparams["weight_decay"]
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]  # a frozen backbone (finetune=head) is left out
     kind = {"fused": True} if all(p.device.type in FUSED_DEVICES for p in params) else {"foreach": True}
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=hparams["momentum"], weight_decay=wd, **kind)

@@ -26,6 +26,8 @@ class DatasetEntry:
     train_defaults: dict[str, Any] = field(default_factory=dict)
     embedded: bool = True
     file_options: tuple[str, ...] = ()
+    #: Options added after run ids were first published: left out of a run id while at their default.
+    later_options: tuple[str, ...] = ()
 
     def option_params(self) -> dict[str, Param]:
         """The builder's options (its keyword-only arguments) as `Param` declarations."""
@@ -59,7 +61,8 @@ _REGISTRY: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, description: str, train_defaults: dict[str, Any] | None = None,
-                     embedded: bool = True, file_options: tuple[str, ...] = ()) -> Callable:
+                     embedded: bool = True, file_options: tuple[str, ...] = (),
+                     later_options: tuple[str, ...] = ()) -> Callable:
     """Decorator registering ``builder(seed, *, **options) -> DatasetSplits`` under ``name``;
     ``file_options`` names the options that hold a path to an input file or directory."""
 
@@ -68,7 +71,7 @@ def register_dataset(name: str, description: str, train_defaults: dict[str, Any]
         if unknown:
             raise ValueError(f"dataset {name!r}: file_options {sorted(unknown)} are not options of its builder")
         _REGISTRY[name] = DatasetEntry(name, builder, description, dict(train_defaults or {}), embedded,
-                                       tuple(file_options))
+                                       tuple(file_options), tuple(later_options))
         return builder
 
     return wrap

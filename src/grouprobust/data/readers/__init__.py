@@ -10,12 +10,14 @@ feature directory written by `grouprobust.data.extract` (the ``grouprobust featu
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.feature_store import load_feature_splits
+from grouprobust.data.raw_inputs import input_splits
 from grouprobust.data.readers.celeba import read_celeba
 from grouprobust.data.readers.civilcomments import read_civilcomments
 from grouprobust.data.readers.dfa_layout import read_bffhq, read_colored_cifar10, read_colored_mnist
@@ -25,6 +27,7 @@ from grouprobust.data.readers.table import SPLITS, BenchmarkTable
 from grouprobust.data.readers.waterbirds import read_waterbirds
 from grouprobust.data.registry import _unknown, builder_options, register_dataset
 from grouprobust.errors import GroupRobustError
+from grouprobust.params import Interval
 
 READERS: dict[str, tuple[Callable[..., BenchmarkTable], str]] = {
     "waterbirds": (read_waterbirds, "Waterbirds (group DRO's metadata.csv): landbird/waterbird x land/water"),
@@ -89,26 +92,57 @@ def check_benchmark(name: str, root: Path | str, **options: Any) -> BenchmarkChe
     return BenchmarkCheck(table, table.group_counts(), table.eval_group_counts(), samples)
 
 
-def _feature_builder(name: str) -> Callable[..., DatasetSplits]:
-    def build(seed: int = 0, *, features: str = "") -> DatasetSplits:
+def _benchmark_builder(name: str) -> Callable[..., DatasetSplits]:
+    reader_params = builder_options(get_reader(name))
+
+    def build(seed: int = 0, *,
+              features: Annotated[str, "a feature directory written by `grouprobust features`"] = "",
+              root: Annotated[str, "the benchmark's own folder, trained end to end through a backbone"] = "",
+              image_size: Annotated[int, Interval(0, 4096), "input resolution in px end to end (0: the "
+                                    "backbone's own)"] = 0,
+              max_length: Annotated[int, Interval(0, 65536), "most tokens per text end to end (0: the "
+                                    "backbone's own limit)"] = 0,
+              tokenizer: Annotated[str, "where the texts' tokenizer is read from (empty: the backbone's own)"] = "",
+              **reader_options: Any) -> DatasetSplits:
+        if features and root:
+            raise GroupRobustError(f"{name}: give either features=DIR (extracted features) or root=DIR (the files, "
+                                   "trained end to end), not both", subject="data:root")
+        if root:
+            table = read_benchmark(name, root, **reader_options)
+            return input_splits(table, image_size=image_size, tokenizer=tokenizer, max_length=max_length or 512,
+                                source=root)
         if not features:
-            raise GroupRobustError(f"{name} is read from your own copy: extract features first with `grouprobust "
-                                   "features` (or grouprobust.data.extract.extract_benchmark_features), then set the "
-                                   "dataset option features=DIR", subject="data:features")
+            raise GroupRobustError(f"{name} is read from your own copy: give its folder with --root PATH and a "
+                                   "--backbone to fine-tune end to end, or extract features first with `grouprobust "
+                                   "features` and set --data features=DIR", subject="data:root")
         splits = load_feature_splits(Path(features))
         if splits.name != name:
             raise GroupRobustError(f"{features} holds features of {splits.name!r}, not {name!r}; set features to "
                                    f"a directory of features extracted from {name}", subject="data:features")
         return splits
 
-    build.__doc__ = f"{name} from a feature directory written by `grouprobust.data.extract` (option ``features``)."
+    # The builder's options, for the registry: the source options above and the reader's own.
+    own = [p for p in inspect.signature(build).parameters.values() if p.kind != p.VAR_KEYWORD]
+    reader = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=p.default,
+                                annotation=_annotated(p)) for k, p in reader_params.items()]
+    build.__signature__ = inspect.Signature(own + reader)  # type: ignore[attr-defined]
+    build.__annotations__ = {**{p.name: p.annotation for p in own}, **{p.name: p.annotation for p in reader}}
+    build.__doc__ = f"{name} from a feature directory (``features``) or its own files (``root``, end to end)."
     return build
 
 
+def _annotated(param: Any) -> Any:
+    """``param``'s type with its constraint and help as ``typing.Annotated`` metadata (what the registry reads)."""
+    meta = [m for m in (param.constraint, param.help) if m]
+    return Annotated[((param.kind or str), *meta)] if meta else (param.kind or str)
+
+
 for _name, (_fn, _description) in READERS.items():
-    register_dataset(_name, _description + " (train on extracted features: option features=DIR)",
+    register_dataset(_name, _description + " (end to end: --root DIR --backbone SPEC; on extracted features: "
+                     "--data features=DIR)",
                      train_defaults={"model": "linear", "epochs": 30, "lr": 1e-2, "optimizer": "adam",
                                      "batch_size": 256},
-                     embedded=False, file_options=("features",))(_feature_builder(_name))
+                     embedded=False, file_options=("features", "root"),
+                     later_options=tuple(builder_options(_benchmark_builder(_name))))(_benchmark_builder(_name))
 
 __all__ = ["READERS", "BenchmarkCheck", "BenchmarkTable", "check_benchmark", "get_reader", "load_cached_bert_inputs", "read_benchmark", "reader_options"]

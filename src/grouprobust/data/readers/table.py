@@ -80,13 +80,18 @@ class BenchmarkTable:
         if len(features) != len(self.table):
             raise GroupRobustError(f"{self.name}: {len(features)} feature rows for {len(self.table)} samples; "
                                    "extract features for every row of the table, in its order")
+        return self.splits_of(lambda split, mask: features[mask])
+
+    def splits_of(self, inputs: Any, kind: str = "features") -> DatasetSplits:
+        """`DatasetSplits` whose ``x`` in each split is ``inputs(split name, boolean row mask of the split)``:
+        feature rows, or (``kind`` ``image`` / ``tokens``) a split's images or token ids, usually memory-mapped."""
         eval_names = self.eval_group_names
         parts = []
         for split in SPLITS:
             mask = (self.table["split"] == split).to_numpy()
             rows = self.table[mask]
             eg = rows[[EVAL_PREFIX + n for n in eval_names]].to_numpy(bool) if eval_names else None
-            parts.append(GroupDataset(features[mask], rows["y"].to_numpy(), rows["a"].to_numpy(), self.n_classes,
+            parts.append(GroupDataset(inputs(split, mask), rows["y"].to_numpy(), rows["a"].to_numpy(), self.n_classes,
                                       self.n_attrs, split, self.name, group_names=self.group_names,
-                                      eval_groups=eg, eval_group_names=eval_names))
+                                      eval_groups=eg, eval_group_names=eval_names, inputs=kind))
         return DatasetSplits(*parts, name=self.name, meta={"source": str(self.source)})
