@@ -128,8 +128,39 @@ def sample_hparams(method_cls: type, sweep_seed: int, trial: int, names: list[st
     return sample_params(param_space(method_cls, loss), sweep_seed, trial, names)
 
 
+#: Training recipes for fine-tuning a pretrained backbone, by its family (what SubpopBench and group_DRO use):
+#: SGD with momentum for convolutional networks; AdamW with linear warm-up and decay and gradient clipping for
+#: transformers. They replace the dataset's defaults for frozen features; ``--set`` overrides them.
+FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
+    "conv": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 32},
+    "transformer": {"optimizer": "adamw", "lr": 1e-5, "weight_decay": 1e-4, "batch_size": 32,
+                    "scheduler": "linear", "warmup_frac": 0.1, "grad_clip": 1.0},
+}
+
+
+def training_defaults(entry: Any, hparams: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The defaults a run's hyper-parameters start from: the dataset's (for feature vectors), or, with a
+    backbone, the recipe of its family (`FINETUNE_RECIPES`) and the dataset's end-to-end defaults. Also fills
+    the data options a backbone decides (``image_size``, ``tokenizer``) when they are left unset."""
+    spec = str(hparams.get("backbone") or entry.train_defaults.get("backbone") or "")
+    if not spec:
+        return dict(entry.train_defaults)
+    from grouprobust.backbones import describe_backbone  # reads the backbone's config files only
+
+    info = describe_backbone(spec, hparams.get("weights") or None)
+    options = entry.option_params()
+    if "image_size" in options and not data.get("image_size") and info.input.kind == "image":
+        data["image_size"] = info.input.image_size
+    if "tokenizer" in options and not data.get("tokenizer") and info.input.kind == "text":
+        data["tokenizer"] = info.input.tokenizer
+    if "max_length" in options and not data.get("max_length") and info.input.kind == "text":
+        data["max_length"] = info.input.max_length
+    return {**FINETUNE_RECIPES[info.family], **entry.finetune_defaults}
+
+
 def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any] | None = None,
-                   hparams: dict[str, Any] | None = None, regime: str = "full", select: str | None = None
+                   hparams: dict[str, Any] | None = None, regime: str = "full", select: str | None = None, *,
+                   backbone: str | None = None, weights: str | Path | None = None, root: str | Path | None = None
                    ) -> RunConfig:
     """Validate names and values and fill in every default; raises `GroupRobustError` for bad input.
 
@@ -143,6 +174,15 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
     worst-group accuracy, or worst-class accuracy when the regime gives no group labels.
     """
     seed = check_seed(seed)
+    hparams, data = dict(hparams or {}), dict(data or {})
+    for name, value, into, flag in (("backbone", backbone, hparams, "--set"), ("weights", weights, hparams, "--set"),
+                                    ("root", root, data, "--data")):
+        if value is None:
+            continue
+        if name in into and str(into[name]) != str(value):
+            raise GroupRobustError(f"{name} is given twice with different values ({into[name]!r} and {str(value)!r}); "
+                                   f"give it once, as --{name} or {flag} {name}=...", subject=f"hparam:{name}")
+        into[name] = str(value)
     if regime not in REGIMES:
         raise GroupRobustError(f"unknown label regime {regime!r}; use one of: {', '.join(REGIMES)}", subject="regime")
     entry = get_dataset_entry(dataset)
@@ -154,8 +194,9 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
         raise GroupRobustError(f"method {method!r} needs group labels on {_needs_text(method_cls.needs)} but the regime "
                                f"{regime!r} gives {_needs_text(regime)}; use regime {method_cls.needs!r} or another "
                                "method", subject="regime")
+    defaults = training_defaults(entry, hparams, data)
     data_options = resolve_dataset_options(dataset, data)
-    resolved = resolve_hparams(method_cls, hparams, entry.train_defaults)
+    resolved = resolve_hparams(method_cls, hparams, defaults)
     fixed_rule = getattr(method_cls, "select", None) if issubclass(method_cls, TwoStageMethod) else None
     if fixed_rule is not None and select is not None and select != fixed_rule:
         raise GroupRobustError(f"method {method!r} selects by {fixed_rule} (on its validation half); selection rule "

@@ -33,7 +33,8 @@ from grouprobust.two_stage import STAGE1_DIR, WEIGHTS_FILE, fit_stage2, plan_sta
 
 def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits | None = None,
         device: torch.device | str | None = None, on_epoch: EpochCallback | None = None,
-        save_model: bool = True, tracker: Tracker | None = None, wait: bool = False) -> RunResult:
+        save_model: bool = True, tracker: Tracker | None = None, wait: bool = False,
+        download: bool = False) -> RunResult:
     """Run one resolved config and write its run directory at ``out`` (if given); returns its `RunResult`.
 
     If ``out`` already holds this finished run, its stored result is returned without training
@@ -46,7 +47,8 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     claimed with a file lock for the whole run: if another process is writing it, `RunBusyError` is
     raised at once, or with ``wait`` True the call waits for it (and then reuses its result if it was
     this very run). torch's CPU threads are set by `grouprobust.threads.apply_thread_policy` (the
-    user's own setting wins).
+    user's own setting wins). ``download`` lets a backbone's pretrained weights be fetched from the
+    network when no local copy exists (never otherwise).
     """
     apply_thread_policy()
     device = pick_device(device)
@@ -60,18 +62,19 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     if out is None:
         if not two_stage:  # nothing to write: train and return
             return Trainer(config, splits or load_dataset(config.dataset, config.seed, **config.data), device,
-                           on_epoch=on_epoch).fit()
+                           on_epoch=on_epoch, download=download).fit()
         with tempfile.TemporaryDirectory() as tmp:  # a two-stage run reads its stage 1 back from disk
-            return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model)
+            return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model,
+                       download=download)
     check_creatable(out, "run directory")
     writer = RunDirectory(Path(out), config.to_dict())
     with writer.claim(wait=wait):
-        return _run_claimed(config, writer, splits, device, on_epoch, save_model, two_stage, tracker)
+        return _run_claimed(config, writer, splits, device, on_epoch, save_model, two_stage, tracker, download)
 
 
 def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits | None, device: torch.device,
                  on_epoch: EpochCallback | None, save_model: bool, two_stage: bool,
-                 tracker: Tracker | None) -> RunResult:
+                 tracker: Tracker | None, download: bool) -> RunResult:
     """The body of `run` once the run directory is claimed: reuse a finished run or write a new one."""
     stored = writer.reusable_result()
     if stored is not None:
@@ -85,13 +88,13 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
             if reuse is None:
                 plan = plan_stage1(config)
                 stage1_dir = writer.file(STAGE1_DIR)
-                run(plan.config, stage1_dir, splits=plan.splits, device=device, on_epoch=on_epoch)
+                run(plan.config, stage1_dir, splits=plan.splits, device=device, on_epoch=on_epoch, download=download)
                 plan.write_holdout(stage1_dir)
             stage1 = load_trained_run(reuse or stage1_dir, device, subject="stage1")
             result = fit_stage2(config, stage1, tracked.log, writer.file(WEIGHTS_FILE), reused_stage1=reuse is not None)
             result.time_s = time.perf_counter() - start
         else:
-            trainer = Trainer(config, splits, device, log=tracked.log, on_epoch=on_epoch)
+            trainer = Trainer(config, splits, device, log=tracked.log, on_epoch=on_epoch, download=download)
             result = trainer.fit()
             if save_model and trainer.selected_state is not None:
                 state = trainer.selected_state

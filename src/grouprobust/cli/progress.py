@@ -24,7 +24,29 @@ def training_progress(description: str, total: int, console: Console | None = No
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
                   console=console, disable=disable) as progress:
         task = progress.add_task(description, total=total, loss=float("nan"))
-        yield lambda epoch, loss: progress.update(task, completed=epoch, loss=loss)
+        with _data_tasks(progress):
+            yield lambda epoch, loss: progress.update(task, completed=epoch, loss=loss)
+
+
+@contextmanager
+def _data_tasks(progress: Progress) -> Iterator[None]:
+    """While the block runs, each data-preparation task (decoding images into the cache, tokenizing texts:
+    `grouprobust.data.progress`) is a row of ``progress``, removed when the task ends."""
+    from grouprobust.data.progress import set_progress_reporter
+
+    @contextmanager
+    def reporter(description: str) -> Iterator[Callable[[int, int], None]]:
+        task = progress.add_task(description, total=None, loss=float("nan"))
+        try:
+            yield lambda done, total: progress.update(task, completed=done, total=total)
+        finally:
+            progress.remove_task(task)
+
+    previous = set_progress_reporter(reporter)
+    try:
+        yield
+    finally:
+        set_progress_reporter(previous)
 
 
 @contextmanager
@@ -91,3 +113,4 @@ class SweepProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+

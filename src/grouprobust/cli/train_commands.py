@@ -17,7 +17,8 @@ from grouprobust.cli.render import comparison_table, print_result
 def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data: list[str], out: Path,
                      regime: str, select: Optional[str], device: Optional[str], epochs: Optional[int],
                      quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True,
-                     track: Optional[str] = None, threads: Optional[int] = None) -> dict:
+                     track: Optional[str] = None, threads: Optional[int] = None, backbone: Optional[str] = None,
+                     weights: Optional[Path] = None, root: Optional[Path] = None, download: bool = False) -> dict:
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
     from grouprobust.config import resolve_config
@@ -33,11 +34,14 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
         hparams["epochs"] = str(epochs)
     if from_dir is not None:
         hparams["stage1"] = stage1_option(method, from_dir)
-    config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select)
+    config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select,
+                            backbone=backbone, weights=None if weights is None else str(weights.expanduser().resolve()),
+                            root=None if root is None else str(root.expanduser().resolve()))
     tracker = make_tracker(track, store_dir=Path(out).resolve().parent)  # MLflow's default store: beside the run
-    with training_progress(f"{method} on {dataset}", config.hparams["epochs"], err_console,
-                           disable=quiet) as on_epoch:
-        result = run(config, out, device=device, on_epoch=on_epoch, tracker=tracker)
+    total, unit = ((config.hparams["max_steps"], "steps") if config.hparams["eval_every_steps"]
+                   else (config.hparams["epochs"], "epochs"))
+    with training_progress(f"{method} on {dataset} ({unit})", total, err_console, disable=quiet) as on_epoch:
+        result = run(config, out, device=device, on_epoch=on_epoch, tracker=tracker, download=download)
     if result.get("reused"):
         console.print(f"[yellow]{out} already holds this finished run (id {result.get('run_id')}); showing it. "
                       "Delete the directory to train again.[/yellow]")
@@ -72,12 +76,21 @@ def train(
     threads: Optional[int] = ThreadsOpt,
     groups: Optional[Path] = typer.Option(None, "--groups", help="inferred training groups written by "
                                           "`grouprobust infer-groups` (shortcut for --set train_groups=FILE)"),
+    root: Optional[Path] = typer.Option(None, "--root", help="the benchmark's own folder (or a table's), trained "
+                                        "end to end through --backbone (shortcut for --data root=DIR)"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="pretrained backbone fine-tuned end to end: "
+                                           "resnet50, timm:NAME, hf:DIR, bert-base-uncased, all-MiniLM-L6-v2, "
+                                           "package.module:callable, a TorchScript or .pt2 file (docs/finetuning.md)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="the backbone's weights: a state-dict file or a "
+                                           "model folder (default: the backbone's own local weights)"),
+    download: bool = typer.Option(False, "--download", help="allow fetching the backbone's pretrained weights from "
+                                  "the network when no local copy exists"),
 ) -> None:
-    """Train one method on one dataset and write a run directory."""
+    """Train one method on one dataset and write a run directory (hyper-parameters: `grouprobust methods NAME`)."""
     if groups is not None:
         sets = [*sets, f"train_groups={groups.resolve()}"]
     train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir,
-                     track=track, threads=threads)
+                     track=track, threads=threads, backbone=backbone, weights=weights, root=root, download=download)
 
 
 @app.command()

@@ -28,6 +28,8 @@ class DatasetEntry:
     file_options: tuple[str, ...] = ()
     #: Options added after run ids were first published: left out of a run id while at their default.
     later_options: tuple[str, ...] = ()
+    #: Training defaults when fine-tuning a backbone end to end (over the backbone family's recipe).
+    finetune_defaults: dict[str, Any] = field(default_factory=dict)
 
     def option_params(self) -> dict[str, Param]:
         """The builder's options (its keyword-only arguments) as `Param` declarations."""
@@ -62,7 +64,8 @@ _REGISTRY: dict[str, DatasetEntry] = {}
 
 def register_dataset(name: str, description: str, train_defaults: dict[str, Any] | None = None,
                      embedded: bool = True, file_options: tuple[str, ...] = (),
-                     later_options: tuple[str, ...] = ()) -> Callable:
+                     later_options: tuple[str, ...] = (), finetune_defaults: dict[str, Any] | None = None
+                     ) -> Callable:
     """Decorator registering ``builder(seed, *, **options) -> DatasetSplits`` under ``name``;
     ``file_options`` names the options that hold a path to an input file or directory."""
 
@@ -71,7 +74,7 @@ def register_dataset(name: str, description: str, train_defaults: dict[str, Any]
         if unknown:
             raise ValueError(f"dataset {name!r}: file_options {sorted(unknown)} are not options of its builder")
         _REGISTRY[name] = DatasetEntry(name, builder, description, dict(train_defaults or {}), embedded,
-                                       tuple(file_options), tuple(later_options))
+                                       tuple(file_options), tuple(later_options), dict(finetune_defaults or {}))
         return builder
 
     return wrap
