@@ -22,7 +22,7 @@ from grouprobust.methods.base import Method, TrainData
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import get_method
 from grouprobust.metrics import dataset_metrics
-from grouprobust.models import Classifier, autocast_dtype, build_model, memory_format, pick_device, predict_logits
+from grouprobust.models import Classifier, autocast_dtype, build_network, memory_format, pick_device, predict_logits
 from grouprobust.result import RunResult
 from grouprobust.selection import check_rule_for_split, get_rule, rule_key, select_best_index
 from grouprobust.trained import load_trained_run
@@ -163,9 +163,14 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, splits: DatasetSplits, device: torch.device | None = None,
-                 log: Callable[[dict[str, Any]], None] | None = None, on_epoch: EpochCallback | None = None):
+                 log: Callable[[dict[str, Any]], None] | None = None, on_epoch: EpochCallback | None = None,
+                 download: bool = False):
         self.config = config
         self.hparams = config.hparams
+        #: Whether a backbone's pretrained weights may be fetched from the network (``--download``).
+        self.download = download
+        #: The network's name for `memory_format`: the small model's, or "backbone".
+        self.architecture = config.hparams["model"] if not config.hparams.get("backbone") else "backbone"
         self.device = device or pick_device()
         self.log = log or (lambda entry: None)
         self.on_epoch = on_epoch
@@ -203,10 +208,15 @@ class Trainer:
 
     # -- building blocks methods may use -------------------------------------------------------
     def new_model(self) -> Classifier:
-        """A freshly initialised model of the configured architecture, on the device."""
-        model = build_model(self.hparams["model"], self.train_set.input_shape, self.train_set.n_classes,
-                            self.hparams["hidden"])
-        return model.to(self.device, memory_format=memory_format(self.device, self.hparams["model"]))
+        """A freshly initialised model of the configured architecture (the small network, or the pretrained
+        backbone with a new head), on the device; its augmentation draws are seeded by the run's seed."""
+        model = build_network(self.hparams, self.train_set.input_shape, self.train_set.n_classes,
+                              self.train_set.inputs, self.config.data.get("image_size") or None,
+                              download=self.download, device=self.device)
+        seed_inputs = getattr(model.features, "inputs", None)
+        if hasattr(seed_inputs, "seed"):
+            seed_inputs.seed(self.config.seed)
+        return model.to(self.device, memory_format=memory_format(self.device, self.architecture))
 
     def new_optimizer(self, model: torch.nn.Module, hparams: dict[str, Any] | None = None) -> torch.optim.Optimizer:
         """The run's optimizer (`make_optimizer` with ``hparams``, default the run's) over ``model``'s
@@ -327,8 +337,8 @@ class Trainer:
         start = time.perf_counter()
         seed_everything(self.config.seed)
         data = TrainData(self.train_set, self.device)
-        if data.x.dim() == 4:
-            data.x = data.x.contiguous(memory_format=memory_format(self.device, self.hparams["model"]))
+        if not data.on_host and data.x.dim() == 4:
+            data.x = data.x.contiguous(memory_format=memory_format(self.device, self.architecture))
         method = self.new_method(self.method_cls, data)
         method.setup(TrainerContext(self))
         seed_everything(self.config.seed)
