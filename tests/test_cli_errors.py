@@ -55,7 +55,7 @@ def test_benchmark_root_error_names_the_flag(tmp_path, capsys):
 
 def test_dataset_option_error_names_the_data_flag(tmp_path, capsys):
     err = _error_line(["train", "--dataset", "waterbirds", "--out", str(tmp_path / "run"), "-q"], capsys)
-    assert "extract features first" in err and err.endswith("(set it with --data features=VALUE)")
+    assert "extract features first" in err and "--root PATH" in err and err.endswith("(set it with --root)")
     assert not (tmp_path / "run").exists()
 
 
