@@ -106,7 +106,7 @@ def _benchmark_builder(name: str) -> Callable[..., DatasetSplits]:
               **reader_options: Any) -> DatasetSplits:
         if features and root:
             raise GroupRobustError(f"{name}: give either features=DIR (extracted features) or root=DIR (the files, "
-                                   "trained end to end), not both", subject="data:root")
+                                   "trained end to end), not both", subject="root")
         if root:
             table = read_benchmark(name, root, **reader_options)
             return input_splits(table, image_size=image_size, tokenizer=tokenizer, max_length=max_length or 512,
@@ -114,7 +114,7 @@ def _benchmark_builder(name: str) -> Callable[..., DatasetSplits]:
         if not features:
             raise GroupRobustError(f"{name} is read from your own copy: give its folder with --root PATH and a "
                                    "--backbone to fine-tune end to end, or extract features first with `grouprobust "
-                                   "features` and set --data features=DIR", subject="data:root")
+                                   "features` and set --data features=DIR", subject="root")
         splits = load_feature_splits(Path(features))
         if splits.name != name:
             raise GroupRobustError(f"{features} holds features of {splits.name!r}, not {name!r}; set features to "
