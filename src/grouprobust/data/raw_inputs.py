@@ -12,19 +12,21 @@ reports its progress through `grouprobust.data.progress`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.fingerprint import fingerprint_path
 from grouprobust.data.progress import task_progress
-from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.data.rows import IndexedRows
 from grouprobust.errors import GroupRobustError
 
+if TYPE_CHECKING:  # the readers package imports this module
+    from grouprobust.data.readers.table import BenchmarkTable
 
-def input_splits(table: BenchmarkTable, *, image_size: int, tokenizer: str, max_length: int,
+
+def input_splits(table: "BenchmarkTable", *, image_size: int, tokenizer: str, max_length: int,
                  source: Path | str) -> DatasetSplits:
     """The splits of ``table`` with images at ``image_size`` px or texts tokenized by ``tokenizer`` (a model
     folder or name the backbone's tokenizer loads from) to at most ``max_length`` tokens; ``source`` is the
@@ -35,7 +37,7 @@ def input_splits(table: BenchmarkTable, *, image_size: int, tokenizer: str, max_
     return _token_splits(table, tokenizer, max_length, key)
 
 
-def _image_splits(table: BenchmarkTable, image_size: int, key: str) -> DatasetSplits:
+def _image_splits(table: "BenchmarkTable", image_size: int, key: str) -> DatasetSplits:
     from grouprobust.data.image_cache import cached_images  # Pillow and the cache only when images are read
 
     if image_size < 1:
@@ -50,7 +52,7 @@ def _image_splits(table: BenchmarkTable, image_size: int, key: str) -> DatasetSp
     return table.splits_of(lambda split, mask: arrays[split], kind="image")
 
 
-def _token_splits(table: BenchmarkTable, tokenizer: str, max_length: int, key: str) -> DatasetSplits:
+def _token_splits(table: "BenchmarkTable", tokenizer: str, max_length: int, key: str) -> DatasetSplits:
     from grouprobust.backbones import load_tokenizer  # transformers only when texts are read
     from grouprobust.data.token_cache import cached_tokens
 

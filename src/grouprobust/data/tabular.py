@@ -222,7 +222,8 @@ def _drawn_splits(groups: np.ndarray, val_fraction: float, test_fraction: float,
 def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str | Sequence[str],
                split: str | None = None, features: str | Sequence[str] | None = None,
                drop: str | Sequence[str] | None = None, val_fraction: float = 0.2, test_fraction: float = 0.2,
-               seed: int = 0, max_levels: int = 50, name: str = "table") -> DatasetSplits:
+               seed: int = 0, max_levels: int = 50, name: str = "table", image: str = "", text: str = "",
+               root: str | Path = "", image_size: int = 0, tokenizer: str = "", max_length: int = 0) -> DatasetSplits:
     """Train/val/test `GroupDataset` splits of a table with one row per sample (see the module docstring).
 
     ``table``: a DataFrame or a path (``.csv``, ``.tsv``, ``.parquet``); ``label``: the class column;
@@ -233,6 +234,9 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
 
     Returns `DatasetSplits` whose inputs are float32 (standardised numerics, one-hot categoricals),
     with ``meta["table"]`` the `TableEncoding` and ``meta["feature_names"]`` the input columns.
+    With ``image`` (a column of image paths, relative to ``root``, by default the table's folder) or
+    ``text`` (a column of texts), that column alone is the input, trained end to end through a backbone:
+    images at ``image_size`` px, texts tokenized by ``tokenizer`` (`grouprobust.data.raw_inputs`).
     """
     frame = read_table_file(table) if isinstance(table, (str, Path)) else table
     if not isinstance(frame, pd.DataFrame):
@@ -252,6 +256,15 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
                                subject="data:attribute")
     if split:
         _require(frame, [split], "split")
+    if image and text:
+        raise GroupRobustError("give either image=COLUMN (image paths) or text=COLUMN (texts), not both",
+                               subject="data:image")
+    raw = image or text
+    if raw:
+        _require(frame, [raw], "image" if image else "text")
+        if raw in (label, *attributes, split):
+            raise GroupRobustError(f"column {raw!r} is the label, an attribute or the split and cannot be the "
+                                   "input", subject=f"data:{'image' if image else 'text'}")
     dropped = _names(drop)
     _require(frame, dropped, "drop")
     reserved = {label, *attributes, *([split] if split else [])}
@@ -265,7 +278,7 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
         inputs = [c for c in inputs if c not in dropped]
     else:
         inputs = [c for c in frame.columns if c not in reserved and c not in dropped]
-    if not inputs:
+    if not inputs and not raw:
         raise GroupRobustError("no feature columns are left after removing the label, attributes, split and drop; "
                                "keep at least one column as input", subject="data:features")
     if frame.empty:
@@ -294,6 +307,11 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
     g = grouper.group_ids(y, a)
 
     split_of = _split_column(frame, split) if split else _drawn_splits(g, val_fraction, test_fraction, seed)
+    if raw:
+        base = Path(root).expanduser() if root else (Path(table).expanduser().parent
+                                                     if isinstance(table, (str, Path)) else Path.cwd())
+        return _raw_input_splits(frame, raw, bool(image), base, y, a, split_of, grouper, name,
+                                 image_size=image_size, tokenizer=tokenizer, max_length=max_length)
     numeric = [c for c in inputs if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
     categorical = [c for c in inputs if c not in numeric]
     for col in numeric:  # every row, before fitting: the error counts all the infinite cells, not the training ones
@@ -312,13 +330,37 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
     return DatasetSplits(*parts, name=name, description=f"table: {label} x {' & '.join(attributes)}", meta=meta)
 
 
+def _raw_input_splits(frame: pd.DataFrame, column: str, images: bool, base: Path, y: np.ndarray, a: np.ndarray,
+                      split_of: np.ndarray, grouper: Grouper, name: str, *, image_size: int, tokenizer: str,
+                      max_length: int) -> DatasetSplits:
+    """The splits of a table whose input is one column of image paths (relative to ``base``) or texts."""
+    from grouprobust.data.raw_inputs import input_splits
+    from grouprobust.data.readers.table import BenchmarkTable
+
+    if frame[column].isna().any():
+        row = int(np.flatnonzero(frame[column].isna().to_numpy())[0])
+        raise GroupRobustError(f"column {column!r} is empty in row {row}; every row needs its "
+                               f"{'image' if images else 'text'}", subject=f"data:{'image' if images else 'text'}")
+    rows = pd.DataFrame({"y": y, "a": a, "split": split_of})
+    if images:
+        paths = [Path(p).expanduser() for p in frame[column].astype(str)]
+        rows.insert(0, "path", [str(p if p.is_absolute() else base / p) for p in paths])
+    else:
+        rows.insert(0, "text", frame[column].astype(str).to_numpy())
+    table = BenchmarkTable(name, rows, grouper.n_classes, grouper.n_attrs, grouper.class_names, grouper.attr_names,
+                           base, input_kind="image" if images else "text")
+    return input_splits(table, image_size=image_size, tokenizer=tokenizer, max_length=max_length or 512,
+                        source=base)
+
+
 @register_dataset(
     "table",
     "Your own table (CSV, TSV or parquet): path=FILE label=COLUMN attribute=COLUMN[,COLUMN]; groups = label x "
     "attributes; numeric columns standardised, categorical one-hot (fitted on train)",
     train_defaults={"model": "mlp", "epochs": 20, "lr": 1e-3, "optimizer": "adam", "batch_size": 128},
     embedded=False,
-    file_options=("path",),
+    file_options=("path", "root"),
+    later_options=("image", "text", "root", "image_size", "max_length", "tokenizer"),
 )
 def table_dataset(seed: int = 0, *,
                   path: Annotated[str, "the table: .csv, .tsv or .parquet"] = "",
@@ -330,6 +372,15 @@ def table_dataset(seed: int = 0, *,
                   val_fraction: Annotated[float, FRACTION, "validation share without a split column"] = 0.2,
                   test_fraction: Annotated[float, FRACTION, "test share without a split column"] = 0.2,
                   max_levels: Annotated[int, Interval(2), "most distinct label/attribute values"] = 50,
+                  image: Annotated[str, "column of image paths, trained end to end through a backbone"] = "",
+                  text: Annotated[str, "column of texts, trained end to end through a backbone"] = "",
+                  root: Annotated[str, "folder the image paths are relative to (default: the table's)"] = "",
+                  image_size: Annotated[int, Interval(0, 4096), "input resolution in px end to end (0: the "
+                                        "backbone's own)"] = 0,
+                  max_length: Annotated[int, Interval(0, 65536), "most tokens per text end to end (0: the "
+                                        "backbone's own limit)"] = 0,
+                  tokenizer: Annotated[str, "where the texts' tokenizer is read from (empty: the backbone's "
+                                       "own)"] = "",
                   ) -> DatasetSplits:
     """The table at ``path`` as a grouped dataset (`from_table`); the seed draws the splits without ``split``."""
     if not path:
@@ -337,7 +388,8 @@ def table_dataset(seed: int = 0, *,
                                ".parquet table)", subject="data:path")
     return from_table(path, label=label, attribute=attribute, split=split or None, features=features or None,
                       drop=drop or None, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                      max_levels=max_levels)
+                      max_levels=max_levels, image=image, text=text, root=root, image_size=image_size,
+                      tokenizer=tokenizer, max_length=max_length)
 
 
 __all__ = ["TableEncoding", "from_table", "read_table_file", "table_dataset"]
