@@ -2,6 +2,8 @@
 
 Both mix inputs ``x~ = lam x_i + (1 - lam) x_j`` with ``lam ~ Beta(alpha, alpha)`` (one draw per
 batch for Mixup, one per example for LISA, as SubpopBench) and train on ``lam L(f(x~), y_i) + (1 - lam) L(f(x~), y_j)``; they differ in the partner ``j``.
+Texts (token ids) cannot be interpolated: for them the backbone's features, the head's input, are
+mixed instead (mixup at the penultimate layer).
 """
 
 from __future__ import annotations
@@ -52,8 +54,13 @@ class _Mixing(EnvironmentMethod):
         n = len(batch.y) if self.per_example_lam else 1
         lam = torch.as_tensor(self.rng.beta(alpha, alpha, size=n), dtype=batch.x.dtype, device=batch.x.device)
         j = self.partners(batch)
-        lam_x = lam.reshape(-1, *([1] * (batch.x.dim() - 1)))
-        logits = model(lam_x * batch.x + (1.0 - lam_x) * batch.x[j])
+        if batch.x.is_floating_point():
+            lam_x = lam.reshape(-1, *([1] * (batch.x.dim() - 1)))
+            logits = model(lam_x * batch.x + (1.0 - lam_x) * batch.x[j])
+        else:  # token ids cannot be interpolated: mix the backbone's features (the head's input) instead
+            features = model.features(batch.x)
+            lam_f = lam.to(features.dtype).reshape(-1, 1)
+            logits = model.head(lam_f * features + (1.0 - lam_f) * features[j])
         return (lam * self.loss_fn(logits, batch.y) + (1.0 - lam) * self.loss_fn(logits, batch.y[j])).mean()
 
 
