@@ -176,3 +176,18 @@ def save_figure_atomic(fig: Any, path: Path | str, **savefig: Any) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **savefig)
     return write_atomic(path, buffer.getvalue())
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """A copy of the folder ``source`` at ``target`` (which must not exist) made of hard links where the file
+    system allows them (no bytes copied: a shared stage-1 run appears inside each run that uses it), copies
+    elsewhere. Hidden files (locks) are left out."""
+    import shutil
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link, ignore=shutil.ignore_patterns(".*"))

@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 from grouprobust.config import RunConfig
+from grouprobust.data.cache_dirs import cache_dir
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
-from grouprobust.output import check_creatable, write_atomic
+from grouprobust.output import check_creatable, link_tree, write_atomic
 from grouprobust.result import RunResult
 from grouprobust.threads import apply_thread_policy
 from grouprobust.rundir import RunDirectory
@@ -88,8 +89,16 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
             if reuse is None:
                 plan = plan_stage1(config)
                 stage1_dir = writer.file(STAGE1_DIR)
-                run(plan.config, stage1_dir, splits=plan.splits, device=device, on_epoch=on_epoch, download=download)
-                plan.write_holdout(stage1_dir)
+                if config.hparams.get("backbone"):  # a fine-tuned stage 1: trained once, shared by every method
+                    shared = cache_dir("stage1") / plan.config.run_id
+                    run(plan.config, shared, splits=plan.splits, device=device, on_epoch=on_epoch,
+                        download=download, wait=True)
+                    plan.write_holdout(shared)
+                    link_tree(shared, stage1_dir)
+                else:
+                    run(plan.config, stage1_dir, splits=plan.splits, device=device, on_epoch=on_epoch,
+                        download=download)
+                    plan.write_holdout(stage1_dir)
             stage1 = load_trained_run(reuse or stage1_dir, device, subject="stage1")
             result = fit_stage2(config, stage1, tracked.log, writer.file(WEIGHTS_FILE), reused_stage1=reuse is not None)
             result.time_s = time.perf_counter() - start

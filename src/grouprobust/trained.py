@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from grouprobust.data.feature_store import save_feature_splits
 from grouprobust.data.fingerprint import file_sha256
 from grouprobust.data.registry import input_fingerprints, load_dataset
 from grouprobust.errors import GroupRobustError
+from grouprobust.data.cache_dirs import cache_dir
 from grouprobust.models import Classifier, build_network, compute_features, pick_device
 from grouprobust.output import read_json
 
@@ -124,9 +124,8 @@ def check_inputs_unchanged(path: Path, config: RunConfig, subject: str | None = 
 
 
 def cache_root() -> Path:
-    """Root of the feature cache: ``$GROUPROBUST_CACHE/features`` or ``~/.cache/grouprobust/features``."""
-    base = os.environ.get("GROUPROBUST_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "grouprobust") / "features"
+    """Root of the feature cache: the ``features`` folder of `grouprobust.data.cache_dirs.cache_root`."""
+    return cache_dir("features")
 
 
 def feature_cache_key(model_sha256: str, config: RunConfig) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import math
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from grouprobust.config import RunConfig
+from grouprobust.data.cache_dirs import cache_dir
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.group_inference import inference_quality, load_inferred_groups
@@ -22,6 +25,8 @@ from grouprobust.methods.base import Method, TrainData
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import get_method
 from grouprobust.metrics import dataset_metrics
+from grouprobust.output import write_atomic
+from grouprobust.params import TRAIN_PARAMS
 from grouprobust.models import Classifier, autocast_dtype, build_network, memory_format, pick_device, predict_logits
 from grouprobust.result import RunResult
 from grouprobust.selection import check_rule_for_split, get_rule, rule_key, select_best_index
@@ -124,6 +129,21 @@ def evaluate(model: torch.nn.Module, dataset: GroupDataset, device: torch.device
     return dataset_metrics(dataset, probs, train_group_counts)
 
 
+def stage1_model_file(config: RunConfig, hparams: dict[str, Any], epochs: int, n_train: int) -> Path:
+    """Where the stage-1 store keeps the ERM model that `TrainerContext.train_stage1` trains for ``config`` with
+    ``hparams`` for ``epochs`` epochs: keyed by everything that determines it (dataset, its options and input
+    files, seed, the training and loss parameters, epochs, training-set size), not by the method, so JTT,
+    gerne-pseudo and every value of their own parameters share one fine-tuned stage 1."""
+    # the method's own parameters, and those the stage-1 loop does not read (it trains ``epochs`` epochs)
+    ignored = (set(get_method(config.method).params) - set(TRAIN_PARAMS)) | {"epochs", "max_steps", "eval_every",
+                                                                             "eval_every_steps"}
+    training = {k: v for k, v in hparams.items() if k not in ignored}
+    key = {"dataset": config.dataset, "data": config.data, "inputs": config.dataset_inputs(), "seed": config.seed,
+           "hparams": training, "epochs": epochs, "n_train": n_train}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_dir("stage1") / f"{digest}.pt"
+
+
 class TrainerContext:
     """The `grouprobust.methods.context.MethodContext` a `Trainer` hands its method's ``setup``."""
 
@@ -140,10 +160,22 @@ class TrainerContext:
 
     def train_stage1(self, data: TrainData, epochs: int, stage: str, hparams: dict[str, Any] | None = None) -> Classifier:
         trainer = self._trainer
+        hp = hparams or trainer.hparams
         seed_everything(trainer.config.seed)
         model = trainer.new_model()
-        erm = trainer.new_method(ERM, data, hparams)
+        stored = stage1_model_file(trainer.config, hp, epochs, data.n) if hp.get("backbone") else None
+        if stored is not None and stored.is_file():
+            try:
+                model.load_state_dict(torch.load(stored, map_location=trainer.device, weights_only=True))
+                return model
+            except (RuntimeError, OSError, EOFError):
+                pass  # a damaged entry: train again and replace it
+        erm = trainer.new_method(ERM, data, hp)
         trainer.run_epochs(erm, model, epochs, stage=stage)
+        if stored is not None:
+            state = model.state_dict()
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(stored, lambda fh: torch.save(state, fh))
         return model
 
     def load_reference_model(self, run_dir: str | Path, subject: str) -> Classifier:
