@@ -1,4 +1,4 @@
-"""Today's (before issue 14 part 2) GSR stage 2, kept verbatim as the reference the fast one is checked against.
+"""GSR stage 2 with one Hessian factorisation per outer step, kept verbatim as the reference the fast one is checked against.
 
 Not part of the library: `benchmarks/gsr_scale.py` and `tests/test_lastlayer_gsr_reference.py` run it in
 the same process as `grouprobust.lastlayer.GSR` and compare the weight trajectories step by step.

@@ -7,8 +7,8 @@ timed inside a fresh process each time (the data are generated first; only ``fit
 * ``policy``: ``GSR().fit`` as a user calls it (the estimator applies
   `grouprobust.threads.native_thread_policy` for the duration of ``fit``);
 * ``numpy default``: the same with ``OPENBLAS_NUM_THREADS`` set to the machine's core count, the
-  pools numpy starts with (a user setting, so the policy stands aside): what the estimators did
-  before the policy;
+  pools numpy starts with (a user setting, so the policy stands aside): an estimator without the
+  policy;
 * ``one thread``: ``OPENBLAS_NUM_THREADS=1``;
 
 each (a) on the machine as it is ("quiet") and (b) beside busy processes that keep all cores but one

@@ -5,7 +5,7 @@ fresh process each time, timed from process start to exit) under three thread se
 
 * ``policy``: the product as a user runs it (the CLI: passive OpenMP waiting, the thread policy);
 * ``torch default``: the same training with the policy switched off (torch's own count, the
-  OpenMP runtime's default waiting), i.e. what the product did before the policy;
+  OpenMP runtime's default waiting), i.e. torch as it comes;
 * ``one thread``: the CLI with ``OMP_NUM_THREADS=1``;
 
 each (a) on the machine as it is ("quiet") and (b) beside busy processes that keep all cores

@@ -59,7 +59,7 @@ def test_import_contract_is_kept(contract):
     importers = set(re.findall(r"^-\s+(grouprobust[\w.]*) -> ", report, flags=re.MULTILINE))
     assert importers, report
     assert importers <= known, f"new imports break {contract['name']!r}: {sorted(importers - known)}\n{report}"
-    pytest.xfail(f"known violations (owned by the CLI move): {', '.join(sorted(importers))}")
+    pytest.xfail(f"known violations (listed in KNOWN_VIOLATIONS): {', '.join(sorted(importers))}")
 
 
 def test_every_top_level_module_is_layered_or_command_line_code():

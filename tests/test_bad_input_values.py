@@ -1,4 +1,4 @@
-"""Bad values that used to slip through or end in a traceback: each is one ``error:`` line (exit 2) on the
+"""Bad values that could slip through or end in a traceback: each is one ``error:`` line (exit 2) on the
 command line, or a `GroupRobustError` naming the problem from Python, and nothing is written.
 
 Booleans given for numbers, repeated or empty entries in the analyze commands' comma lists, an infinite

@@ -1,4 +1,4 @@
-"""GSR's fast stage 2 (preconditioned parameter form, dual kernel form) against today's algorithm and direct solves."""
+"""GSR's fast stage 2 (preconditioned parameter form, dual kernel form) against the reference algorithm and direct solves."""
 
 import importlib.util
 import sys
@@ -28,7 +28,7 @@ def spurious(n, d, p_agree, rng, dirs):
 
 
 @pytest.mark.parametrize("n, d, head", [(60, 150, "_DualHead"), (400, 20, "_PrimalHead")])
-def test_gsr_weight_trajectory_matches_todays_algorithm_at_every_step(n, d, head, monkeypatch):
+def test_gsr_weight_trajectory_matches_the_reference_algorithm_at_every_step(n, d, head, monkeypatch):
     rng = np.random.default_rng(3)
     dirs = rng.standard_normal(d) / np.sqrt(d), rng.standard_normal(d) / np.sqrt(d)
     X, y, _ = spurious(n, d, 0.9, rng, dirs)
