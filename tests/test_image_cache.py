@@ -179,3 +179,18 @@ def test_an_unwritable_cache_root_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(GroupRobustError, match="cache folder"):
         cached_images(write_images(tmp_path / "files"), 8, key="k", root=tmp_path / "file")
+
+
+def test_the_cached_square_through_the_eval_crop_is_the_feature_pass_preprocessing(tmp_path):
+    # stored at 256 and centre-cropped to 224 on the device == Resize(256) + CenterCrop(224) on the file
+    from grouprobust.backbones.image_input import ImageInput
+    from grouprobust.data.backbone_modules import IMAGENET_MEAN, IMAGENET_STD, image_transform
+    from grouprobust.data.image_loader import load_image
+    import torch
+
+    paths = write_images(tmp_path / "files", sizes=((300, 260), (256, 320)))
+    stored = cached_images(paths, 224, key=files_key(paths), root=tmp_path)
+    on_device = ImageInput(224, IMAGENET_MEAN, IMAGENET_STD, augment=True).eval()(torch.from_numpy(np.array(stored)))
+    classic = torch.stack([image_transform(224)(load_image(p)) for p in paths])
+    # within a pixel's shift of a smooth ramp (the two round the crop's centre differently), in std units
+    assert float((on_device - classic).abs().mean()) < 0.02  # (a corner crop instead: 0.16)
