@@ -12,6 +12,9 @@ returns the backbone's input (float, side ``image_size``, normalised by ``mean``
   ten tries and then a centre crop of the clamped ratio), resized to ``image_size`` by one
   ``affine_grid``/``grid_sample`` over the whole batch, and a horizontal flip with probability 0.5
   (``flip``). Everything runs on the input's device with no host synchronisation.
+  (``benchmarks/image_augment.py`` compares kornia's RandomResizedCrop + RandomHorizontalFlip on the
+  CPU: 2-20x slower on (64, 3, 37, 37) batches, 0.7-1.3x on (32, 3, 256, 256) ones; no dependency
+  for that.)
 
 Randomness comes from a ``torch.Generator`` the module owns, created on the input's device at the
 first training batch: `seed` seeds it, `get_rng_state`/`set_rng_state` save and restore it for a
