@@ -47,7 +47,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _directory_digest(directory: Path, files: list[Path]) -> str:
+def files_digest(directory: Path, files: list[Path]) -> str:
+    """Hex SHA-256 of ``files`` in the order given: each one's path relative to ``directory``, its length
+    and its bytes."""
     # Each file contributes its relative path, its length and its bytes, so a renamed or moved file
     # and a byte moved from one file to the next both change the digest.
     digest = hashlib.sha256()
@@ -85,9 +87,9 @@ def fingerprint_path(path: Path | str) -> str | None:
         if cached is not None and cached[0] == signature:
             return cached[1]
         if kind == "file":
-            value = "sha256:" + (file_sha256(p) if len(files) == 1 else _directory_digest(p.parent, files))
+            value = "sha256:" + (file_sha256(p) if len(files) == 1 else files_digest(p.parent, files))
         else:
-            value = "sha256:" + _directory_digest(p, files)
+            value = "sha256:" + files_digest(p, files)
     except OSError:
         return None
     _CACHE[key] = (signature, value)
@@ -105,4 +107,4 @@ def fingerprints(paths: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-__all__ = ["file_sha256", "fingerprint_path", "fingerprints"]
+__all__ = ["file_sha256", "files_digest", "fingerprint_path", "fingerprints"]

@@ -15,18 +15,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
+
 from grouprobust.errors import GroupRobustError
 from grouprobust.threads import usable_cpus
 
 MAX_WORKERS = 8  # beyond this the device, not decoding, is the limit for the backbones used here
 
 
-def load_image(path: str) -> Any:
-    """The RGB PIL image in ``path``; a one-line `GroupRobustError` naming the file if it cannot be read."""
+def load_image(path: str, draft: int | None = None) -> Any:
+    """The RGB PIL image in ``path``; a one-line `GroupRobustError` naming the file if it cannot be read.
+
+    ``draft``: a JPEG is decoded at the smallest reduced scale (1/2, 1/4, 1/8) whose sides are both
+    still at least ``draft`` pixels, which is several times faster when the image is much larger
+    than needed; other formats are decoded whole."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if draft is not None:
+                im.draft("RGB", (draft, draft))
             return im.convert("RGB")
     except (OSError, UnidentifiedImageError):
         raise GroupRobustError(f"{path}: cannot be read as an image; replace the file or fix the metadata") from None
@@ -40,30 +48,33 @@ class Unreadable:
 
 
 class ImageFiles:
-    """A map-style dataset: item ``i`` is ``transform(load_image(paths[i]))``, or an `Unreadable`."""
+    """A map-style dataset: item ``i`` is ``transform(load_image(paths[i], draft))``, or an `Unreadable`."""
 
-    def __init__(self, paths: Sequence[str], transform: Callable[[Any], Any]):
+    def __init__(self, paths: Sequence[str], transform: Callable[[Any], Any], draft: int | None = None):
         self.paths = list(paths)
         self.transform = transform
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Any:
         try:
-            return self.transform(load_image(self.paths[index]))
+            return self.transform(load_image(self.paths[index], self.draft))
         except GroupRobustError as err:
             return Unreadable(str(err))
 
 
 def collate_images(items: list[Any]) -> Any:
-    """The ``(len(items), C, H, W)`` tensor of ``items``, or the first `Unreadable` among them."""
+    """The ``(len(items), C, H, W)`` tensor of ``items`` (a numpy array when they are numpy arrays), or the
+    first `Unreadable` among them."""
     import torch
 
     for item in items:
         if isinstance(item, Unreadable):
             return item
-    return torch.stack(items)
+    # np.stack for arrays: torch.stack of uint8 tensors measured ~700x slower (0.44 s for 32 of 3x256x256)
+    return np.stack(items) if isinstance(items[0], np.ndarray) else torch.stack(items)
 
 
 def check_workers(workers: Any) -> None:
@@ -100,13 +111,14 @@ def loader_options(device: Any, workers: int) -> dict[str, dict[str, Any]]:
 
 
 def image_batches(paths: Sequence[str], transform: Callable[[Any], Any], batch_size: int, device: Any,
-                  workers: int | None = None) -> Iterator[Any]:
+                  workers: int | None = None, draft: int | None = None) -> Iterator[Any]:
     """``(batch, C, H, W)`` tensors on ``device`` of ``paths`` in order, ``batch_size`` at a time, loaded by
-    ``workers`` processes (see `choose_workers`); the first unreadable file raises its one-line error."""
+    ``workers`` processes (see `choose_workers`; ``draft`` as in `load_image`); the first unreadable file
+    raises its one-line error."""
     from torch.utils.data import DataLoader
 
     options = loader_options(device, choose_workers(workers, device=device))
-    loader = DataLoader(ImageFiles(paths, transform), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(ImageFiles(paths, transform, draft), batch_size=batch_size, shuffle=False,
                         collate_fn=collate_images, **options["loader"])
     for batch in loader:
         if isinstance(batch, Unreadable):

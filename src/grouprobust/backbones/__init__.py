@@ -1,0 +1,1 @@
+"""Backbones for end-to-end fine-tuning and what feeds them their inputs."""
