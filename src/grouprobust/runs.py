@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from grouprobust.config import RunConfig
-from grouprobust.data.cache_dirs import cache_dir
+from grouprobust.data.disk_cache import cache_dir
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
 from grouprobust.errors import GroupRobustError

@@ -27,7 +27,7 @@ from grouprobust.data.feature_store import save_feature_splits
 from grouprobust.data.fingerprint import file_sha256
 from grouprobust.data.registry import input_fingerprints, load_dataset
 from grouprobust.errors import GroupRobustError
-from grouprobust.data.cache_dirs import cache_dir
+from grouprobust.data.disk_cache import cache_dir
 from grouprobust.models import Classifier, build_network, compute_features, pick_device
 from grouprobust.output import read_json
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from grouprobust.config import RunConfig
-from grouprobust.data.cache_dirs import cache_dir
+from grouprobust.data.disk_cache import cache_dir
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.group_inference import inference_quality, load_inferred_groups

@@ -2,7 +2,8 @@
 guarded.
 
 The cache root is ``$GROUPROBUST_CACHE``, else ``$XDG_CACHE_HOME/grouprobust``, else
-``~/.cache/grouprobust``; each kind of entry has its own folder under it (``images/``, ``tokens/``).
+``~/.cache/grouprobust``; each kind of entry has its own folder under it (``images/``, ``tokens/``,
+``features/``, ``stage1/``).
 An entry's name is the SHA-256 of everything that decides its content (the caller's fingerprint of
 the files or texts and the preprocessing's settings), so an entry is never stale: changed inputs get
 a new one. Entries are built under a `filelock.FileLock` on a hidden sibling ``.<name>.lock`` (two
@@ -36,6 +37,12 @@ def cache_root() -> Path:
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "grouprobust"
     return Path.home() / ".cache" / "grouprobust"
+
+
+def cache_dir(kind: str) -> Path:
+    """The folder of one kind of entry under `cache_root` (``images``, ``tokens``, ``features``, ``stage1``);
+    not created."""
+    return cache_root() / kind
 
 
 def cache_folder(root: Path | str | None, kind: str) -> Path:
