@@ -225,7 +225,7 @@ def test_sentence_transformers_folder_mean_pools_like_sentence_transformers(tmp_
     torch.testing.assert_close(ours, unnormalized.encode(texts, convert_to_tensor=True), atol=1e-5, rtol=1e-5)
 
 
-def test_factory_with_a_final_linear_is_cut_and_without_one_is_kept():
+def test_factory_with_a_final_linear_is_cut_and_without_one_is_kept(tmp_path):
     bb = load_backbone("backbone_fixtures:tiny_cnn", image_size=16)
     assert bb.report["cut"] == "head" and bb.feature_dim == 6 and bb.info.family == "conv"
     x = torch.randn(4, 3, 16, 16)
@@ -240,6 +240,12 @@ def test_factory_with_a_final_linear_is_cut_and_without_one_is_kept():
     assert maps.report["cut"] is None and maps.feature_dim == 5
     with torch.no_grad():
         torch.testing.assert_close(maps.module(x), maps.module.model(x).mean((2, 3)))
+    # pretrained=False: the factory's own initial weights; the weights file is not read
+    (tmp_path / "junk.pt").write_bytes(b"not a state dict")
+    with pytest.raises(GroupRobustError, match="cannot be read as a PyTorch state dict"):
+        load_backbone("backbone_fixtures:tiny_cnn", tmp_path / "junk.pt", image_size=16)
+    assert load_backbone("backbone_fixtures:tiny_cnn", tmp_path / "junk.pt", pretrained=False,
+                         image_size=16).report == {"cut": "head"}
     # a last Linear that is not the output (its result is post-processed) is not cut
     assert load_backbone("test_backbone_modules_e2e:linear_then_relu", image_size=8).report["cut"] is None
 
