@@ -284,6 +284,8 @@ def test_check_input_kind(bert_dir):
     with pytest.raises(GroupRobustError, match=rf"backbone 'hf:{bert_dir}' reads texts but waterbirds has images; "
                                                "use an image backbone"):
         check_input_kind(info, "image", "waterbirds")
+    with pytest.raises(GroupRobustError, match="reads texts but this dataset has feature vectors; use no backbone"):
+        check_input_kind(info, "features")
 
 
 def test_torchscript_file_round_trip(tmp_path):

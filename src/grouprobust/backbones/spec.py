@@ -108,10 +108,12 @@ def check_input_kind(info: BackboneInfo, kind: str, dataset: str = "this dataset
     """Refuse, in one line, a backbone that reads ``info.input.kind`` inputs for a dataset of ``kind`` inputs."""
     if info.input.kind == kind:
         return
-    have = "texts" if kind == "text" else "images"
-    reads = "texts" if info.input.kind == "text" else "images"
-    other = ("an image backbone (a torchvision name, timm:NAME, hf:DIR of a vision model, package.module:callable)"
-             if kind == "image" else "a text backbone (all-MiniLM-L6-v2, st:NAME, a transformers name or hf:DIR)")
+    names = {"image": "images", "text": "texts", "features": "feature vectors"}
+    have, reads = names.get(kind, kind), names.get(info.input.kind, info.input.kind)
+    other = {"image": "an image backbone (a torchvision name, timm:NAME, hf:DIR of a vision model, "
+                      "package.module:callable)",
+             "text": "a text backbone (all-MiniLM-L6-v2, st:NAME, a transformers name or hf:DIR)"}.get(
+        kind, "no backbone (feature vectors train the head and small networks directly)")
     raise GroupRobustError(f"backbone {info.spec!r} reads {reads} but {dataset} has {have}; use {other}",
                            subject="backbone")
 
