@@ -80,6 +80,7 @@ def test_bert_folder_is_a_text_backbone_with_its_trained_pooler(bert_dir):
     assert out.shape == (2, 32)
     torch.testing.assert_close(out, ref)
     assert any(n.startswith("model.encoder.layer.0") for n in grads_flow(bb, batch))
+    assert describe_backbone(str(bert_dir)).source == "hf"  # a folder named without hf:
     tok = load_tokenizer(f"hf:{bert_dir}")
     assert tok("the bird")["input_ids"] == [2, VOCAB.index("the"), VOCAB.index("bird"), 3]
 
@@ -211,6 +212,7 @@ def test_sentence_transformers_folder_mean_pools_like_sentence_transformers(tmp_
     spec = f"st:{tmp_path / 'st'}"
     bb = load_backbone(spec)
     assert bb.info.source == "sentence-transformers" and bb.info.input.max_length == 16
+    assert describe_backbone(str(tmp_path / "st")).input == bb.info.input  # the folder named without st:
     assert bb.report["pooling"] == "mean" and bb.report["normalize"] is True
     texts = ["the bird", "water land the cat bird a b c"]
     tok = load_tokenizer(spec)

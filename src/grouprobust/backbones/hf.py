@@ -115,11 +115,11 @@ def resolve_folder(spec: str, source: str, weights: Path | None, download: bool)
         else:
             root = _snapshot(name, download)
         return _st_folder(spec, root)
-    if spec.startswith("hf:"):
+    if spec.startswith("hf:") or Path(spec).expanduser().is_dir():
         if weights is not None:
             raise GroupRobustError(f"backbone {spec} is a model folder that carries its weights; leave weights unset",
                                    subject="weights")
-        root = Path(spec[3:]).expanduser()
+        root = Path(spec.removeprefix("hf:")).expanduser()
         if not (root / "config.json").is_file():
             raise GroupRobustError(f"backbone {spec}: {root} is not a transformers model folder (no config.json); "
                                    "give a folder written by save_pretrained", subject="backbone")
@@ -229,14 +229,18 @@ def pool(out: Any, mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
     return hidden[:, 0]
 
 
-class TextFeatures(nn.Module):
-    """``(B, 2, L)`` int64 (input ids over the attention mask, right-padded) -> ``(B, D)`` pooled features.
-    The batch is trimmed to its longest sequence first (per-batch padding)."""
+class PooledFeatures(nn.Module):
+    """A transformers ``model`` whose output is pooled as ``pooling`` says (`pool`)."""
 
     def __init__(self, model: nn.Module, pooling: str):
         super().__init__()
         self.model = model
         self.pooling = pooling
+
+
+class TextFeatures(PooledFeatures):
+    """``(B, 2, L)`` int64 (input ids over the attention mask, right-padded) -> ``(B, D)`` pooled features.
+    The batch is trimmed to its longest sequence first (per-batch padding)."""
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         ids, mask = tokens[:, 0], tokens[:, 1]
@@ -245,13 +249,8 @@ class TextFeatures(nn.Module):
         return pool(self.model(input_ids=ids, attention_mask=mask), mask, self.pooling)
 
 
-class VisionFeatures(nn.Module):
+class VisionFeatures(PooledFeatures):
     """``(B, C, H, W)`` normalised pixels -> ``(B, D)`` pooled features."""
-
-    def __init__(self, model: nn.Module, pooling: str):
-        super().__init__()
-        self.model = model
-        self.pooling = pooling
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return pool(self.model(pixel_values=pixels), None, self.pooling)

@@ -75,6 +75,8 @@ def classify_spec(spec: str, kind: str | None = None) -> str:
                                "package.module:callable or a model file)", subject="backbone")
     if spec.startswith("hf:"):
         return "hf"
+    if Path(spec).expanduser().is_dir():  # a model folder named without hf: or st:
+        return "sentence-transformers" if (Path(spec).expanduser() / "modules.json").is_file() else "hf"
     if spec.startswith("timm:"):
         return "timm"
     if spec.startswith("st:") or spec.lower() in TEXT_ALIASES or spec.startswith("sentence-transformers/"):
