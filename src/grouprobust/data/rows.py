@@ -47,7 +47,7 @@ class IndexedRows:
         if np.ndim(rows) == 0:
             return np.asarray(self.base[int(rows)])
         if len(rows) and isinstance(key, slice) and np.all(np.diff(rows) == 1):
-            return np.asarray(self.base[rows[0]:rows[-1] + 1])  # a contiguous run: one read
+            return np.array(self.base[rows[0]:rows[-1] + 1])  # a contiguous run: one read (a writable copy)
         return np.asarray(self.base[np.sort(rows)])[np.argsort(np.argsort(rows))] if len(rows) else \
             np.empty((0, *self.base.shape[1:]), self.base.dtype)
 
