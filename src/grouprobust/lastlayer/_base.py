@@ -113,13 +113,6 @@ class LinearHead(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(z, axis=1)]
 
 
-def worst_group_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> float:
-    """Minimum over the groups present in ``groups`` of the accuracy (a fraction in [0, 1])."""
-    from grouprobust.lastlayer.scoring import worst_group_accuracy as metric  # the one definition
-
-    return metric(y, pred, groups=groups)
-
-
 class Standardizer:
     """Per-feature centring and scaling fitted on one set; constant features keep scale 1."""
 
