@@ -8,8 +8,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer import DFR, GSR, WeightedLogisticRegression
-from grouprobust.lastlayer import worst_group_accuracy
+from grouprobust.lastlayer import DFR, GSR, WeightedLogisticRegression, worst_group_accuracy
 from lastlayer_data import erm_features
 
 

@@ -212,8 +212,7 @@ def test_an_out_of_range_value_is_refused_naming_parameter_value_and_range(metho
 
 def test_an_out_of_range_dataset_option_is_refused():
     p = next(e for e in list_datasets() if e.name == "spurious-gaussian").option_params()["p"]
-    if p.constraint is None:
-        pytest.skip("spurious-gaussian does not declare a constraint on p yet")
+    assert p.constraint is not None
     with pytest.raises(GroupRobustError) as err:
         resolve_config("spurious-gaussian", "erm", data={"p": 2})
     message = str(err.value)
