@@ -226,6 +226,7 @@ def test_chi2_weights_solve_the_worst_case_problem(rho):
     assert float(chi2_weights(losses, 100.0) @ losses) == pytest.approx(float(losses.max()))
 
 
+@pytest.mark.slow
 def test_groupdro_beats_erm_worst_group_accuracy_on_spurious_gaussian_with_defaults():
     for seed in (0, 1):
         erm = run(resolve_config("spurious-gaussian", "erm", seed))["metrics"]["test"]["worst_group_acc"]

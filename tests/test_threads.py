@@ -203,6 +203,7 @@ def probe(wait_policy):
     return policy, int(count)
 
 
+@pytest.mark.slow
 def test_cli_sets_passive_waiting_before_torch_is_imported_and_torch_default_is_known():
     """The OpenMP runtime reads OMP_WAIT_POLICY when torch loads: the probe records its value at that moment."""
     policy, count = probe(None)
