@@ -252,8 +252,8 @@ def focal_method(tmp_path, monkeypatch):
     (folder / "focal_erm_test.py").write_text(textwrap.dedent(FOCAL))
     registry.method_names()  # load the real methods first
     monkeypatch.setattr(methods_pkg, "__path__", [*methods_pkg.__path__, str(folder)])
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
-    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry.METHODS, "_entries", dict(registry.METHODS._entries))
+    monkeypatch.setattr(registry.METHODS, "_loaded", False)
     importlib.invalidate_caches()
     yield "focal-erm-test"
     sys.modules.pop("grouprobust.methods.focal_erm_test", None)
