@@ -20,6 +20,7 @@ from grouprobust.methods import registry
 from grouprobust.methods.base import REGIMES, TwoStageMethod
 from grouprobust.methods.registry import get_method, list_methods, method_names
 from grouprobust.params import Choice, resolve_params
+from grouprobust.registry import Registry
 from grouprobust.runs import run
 
 TINY = {"n": 200, "n_val": 100, "n_test": 100}
@@ -277,3 +278,18 @@ def test_a_new_method_is_one_module(focal_method, tmp_path):
 def test_the_temporary_method_is_gone_afterwards():
     assert "focal-erm-test" not in method_names()
     assert "grouprobust.methods.focal_erm_test" not in sys.modules
+
+
+def test_a_registry_keeps_one_entry_per_name_and_names_the_closest_on_a_typo():
+    widgets = Registry("widget", subject="widget")
+    first = widgets.register("sprocket")(object())
+    widgets.add("sprocket", first)  # the same entry again (a module imported twice) is no conflict
+    with pytest.raises(TypeError, match="two widget entries are called 'sprocket'"):
+        widgets.add("sprocket", object())
+    widgets.add("gear", object())
+    assert list(widgets) == ["sprocket", "gear"] and widgets.get_entry("gear") is widgets["gear"]
+    with pytest.raises(GroupRobustError, match=r"unknown widget 'sprockit' \(did you mean 'sprocket'\?\); "
+                                               r"choose one of: gear, sprocket") as err:
+        widgets.get_entry("sprockit")
+    assert err.value.subject == "widget"
+
