@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grouprobust.sweep.report import collect_runs, select_and_aggregate
+from grouprobust.sweep.collect import collect_runs
+from grouprobust.sweep.report import select_and_aggregate
 
 
 def split_schedules(runs):

@@ -8,7 +8,7 @@ Prints, per shape, all measured in the same run:
   each feature set, preconditioner builds;
 * the ratio of that run to one ``X^T diag(s) X`` product at the same shape (``Ys = X * sqrt(s)``,
   then ``Ys.T @ Ys``: the BLAS floor of one Hessian build);
-* the reference algorithm (`gsr_reference.py`: one Hessian factorisation per
+* the reference algorithm (`tests/gsr_reference.py`: one Hessian factorisation per
   outer step) on the same data: its time, and the max-norm difference of the weight trajectories
   at every outer step (absolute, and in units of the mean weight ``1/n``);
 * the influence the fast path computes at the last step against a direct exact solve there.
@@ -49,7 +49,7 @@ from grouprobust.lastlayer._multinomial import MultinomialProblem
 from grouprobust.lastlayer.influence import exact_influence, influence_scores, set_gradients
 from grouprobust.threads import busy_cpus, fix_native_threads, policy_threads, usable_cpus
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the frozen reference is a test helper
 from gsr_reference import reference_weights  # noqa: E402
 
 SHAPES = {
@@ -249,7 +249,7 @@ def run_shape(name: str, dense_steps: int, reference: bool) -> None:
         ref, ref_h = reference_weights(X, y, Xt, yt, gt, n_steps=steps)
         ref_total, ref_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         diff = np.array([np.abs(a - b).max() for a, b in zip(trajectory, ref)])
-        print(f"  reference algorithm (gsr_reference.py): {ref_total:.2f} s wall, {ref_cpu:.2f} s CPU, {ref_h} Hessian "
+        print(f"  reference algorithm (tests/gsr_reference.py): {ref_total:.2f} s wall, {ref_cpu:.2f} s CPU, {ref_h} Hessian "
               f"factorisations -> speed-up {ref_total / total:.1f}x wall, {ref_cpu / cpu:.1f}x CPU; fit / product "
               f"{ref_total / prod_wall:.1f} (wall)")
         print(f"  weight trajectories, {len(diff)} steps: max over steps of max|w - w_ref| = {diff.max():.1e} "
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=sorted(SHAPES))
     parser.add_argument("--dense-steps", type=int, default=0, help="outer steps of the dense reference (0: skip it)")
     parser.add_argument("--threads", type=int, help="BLAS threads (default: numpy's own choice)")
-    parser.add_argument("--no-reference", action="store_true", help="skip the reference algorithm (gsr_reference.py)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference algorithm (tests/gsr_reference.py)")
     args = parser.parse_args(argv)
     # one count for the whole run (the estimators' own policy then stands aside), as the CLI does
     count = args.threads or policy_threads(usable_cpus(), busy_cpus())

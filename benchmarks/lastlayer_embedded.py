@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import numpy as np  # noqa: E402
 
 from grouprobust.lastlayer import DFR, GSR  # noqa: E402
-from grouprobust.lastlayer._base import worst_group_accuracy  # noqa: E402
+from grouprobust.lastlayer import worst_group_accuracy  # noqa: E402
 from grouprobust.output import format_mean_std  # noqa: E402
 from lastlayer_data import erm_features  # noqa: E402
 
@@ -35,7 +35,7 @@ def one_seed(dataset: str, seed: int, opts: dict) -> dict[str, float]:
     Xs, ys, gs = sets.test
 
     def wga(model) -> float:
-        return worst_group_accuracy(ys, model.predict(Xs), gs)
+        return worst_group_accuracy(ys, model.predict(Xs), groups=gs)
 
     def gsr(held, **params) -> GSR:
         (Xt, yt, gt), (Xv, yv, gv) = sets.target, sets.val

@@ -15,7 +15,7 @@ import torch
 from grouprobust.config import resolve_config
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
-from grouprobust.lastlayer._base import worst_group_accuracy
+from grouprobust.lastlayer import worst_group_accuracy
 from grouprobust.models import pick_device
 from grouprobust.models import predict_logits
 from grouprobust.training import Trainer
@@ -45,7 +45,7 @@ def erm_features(dataset: str, seed: int, epochs: int, data: dict | None = None,
     trainer.fit()
     model = trainer.model.eval()
     test_pred = predict_logits(model, splits.test.x, device).argmax(1).numpy()
-    erm_wga = worst_group_accuracy(splits.test.y, test_pred, splits.test.g)
+    erm_wga = worst_group_accuracy(splits.test.y, test_pred, groups=splits.test.g)
 
     def feats(ds):
         with torch.no_grad():

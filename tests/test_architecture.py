@@ -41,7 +41,7 @@ def lint(contract_id: str) -> subprocess.CompletedProcess:
 def test_the_contracts_are_configured():
     ids = {c["id"] for c in _contracts()}
     assert {"library-no-cli", "library-no-typer-rich", "data-is-below-training", "metrics-is-below-training",
-            "lastlayer-is-standalone", "layers"} <= ids
+            "lastlayer-is-standalone", "layers", "sweep-layers", "threads-layers", "no-cycles"} <= ids
     assert LINT_IMPORTS.exists(), f"no lint-imports next to {sys.executable}: install the dev extra"
 
 

@@ -67,6 +67,7 @@ def test_listings(capsys):
     assert code == 0 and "colored-digits" in stdout and "spurious-gaussian" in stdout
 
 
+@pytest.mark.slow
 def test_console_script_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "grouprobust", "train", "--dataset", "nope", "--out",
                            str(tmp_path / "x")], capture_output=True, text=True)

@@ -68,6 +68,7 @@ def start_workers(tmp_path, args_per_worker):
     return results
 
 
+@pytest.mark.slow
 def test_three_sweeps_on_one_directory_share_the_work(tmp_path):
     path = sweep_file(tmp_path, [0.001, 0.01, 0.1], epochs=2)  # 9 trials
     out = tmp_path / "out"
@@ -88,6 +89,7 @@ def test_three_sweeps_on_one_directory_share_the_work(tmp_path):
     assert not [p for p in runs_dir(out).iterdir() if p.is_dir() and p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_two_trains_with_different_configs_on_one_out_one_wins_intact(tmp_path):
     out = tmp_path / "run"
     results = start_workers(tmp_path, [("train", 3, out), ("train", 4, out)])

@@ -161,6 +161,7 @@ def _heldout(reference):
     return feats, head.weight.detach().double().numpy(), head.bias.detach().double().numpy()
 
 
+@pytest.mark.slow
 def test_afr_weights_are_higher_on_the_base_models_errors(reference):
     feats, W0, b0 = _heldout(reference)
     train = feats.train

@@ -8,8 +8,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer import DFR, GSR, WeightedLogisticRegression
-from grouprobust.lastlayer._base import worst_group_accuracy
+from grouprobust.lastlayer import DFR, GSR, WeightedLogisticRegression, worst_group_accuracy
 from lastlayer_data import erm_features
 
 
@@ -32,7 +31,7 @@ def fit_gsr(sets, held=None, **params):
 
 def held_out_test_wga(model, sets):
     X, y, g = sets.test
-    return worst_group_accuracy(y, model.predict(X), g)
+    return worst_group_accuracy(y, model.predict(X), groups=g)
 
 
 @pytest.mark.parametrize("name", ["gaussian", "digits"])
@@ -46,7 +45,7 @@ def test_gsr_raises_target_and_validation_worst_group_accuracy(name, request):
     # the fitted head is the selected step's head on the selected weights
     assert np.isclose(model.weights_.sum(), 1.0) and model.weights_.min() >= 0
     Xv, yv, gv = sets.val
-    assert worst_group_accuracy(yv, model.predict(Xv), gv) == pytest.approx(best["val_worst_group_acc"])
+    assert worst_group_accuracy(yv, model.predict(Xv), groups=gv) == pytest.approx(best["val_worst_group_acc"])
 
 
 @pytest.mark.parametrize("name", ["gaussian", "digits"])

@@ -1,8 +1,5 @@
-"""GSR's fast stage 2 (preconditioned parameter form, dual kernel form) against the reference algorithm and direct solves."""
-
-import importlib.util
-import sys
-from pathlib import Path
+"""GSR's fast stage 2 (preconditioned parameter form, dual kernel form) against the reference algorithm
+(tests/gsr_reference.py) and direct solves."""
 
 import numpy as np
 import pytest
@@ -12,11 +9,7 @@ from grouprobust.lastlayer import gsr as gsr_module
 from grouprobust.lastlayer import _multinomial as multinomial
 from grouprobust.lastlayer._multinomial import REBUILD_EXCESS, RHO_FRESH, DualKernelProblem, MultinomialProblem, Preconditioner
 from grouprobust.lastlayer.influence import influence_scores, set_gradients
-
-_spec = importlib.util.spec_from_file_location(
-    "gsr_reference", Path(__file__).resolve().parents[1] / "benchmarks" / "gsr_reference.py")
-gsr_reference = sys.modules.setdefault("gsr_reference", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(gsr_reference)
+import gsr_reference
 
 
 def spurious(n, d, p_agree, rng, dirs):

@@ -128,6 +128,7 @@ def test_divergence_in_a_short_last_window_is_caught(tiny_gaussian):
         trainer.run_epochs(method, trainer.new_model(), 1)
 
 
+@pytest.mark.slow
 def test_amp_runs_the_same_loop_and_learns(monkeypatch):
     """amp=true takes the autocast + GradScaler path (bfloat16 on this CPU, no scaling needed) and trains a CNN
     about as well as full precision on colored-digits."""

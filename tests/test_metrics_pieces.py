@@ -5,8 +5,8 @@ import pytest
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.metrics import (attribute_metrics, calibration_metrics, check_probabilities, class_acc_difference,
-                                 eval_group_metrics, group_cell_metrics, merge_metrics, precision_f1_metrics,
-                                 ranking_metrics, train_weighted_accuracy)
+                                 eval_group_metrics, group_cell_metrics, group_means, merge_metrics,
+                                 precision_f1_metrics, ranking_metrics, train_weighted_accuracy)
 
 Y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
 A = np.array([0, 0, 1, 0, 1, 1, 1, 1])
@@ -100,3 +100,16 @@ def test_pieces_refuse_bad_probabilities():
             piece(Y, PROBS * 3)
     with pytest.raises(GroupRobustError, match="shape"):
         check_probabilities(Y, P1)
+
+
+def test_group_means_of_ids_and_of_a_membership_matrix_agree_and_leave_empty_groups_out():
+    values = np.array([1.0, 0.0, 1.0, 1.0, 0.5, 2.0])
+    ids = np.array([0, 0, 2, 2, 2, -1])  # group 1 is empty; -1 is in no group
+    means, counts = group_means(values, ids, 3)
+    np.testing.assert_allclose(means[[0, 2]], [0.5, 2.5 / 3])
+    assert np.isnan(means[1]) and counts.tolist() == [2, 0, 3]
+    members = ids[:, None] == np.arange(3)[None, :]
+    again, again_counts = group_means(values, members, 3)
+    np.testing.assert_array_equal(again, means)
+    assert again_counts.tolist() == counts.tolist()
+

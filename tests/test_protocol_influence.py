@@ -61,6 +61,7 @@ def test_dense_matches_finite_difference_refits(mlp_fit):
         assert fd == pytest.approx(dense[i], rel=1e-3, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_lissa_approximates_dense_on_a_convex_model():
     X, y, w, Xe, ye = _data(n=60, d=5, seed=1)
     torch.manual_seed(1)

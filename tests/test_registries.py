@@ -20,6 +20,7 @@ from grouprobust.methods import registry
 from grouprobust.methods.base import REGIMES, TwoStageMethod
 from grouprobust.methods.registry import get_method, list_methods, method_names
 from grouprobust.params import Choice, resolve_params
+from grouprobust.registry import Registry
 from grouprobust.runs import run
 
 TINY = {"n": 200, "n_val": 100, "n_test": 100}
@@ -212,8 +213,7 @@ def test_an_out_of_range_value_is_refused_naming_parameter_value_and_range(metho
 
 def test_an_out_of_range_dataset_option_is_refused():
     p = next(e for e in list_datasets() if e.name == "spurious-gaussian").option_params()["p"]
-    if p.constraint is None:
-        pytest.skip("spurious-gaussian does not declare a constraint on p yet")
+    assert p.constraint is not None
     with pytest.raises(GroupRobustError) as err:
         resolve_config("spurious-gaussian", "erm", data={"p": 2})
     message = str(err.value)
@@ -253,8 +253,8 @@ def focal_method(tmp_path, monkeypatch):
     (folder / "focal_erm_test.py").write_text(textwrap.dedent(FOCAL))
     registry.method_names()  # load the real methods first
     monkeypatch.setattr(methods_pkg, "__path__", [*methods_pkg.__path__, str(folder)])
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
-    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry.METHODS, "_entries", dict(registry.METHODS._entries))
+    monkeypatch.setattr(registry.METHODS, "_loaded", False)
     importlib.invalidate_caches()
     yield "focal-erm-test"
     sys.modules.pop("grouprobust.methods.focal_erm_test", None)
@@ -278,3 +278,18 @@ def test_a_new_method_is_one_module(focal_method, tmp_path):
 def test_the_temporary_method_is_gone_afterwards():
     assert "focal-erm-test" not in method_names()
     assert "grouprobust.methods.focal_erm_test" not in sys.modules
+
+
+def test_a_registry_keeps_one_entry_per_name_and_names_the_closest_on_a_typo():
+    widgets = Registry("widget", subject="widget")
+    first = widgets.register("sprocket")(object())
+    widgets.add("sprocket", first)  # the same entry again (a module imported twice) is no conflict
+    with pytest.raises(TypeError, match="two widget entries are called 'sprocket'"):
+        widgets.add("sprocket", object())
+    widgets.add("gear", object())
+    assert list(widgets) == ["sprocket", "gear"] and widgets.get_entry("gear") is widgets["gear"]
+    with pytest.raises(GroupRobustError, match=r"unknown widget 'sprockit' \(did you mean 'sprocket'\?\); "
+                                               r"choose one of: gear, sprocket") as err:
+        widgets.get_entry("sprockit")
+    assert err.value.subject == "widget"
+

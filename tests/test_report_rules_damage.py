@@ -6,7 +6,8 @@ import pytest
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.selection import SELECTION_RULES
-from grouprobust.sweep.report import collect_runs, metric_column, select_and_aggregate, write_report
+from grouprobust.sweep.collect import collect_runs, metric_column
+from grouprobust.sweep.report import select_and_aggregate, write_report
 
 
 def _metrics(level: float) -> dict:

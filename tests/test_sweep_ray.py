@@ -11,6 +11,7 @@ from grouprobust.sweep.store import runs_dir
 pytest.importorskip("ray")
 
 
+@pytest.mark.slow
 def test_ray_executor_two_workers_matches_local(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({

@@ -27,6 +27,7 @@ def visible(out):
     return sorted(p.name for p in runs_dir(out).iterdir() if not p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path):
     path = sweep_file(tmp_path, {"erm": {"grid": {"lr": [0.001, 0.1]}}}, seeds=(0, 1))
     out = tmp_path / "out"

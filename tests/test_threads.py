@@ -4,12 +4,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from grouprobust import threads
+from grouprobust.threads import machine, native, policy
 from grouprobust.config import resolve_config
 from grouprobust.errors import GroupRobustError
 from grouprobust.runs import run
@@ -18,13 +20,13 @@ from grouprobust.runs import run
 @pytest.fixture
 def restore_threads(monkeypatch):
     """Leave torch's thread count and the policy's memory as the test found them."""
-    before, last = torch.get_num_threads(), threads._last
+    before, last = torch.get_num_threads(), policy._last
     for name in threads.USER_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(threads, "_busy_seen", None)  # each test's faked load is read afresh
+    monkeypatch.setattr(machine, "_busy_seen", None)  # each test's faked load is read afresh
     yield
     torch.set_num_threads(before)
-    threads._last = last
+    policy._last = last
 
 
 def write(path: Path, text: str) -> None:
@@ -100,11 +102,11 @@ def test_policy_threads(usable, busy, workers, machine, expected):
 
 
 def test_the_policy_sets_torch_threads_from_what_it_sees(monkeypatch, restore_threads):
-    monkeypatch.setattr(threads, "usable_cpus", lambda: 3)
-    monkeypatch.setattr(threads, "busy_cpus", lambda: 1.0)
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(machine, "busy_cpus", lambda: 1.0)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    threads._last = None
-    monkeypatch.setattr(threads, "torch_default_threads", lambda: torch.get_num_threads())
+    policy._last = None
+    monkeypatch.setattr(machine, "torch_default_threads", lambda: torch.get_num_threads())
     choice = threads.apply_thread_policy()
     assert (choice.threads, choice.source, choice.usable_cpus) == (2, "policy", 3)
     assert torch.get_num_threads() == 2
@@ -112,11 +114,11 @@ def test_the_policy_sets_torch_threads_from_what_it_sees(monkeypatch, restore_th
 
 
 def test_the_users_setting_wins(monkeypatch, restore_threads):
-    monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
-    monkeypatch.setattr(threads, "busy_cpus", lambda: 0.0)
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(machine, "busy_cpus", lambda: 0.0)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    threads._last = None
-    monkeypatch.setattr(threads, "torch_default_threads", lambda: torch.get_num_threads())
+    policy._last = None
+    monkeypatch.setattr(machine, "torch_default_threads", lambda: torch.get_num_threads())
     assert threads.apply_thread_policy().threads == 4
     torch.set_num_threads(3)  # the user's own call, after the policy ran
     choice = threads.apply_thread_policy()
@@ -127,9 +129,9 @@ def test_the_users_setting_wins(monkeypatch, restore_threads):
 
 
 def test_a_call_before_the_policy_ever_ran_is_detected(monkeypatch, restore_threads):
-    threads._last = None
-    monkeypatch.setattr(threads, "torch_default_threads", lambda: 7)  # torch would start with 7; the user set another
-    monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+    policy._last = None
+    monkeypatch.setattr(machine, "torch_default_threads", lambda: 7)  # torch would start with 7; the user set another
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 1)
     choice = threads.apply_thread_policy()
     assert choice.source == "torch.set_num_threads"
 
@@ -203,6 +205,7 @@ def probe(wait_policy):
     return policy, int(count)
 
 
+@pytest.mark.slow
 def test_cli_sets_passive_waiting_before_torch_is_imported_and_torch_default_is_known():
     """The OpenMP runtime reads OMP_WAIT_POLICY when torch loads: the probe records its value at that moment."""
     policy, count = probe(None)
@@ -230,8 +233,8 @@ def _pool_threads() -> dict:
 
 def test_native_pools_follow_the_policy_during_a_block_and_are_restored(monkeypatch, restore_threads):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    threads._last = None
-    monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+    policy._last = None
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 1)
     before = _pool_threads()
     with threads.native_thread_policy() as count:
         inside = _pool_threads()
@@ -241,14 +244,14 @@ def test_native_pools_follow_the_policy_during_a_block_and_are_restored(monkeypa
 
 
 def test_native_pools_are_left_alone_when_the_user_or_an_entry_point_chose(monkeypatch, restore_threads):
-    monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 1)
     before = _pool_threads()
-    threads._last = None
+    policy._last = None
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
     with threads.native_thread_policy() as count:
         assert count is None and _pool_threads() == before
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
-    threads._last = threads.ThreadChoice(2, "requested")
+    policy._last = threads.ThreadChoice(2, "requested")
     with threads.native_thread_policy() as count:
         assert count is None and _pool_threads() == before
 
@@ -277,14 +280,14 @@ def test_a_last_layer_fit_runs_under_the_native_policy(monkeypatch, restore_thre
 
 
 def test_fixed_native_threads_make_the_block_policy_stand_aside(monkeypatch, restore_threads):
-    monkeypatch.setattr(threads, "_native_fixed", False)
+    monkeypatch.setattr(native, "_native_fixed", False)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    threads._last = None
+    policy._last = None
     before = _pool_threads()
     try:
         threads.fix_native_threads(1)
         assert all(n == 1 for n in _pool_threads().values())
-        monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+        monkeypatch.setattr(machine, "usable_cpus", lambda: 1)
         with threads.native_thread_policy() as count:
             assert count is None
     finally:
@@ -297,15 +300,15 @@ def test_native_pools_follow_a_machine_that_gets_busy_and_quiet_again(tmp_path, 
     from threadpoolctl import threadpool_limits
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "_last", None)
-    monkeypatch.setattr(threads, "_native_fixed", False)
+    monkeypatch.setattr(policy, "_last", None)
+    monkeypatch.setattr(native, "_native_fixed", False)
     with threadpool_limits(limits=2):  # pools at a 2-CPU machine's default (earlier tests may have lowered them)
         before = _pool_threads()
         if max(before.values(), default=1) < 2:
             pytest.skip("OpenBLAS here cannot run two threads")
-        monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+        monkeypatch.setattr(machine, "usable_cpus", lambda: 2)
         # the reading at the block's start: quiet (later readings come from the faked /proc files below)
-        monkeypatch.setattr(threads, "_busy_seen", (threads.time.monotonic(), 0.0))
+        monkeypatch.setattr(machine, "_busy_seen", (time.monotonic(), 0.0))
         monkeypatch.setattr(os, "cpu_count", lambda: 2)
         stat, ours = tmp_path / "stat", fake_tasks(tmp_path / "tasks", "RR")  # this fit: two running threads
 
@@ -315,8 +318,8 @@ def test_native_pools_follow_a_machine_that_gets_busy_and_quiet_again(tmp_path, 
 
         assert threads.recheck_native_threads(stat, ours) is None  # outside the policy
         with threads.native_thread_policy() as count:
-            assert count is None and threads._native_policy.current == 2  # quiet: nothing lowered, but followed
-            t0 = threads._native_policy.last_check
+            assert count is None and native._native_policy.current == 2  # quiet: nothing lowered, but followed
+            t0 = native._native_policy.last_check
             step = threads.RECHECK_S
             # another process appears: one reading, then one of quiet, is noise; three busy readings act
             assert [reading(o, t0 + step * (i + 1)) for i, o in enumerate([1, 0, 1, 1])] == [2] * 4
@@ -330,11 +333,11 @@ def test_native_pools_follow_a_machine_that_gets_busy_and_quiet_again(tmp_path, 
 
 
 def test_fits_in_quick_succession_share_one_load_reading(monkeypatch, restore_threads):
-    threads._last = None
+    policy._last = None
     readings = []
-    monkeypatch.setattr(threads, "busy_cpus", lambda **sampling: readings.append(1) or 0.0)
+    monkeypatch.setattr(machine, "busy_cpus", lambda **sampling: readings.append(1) or 0.0)
     clock = [100.0]
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     for at in (100.0, 100.5, 101.7):
         clock[0] = at
         with threads.native_thread_policy():
@@ -344,15 +347,15 @@ def test_fits_in_quick_succession_share_one_load_reading(monkeypatch, restore_th
 
 def test_an_entry_point_and_the_run_it_starts_share_one_load_reading(monkeypatch, restore_threads):
     readings = []
-    monkeypatch.setattr(threads, "busy_cpus", lambda **sampling: readings.append(sampling) or 1.0)
-    monkeypatch.setattr(threads, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(machine, "busy_cpus", lambda **sampling: readings.append(sampling) or 1.0)
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    monkeypatch.setattr(threads, "torch_default_threads", lambda: torch.get_num_threads())  # no user setting
+    monkeypatch.setattr(machine, "torch_default_threads", lambda: torch.get_num_threads())  # no user setting
     clock = [100.0]
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     for at in (100.0, 100.4, 102.0):  # the CLI's call, the run's 0.4 s later, a sweep trial's much later
         clock[0] = at
-        threads._last = None
+        policy._last = None
         assert threads.apply_thread_policy().threads == 2
     assert readings == [{}, {}]  # the full (entry point) reading, taken twice: the second call reused the first
 
@@ -361,7 +364,7 @@ def test_an_entry_point_and_the_run_it_starts_share_one_load_reading(monkeypatch
                                        ("-1", False), ("2.5", False), ("4,", False)])
 def test_an_invalid_thread_variable_is_refused_with_the_fix(monkeypatch, restore_threads, value, ok):
     monkeypatch.setenv("OMP_NUM_THREADS", value)
-    threads._last = None
+    policy._last = None
     if ok:
         assert threads.apply_thread_policy().source == "OMP_NUM_THREADS"
     else:
@@ -371,7 +374,7 @@ def test_an_invalid_thread_variable_is_refused_with_the_fix(monkeypatch, restore
 
 def test_an_explicit_count_wins_over_an_invalid_variable(monkeypatch, restore_threads):
     monkeypatch.setenv("OMP_NUM_THREADS", "abc")
-    threads._last = None
+    policy._last = None
     threads.check_threads(1)  # --threads 1: the variable is not consulted
     assert threads.apply_thread_policy(1).source == "requested"
     assert threads.apply_thread_policy().source == "requested"  # the run inside keeps the explicit count

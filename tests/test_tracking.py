@@ -204,6 +204,7 @@ def test_a_missing_tracking_library_names_the_extra(monkeypatch):
         make_tracker("mlflow")
 
 
+@pytest.mark.slow
 def test_no_tracking_library_is_imported_when_tracking_is_off(tmp_path):
     code = (
         "import sys\n"

@@ -19,6 +19,7 @@ def test_same_config_and_seed_give_identical_metrics(tiny_gaussian):
     assert other["metrics"] != r1["metrics"]
 
 
+@pytest.mark.slow
 def test_erm_on_colored_digits_learns_but_worst_group_lags():
     cfg = resolve_config("colored-digits", "erm", seed=0, data={"conflict": 0.01})
     result = run(cfg)

@@ -49,6 +49,7 @@ from grouprobust.grouping import Grouper
 from grouprobust.models import predict_logits
 from grouprobust.output import check_creatable, read_json, save_npz_atomic, write_json_atomic
 from grouprobust.params import FRACTION, Choice, Interval, Param, resolve_params
+from grouprobust.registry import Registry
 from grouprobust.trained import TrainedRun
 
 FORMAT = "grouprobust-inferred-groups/1"
@@ -152,6 +153,22 @@ class InferenceMethod:
     reads_val_groups: bool = False
 
 
+#: Every inference method by name, in the order they are defined below.
+INFERENCE_METHODS: Registry[InferenceMethod] = Registry("group-inference method", subject="method")
+
+
+def register_inference(name: str, summary: str, params: dict[str, Param] | None = None,
+                       reads_val_groups: bool = False) -> Callable:
+    """Decorator registering ``fn(reference, params, seed) -> (attribute, confidence, n_attrs, info)`` as
+    the inference method ``name`` with its declared parameters."""
+
+    def wrap(fn: Callable) -> Callable:
+        INFERENCE_METHODS.add(name, InferenceMethod(name, fn, dict(params or {}), summary, reads_val_groups))
+        return fn
+
+    return wrap
+
+
 def _probabilities(reference: TrainedRun, ds: GroupDataset) -> np.ndarray:
     return torch.softmax(predict_logits(reference.model, ds.x, reference.device).double(), dim=1).numpy()
 
@@ -161,6 +178,7 @@ def _true_label_confidence(reference: TrainedRun) -> np.ndarray:
     return _probabilities(reference, train)[np.arange(len(train)), train.y]
 
 
+@register_inference("errors", "JTT's split: samples the reference model misclassifies")
 def _errors(reference: TrainedRun, p: dict[str, Any], seed: int):
     train = reference.splits.train
     probs = _probabilities(reference, train)
@@ -168,6 +186,8 @@ def _errors(reference: TrainedRun, p: dict[str, Any], seed: int):
     return wrong.astype(np.int64), probs.max(axis=1), 2, {"n_errors": int(wrong.sum())}
 
 
+@register_inference("confidence", "GERNE's pseudo-attributes: low confidence on the true label", {
+    "threshold": Param(0.9, None, "flag samples whose confidence on the true label is at most this", FRACTION)})
 def _confidence(reference: TrainedRun, p: dict[str, Any], seed: int):
     conf = _true_label_confidence(reference)
     flagged = conf <= p["threshold"]
@@ -203,6 +223,10 @@ def _per_class_clusters(points: np.ndarray, y: np.ndarray, n_classes: int, k: in
     return attribute, confidence
 
 
+@register_inference("cluster", "George-style clustering of the reference model's features within each class", {
+    "k": Param(2, None, "clusters per class", Interval(2, 16)),
+    "algorithm": Param("kmeans", None, "kmeans or gmm (Gaussian mixture, diagonal covariances)",
+                       Choice(("kmeans", "gmm")))})
 def _cluster(reference: TrainedRun, p: dict[str, Any], seed: int):
     feats, _ = reference.features()
     train = feats.train
@@ -210,6 +234,8 @@ def _cluster(reference: TrainedRun, p: dict[str, Any], seed: int):
     return a, conf, p["k"], {"space": "features"}
 
 
+@register_inference("spare", "SPARE: k-means of the (early-epoch) reference model's outputs within each class",
+                    {"k": Param(2, None, "clusters per class", Interval(2, 16))})
 def _spare(reference: TrainedRun, p: dict[str, Any], seed: int):
     train = reference.splits.train
     a, conf = _per_class_clusters(_probabilities(reference, train), train.y, train.n_classes, p["k"], "kmeans", seed)
@@ -247,6 +273,9 @@ def eiil_assignment(grad: torch.Tensor, steps: int = 2000, lr: float = 0.01, see
     return torch.sigmoid(logit_q).detach().numpy()
 
 
+@register_inference("eiil", "EIIL: two environments maximising the IRMv1 penalty of the reference model", {
+    "steps": Param(2000, None, "Adam steps of the environment assignment", Interval(1)),
+    "lr": Param(0.01, None, "learning rate of the assignment logits", Interval(0, None, lo_open=True))})
 def _eiil(reference: TrainedRun, p: dict[str, Any], seed: int):
     train = reference.splits.train
     logits = predict_logits(reference.model, train.x, reference.device)
@@ -259,6 +288,11 @@ def _eiil(reference: TrainedRun, p: dict[str, Any], seed: int):
     return env, np.abs(q - 0.5) * 2, 2, {"env_sizes": np.bincount(env, minlength=2).tolist()}
 
 
+@register_inference("ssa", "SSA: attribute predictor from half the group-labelled validation split, self-trained on "
+                    "train", {
+    "C": Param(1.0, None, "inverse L2 strength of the attribute predictor", Interval(0, None, lo_open=True)),
+    "tau": Param(0.95, None, "confidence above which training samples are pseudo-labelled", FRACTION),
+    "rounds": Param(2, None, "self-training rounds", Interval(0, 10))}, reads_val_groups=True)
 def _ssa(reference: TrainedRun, p: dict[str, Any], seed: int):
     feats, _ = reference.features()
     val, train = feats.val, feats.train
@@ -300,29 +334,6 @@ def _ssa(reference: TrainedRun, p: dict[str, Any], seed: int):
     return attribute, confidence, train.n_attrs, {"heldout_val_accuracy": held_hits / held_n if held_n else None}
 
 
-INFERENCE_METHODS: dict[str, InferenceMethod] = {m.name: m for m in [
-    InferenceMethod("errors", _errors, {}, "JTT's split: samples the reference model misclassifies"),
-    InferenceMethod("confidence", _confidence, {
-        "threshold": Param(0.9, None, "flag samples whose confidence on the true label is at most this", FRACTION)},
-        "GERNE's pseudo-attributes: low confidence on the true label"),
-    InferenceMethod("cluster", _cluster, {
-        "k": Param(2, None, "clusters per class", Interval(2, 16)),
-        "algorithm": Param("kmeans", None, "kmeans or gmm (Gaussian mixture, diagonal covariances)",
-                           Choice(("kmeans", "gmm")))},
-        "George-style clustering of the reference model's features within each class"),
-    InferenceMethod("spare", _spare, {"k": Param(2, None, "clusters per class", Interval(2, 16))},
-                    "SPARE: k-means of the (early-epoch) reference model's outputs within each class"),
-    InferenceMethod("eiil", _eiil, {
-        "steps": Param(2000, None, "Adam steps of the environment assignment", Interval(1)),
-        "lr": Param(0.01, None, "learning rate of the assignment logits", Interval(0, None, lo_open=True))},
-        "EIIL: two environments maximising the IRMv1 penalty of the reference model"),
-    InferenceMethod("ssa", _ssa, {
-        "C": Param(1.0, None, "inverse L2 strength of the attribute predictor", Interval(0, None, lo_open=True)),
-        "tau": Param(0.95, None, "confidence above which training samples are pseudo-labelled", FRACTION),
-        "rounds": Param(2, None, "self-training rounds", Interval(0, 10))},
-        "SSA: attribute predictor from half the group-labelled validation split, self-trained on train",
-        reads_val_groups=True),
-]}
 
 
 def infer_groups(method: str, reference: TrainedRun, params: dict[str, Any] | None = None, seed: int = 0
@@ -332,10 +343,7 @@ def infer_groups(method: str, reference: TrainedRun, params: dict[str, Any] | No
     ``params`` are the method's parameters (checked against their declarations). When the training
     split carries true groups, ``info["quality"]`` holds `inference_quality` (reporting only).
     """
-    if method not in INFERENCE_METHODS:
-        raise GroupRobustError(f"unknown group-inference method {method!r}; choose one of: "
-                               f"{', '.join(INFERENCE_METHODS)}", subject="method")
-    spec = INFERENCE_METHODS[method]
+    spec = INFERENCE_METHODS.get_entry(method)
     resolved = resolve_params(spec.params, params, what="inference parameter", owner=f"inference {method!r}")
     attribute, confidence, n_attrs, info = spec.fn(reference, resolved, seed)
     groups = InferredGroups(np.asarray(attribute, dtype=np.int64), np.clip(np.asarray(confidence, float), 0, 1),

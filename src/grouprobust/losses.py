@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Choice, Interval, Param
+from grouprobust.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -36,7 +37,8 @@ class LossSpec:
     description: str = ""
 
 
-LOSSES: dict[str, LossSpec] = {}
+#: Every loss by name (registered by `register_loss` below).
+LOSSES: Registry[LossSpec] = Registry("loss", subject="hparam:loss")
 
 
 CLASS_WEIGHTS = ("none", "sqrt", "cb", "drw")
@@ -64,7 +66,7 @@ def register_loss(name: str, description: str, params: dict[str, Param] | None =
         def weighted_factory(hparams: dict, class_counts: np.ndarray) -> LossFn:
             return with_class_weights(factory(hparams, class_counts), hparams, class_counts)
 
-        LOSSES[name] = LossSpec(name, weighted_factory, {**dict(params or {}), **CLASS_WEIGHT_PARAMS}, description)
+        LOSSES.add(name, LossSpec(name, weighted_factory, {**dict(params or {}), **CLASS_WEIGHT_PARAMS}, description))
         return factory
 
     return wrap
@@ -72,10 +74,7 @@ def register_loss(name: str, description: str, params: dict[str, Param] | None =
 
 def get_loss(name: str) -> LossSpec:
     """The loss registered as ``name``; a one-line error lists the known ones."""
-    if name not in LOSSES:
-        raise GroupRobustError(f"unknown loss {name!r}; choose one of: {', '.join(sorted(LOSSES))}",
-                               subject="hparam:loss")
-    return LOSSES[name]
+    return LOSSES.get_entry(name)
 
 
 def list_losses() -> list[LossSpec]:

@@ -7,7 +7,8 @@ the `merge_metrics` of small pieces, each usable alone and returning the fragmen
 `precision_f1_metrics`, `class_acc_difference`, `group_cell_metrics` (per-group precision / F1),
 and from probabilities `ranking_metrics` (AUROC / AUPRC), `calibration_metrics` (ECE),
 `attribute_metrics` (per attribute value) and `eval_group_metrics` (WILDS overlapping groups).
-Lower-level: `ranking_scores_by_block`, `binary_ranking_scores`, `ranking_score`,
+Lower-level: `group_means` (per-group accuracies and mean losses, also used by `grouprobust.lastlayer`),
+`ranking_scores_by_block`, `binary_ranking_scores`, `ranking_score`,
 `expected_calibration_error`, `cell_precision_f1`, `check_probabilities`.
 
 All figures are fractions in [0, 1]. A group or class with no sample in the split is reported with
@@ -33,26 +34,33 @@ ECE_BINS = 15  # Guo et al. (2017) use 15 equal-width bins of top-label confiden
 Scored = tuple[tuple[float, float] | None, str | None]  # ((AUROC, AP), None) or (None, why undefined)
 
 
-def _accuracy_table(correct: np.ndarray, membership: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per-group accuracy from a boolean (n, m) membership matrix."""
-    counts = membership.sum(axis=0)
-    hits = (membership & correct[:, None]).sum(axis=0)
-    table = {}
-    for j, name in enumerate(names):
-        n = int(counts[j])
-        table[str(j)] = {"name": name, "acc": float(hits[j] / n) if n else None, "n": n}
-    return table
+def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(means, counts)`` over the groups ``0 .. n_groups-1``: the mean of ``values`` ``(n,)`` over each
+    group's samples (NaN for a group with none) and the group's sample count, both ``(n_groups,)``.
 
-
-def _accuracies(correct: np.ndarray, ids: np.ndarray, n_ids: int) -> np.ndarray:
-    """Accuracy of each id 0..n_ids-1 (NaN where no sample has it; other ids are ignored), the values of
-    `_accuracy_table` in one bincount."""
-    ids = np.asarray(ids)
-    keep = (ids >= 0) & (ids < n_ids)
-    counts = np.bincount(ids[keep], minlength=n_ids)
-    hits = np.bincount(ids[keep], weights=np.asarray(correct)[keep], minlength=n_ids)
+    ``groups`` is one id per sample (an id outside ``0 .. n_groups-1`` puts the sample in no group) or a
+    boolean ``(n, n_groups)`` membership matrix of possibly overlapping groups. With ``values`` the 0/1
+    correctness of predictions the means are the per-group accuracies (fractions in [0, 1]): the one
+    per-group accuracy of the project, behind the metrics, the last-layer estimators and their scorers.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups)
+    if groups.ndim == 2:
+        members = groups.astype(np.float64)
+        counts, sums = members.sum(axis=0), values @ members
+    else:
+        keep = (groups >= 0) & (groups < n_groups)
+        counts = np.bincount(groups[keep], minlength=n_groups).astype(np.float64)
+        sums = np.bincount(groups[keep], weights=values[keep], minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), counts.astype(np.int64)
+
+
+def _accuracy_table(correct: np.ndarray, groups: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per-group ``{"name", "acc", "n"}`` (`group_means` of ``correct``; ``acc`` None for an empty group)."""
+    accs, counts = group_means(correct, groups, len(names))
+    return {str(j): {"name": name, "acc": None if counts[j] == 0 else float(accs[j]), "n": int(counts[j])}
+            for j, name in enumerate(names)}
 
 
 def _summaries(table: dict[str, dict[str, Any]], key: str = "acc") -> tuple[float | None, float | None]:
@@ -78,8 +86,7 @@ def group_accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.nd
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     correct = y_true == y_pred
-    class_table = _accuracy_table(correct, y_true[:, None] == np.arange(n_classes)[None, :],
-                                  [f"y={c}" for c in range(n_classes)])
+    class_table = _accuracy_table(correct, y_true, [f"y={c}" for c in range(n_classes)])
     worst_class, balanced = _summaries(class_table)
     out: dict[str, Any] = {
         "avg_acc": float(correct.mean()) if len(correct) else None,
@@ -90,7 +97,7 @@ def group_accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.nd
     }
     if groups is not None:
         names = list(group_names) if group_names is not None else [str(g) for g in range(n_groups)]
-        table = _accuracy_table(correct, np.asarray(groups)[:, None] == np.arange(n_groups)[None, :], names)
+        table = _accuracy_table(correct, np.asarray(groups), names)
         out["worst_group_acc"], out["group_balanced_acc"] = _summaries(table)
         out["per_group"] = table
         out["empty_groups"] = [v["name"] for v in table.values() if v["n"] == 0]
@@ -318,7 +325,7 @@ def train_weighted_accuracy(y_true: np.ndarray, y_pred: np.ndarray, groups: np.n
     if len(weights) != n_groups:
         raise GroupRobustError(f"train group counts have {len(weights)} entries for {n_groups} groups; "
                                "pass the training split's group_counts() of the same dataset")
-    accs = _accuracies(np.asarray(y_true) == np.asarray(y_pred), groups, n_groups)
+    accs, _ = group_means(np.asarray(y_true) == np.asarray(y_pred), groups, n_groups)
     use = (weights > 0) & ~np.isnan(accs)
     if not use.any():
         return _figures(train_weighted_avg_acc=(None, "no group has both training samples and samples in this split"))
@@ -356,7 +363,7 @@ def precision_f1_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int)
 def class_acc_difference(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
     """``{"class_acc_diff"}``: the sum over pairs of classes present of the absolute difference of their
     accuracies (SubpopBench's "minimum class difference" selection figure; 0.0 with one class)."""
-    accs = [float(v) for v in _accuracies(np.asarray(y_true) == np.asarray(y_pred), y_true, n_classes)
+    accs = [float(v) for v in group_means(np.asarray(y_true) == np.asarray(y_pred), y_true, n_classes)[0]
             if not np.isnan(v)]
     return {"class_acc_diff": float(sum(abs(a - b) for i, a in enumerate(accs) for b in accs[i + 1:]))}
 
@@ -410,7 +417,7 @@ def _attribute_metrics(y: np.ndarray, probs: np.ndarray, attrs: np.ndarray | Non
         return {"per_attr": None, **_figures(worst_attr_auroc=(None, NO_ATTRS))}
     attrs = np.asarray(attrs).astype(np.int64)
     correct = probs.argmax(axis=1) == y
-    table = _accuracy_table(correct, attrs[:, None] == np.arange(n_attrs)[None, :], [f"a={a}" for a in range(n_attrs)])
+    table = _accuracy_table(correct, attrs, [f"a={a}" for a in range(n_attrs)])
     k = probs.shape[1]
     counts = np.bincount(attrs * k + y, minlength=n_attrs * k).reshape(n_attrs, k)
     classes = np.array([1] if k == 2 else range(k))

@@ -91,6 +91,14 @@ class Choice:
 
 Constraint = Interval | Choice
 
+
+def admits(constraint: Constraint, value: Any) -> bool:
+    """Whether ``value`` satisfies ``constraint``; a list, tuple or array does when it has at least one
+    element and every element does. The one constraint check of hyper-parameters, dataset options and
+    the last-layer estimators' parameters."""
+    items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    return bool(items) and all(constraint.contains(v) for v in items)
+
 #: Common constraints.
 POSITIVE = Interval(0, None, lo_open=True)
 NON_NEGATIVE = Interval(0, None)
@@ -146,8 +154,7 @@ class Param:
     def check(self, name: str, value: Any, what: str = "hyper-parameter", subject: str | None = None) -> Any:
         """``value`` itself if it satisfies the constraint (a list or tuple: every element, and at least
         one); else a one-line error naming the parameter, the value and the allowed range."""
-        items = list(value) if isinstance(value, (list, tuple)) else [value]
-        if self.constraint is not None and (not items or not all(self.constraint.contains(v) for v in items)):
+        if self.constraint is not None and not admits(self.constraint, value):
             if isinstance(self.constraint, Choice):
                 raise GroupRobustError(f"{what} {name}={value} is not {self.constraint}", subject=subject)
             raise GroupRobustError(f"{what} {name} must lie in {self.constraint}, got {value}: "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.registry import Registry
 
 if TYPE_CHECKING:
     from grouprobust.data.dataset import GroupDataset
@@ -55,7 +56,16 @@ def _val(name: str, metric: str, labels: str, description: str, source: str, **k
                          labels="groups" if labels == "none" else labels, source=source, **kw)
 
 
-SELECTION_RULES: dict[str, SelectionRule] = {r.name: r for r in [
+#: Every selection rule by name, in the order they are listed (validation rules, then oracle rules).
+SELECTION_RULES: Registry[SelectionRule] = Registry("selection rule", subject="select")
+
+
+def register_rule(rule: SelectionRule) -> SelectionRule:
+    """Register ``rule`` under its name; returns it."""
+    return SELECTION_RULES.add(rule.name, rule)
+
+
+for _rule in [
     _val("val_worst_group_acc", "worst_group_acc", "groups", "validation worst-group accuracy",
          "SubpopBench ValWorstAccAttributeYes"),
     _val("val_group_balanced_acc", "group_balanced_acc", "groups",
@@ -86,7 +96,8 @@ SELECTION_RULES: dict[str, SelectionRule] = {r.name: r for r in [
                   "ORACLE: test worst-group accuracy", source="SubpopBench OracleWorstAcc"),
     SelectionRule("oracle_test_avg_acc", "test", "avg_acc", False, True, "ORACLE: test average accuracy",
                   source="SubpopBench OracleMeanAcc"),
-]}
+]:
+    register_rule(_rule)
 
 DEFAULT_RULE = "val_worst_group_acc"
 DEFAULT_RULE_NO_GROUPS = "val_worst_class_acc"
@@ -94,10 +105,7 @@ DEFAULT_RULE_NO_GROUPS = "val_worst_class_acc"
 
 def get_rule(name: str) -> SelectionRule:
     """The rule called ``name``; a one-line error lists the known ones."""
-    if name not in SELECTION_RULES:
-        raise GroupRobustError(f"unknown selection rule {name!r}; choose one of: {', '.join(SELECTION_RULES)}",
-                               subject="select")
-    return SELECTION_RULES[name]
+    return SELECTION_RULES.get_entry(name)
 
 
 def list_rules() -> list[dict[str, Any]]:

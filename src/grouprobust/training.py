@@ -318,7 +318,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             for idx in method.batches():
                 with precision:
-                    loss = method.loss(model, method.batch(idx))
+                    loss = method.loss(model, method.data.batch(idx))
                 recent.append(loss.detach())
                 scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
                 count += 1

@@ -10,6 +10,7 @@ import typer
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import ThreadsOpt, parse_assignments, parse_list
 from grouprobust.cli.progress import step_progress
+from grouprobust.threads import apply_thread_policy
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Mechanism analyses: head alignment and strong convexity, "
                           "completeness of representations, implicit bias of reweighting.")
@@ -42,7 +43,6 @@ def alignment(
     """Head-only fine-tuning: cosine with spurious/oracle heads, strong convexity and the gap bound over L2."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_alignment
-    from grouprobust.threads import apply_thread_policy
 
     apply_thread_policy(threads)
 
@@ -70,7 +70,6 @@ def completeness(
     """DCI disentanglement, completeness and informativeness of end-to-end representations."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_completeness
-    from grouprobust.threads import apply_thread_policy
 
     apply_thread_policy(threads)
 
@@ -97,7 +96,6 @@ def implicit_bias(
     """The GRW paper's 6-image experiment: distance of IW and GroupDRO weights from ERM's over training."""
     # Lazy: the analyses import torch, which `grouprobust --help` does not need.
     from grouprobust.analysis.runs import run_implicit_bias_experiment
-    from grouprobust.threads import apply_thread_policy
 
     apply_thread_policy(threads)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 from rich.console import Console, ConsoleDimensions
 
+from grouprobust import __version__
+
 # Width of a console that is not a terminal (a pipe or a file): wide enough that no table is cut.
 PIPE_WIDTH = 10_000
 
@@ -32,8 +34,6 @@ err_console = PipeConsole(stderr=True)
 
 def _print_version(value: bool) -> None:
     if value:
-        from grouprobust import __version__
-
         console.print(f"grouprobust {__version__}", highlight=False)
         raise typer.Exit()
 

@@ -62,7 +62,7 @@ def datasets(
 
 def _check_dataset(name: str, options: dict[str, str]) -> None:
     """Load a registered dataset (e.g. ``table`` with --data path=...) and print its group counts per split."""
-    from grouprobust.data.split_counts import check_splits
+    from grouprobust.data.split_counts import check_splits  # imports pandas: only when a dataset is checked
 
     with err_console.status(f"loading {name}"):
         result = check_splits(load_dataset(name, 0, **options))

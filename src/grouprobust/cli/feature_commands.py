@@ -10,6 +10,7 @@ import typer
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import DataOpt, ThreadsOpt, parse_assignments
 from grouprobust.cli.progress import count_progress
+from grouprobust.threads import apply_thread_policy
 from grouprobust.errors import GroupRobustError
 
 
@@ -41,7 +42,6 @@ def features(
     """Extract backbone features of a benchmark into a directory that `train` and the last-layer methods read."""
     # Lazy: extraction imports pandas and the backbones torch, which `grouprobust --help` does not need.
     from grouprobust.data.extract import extract_benchmark_features, extract_embedded_features, is_embedded
-    from grouprobust.threads import apply_thread_policy
 
     apply_thread_policy(threads)
 

@@ -49,7 +49,7 @@ def parse_list(text: str, kind: type, option: str, noun: str = "value") -> list[
 
 def complete_dataset(incomplete: str) -> list[str]:
     """Shell completion of ``--dataset``: registered dataset names starting with ``incomplete``."""
-    from grouprobust.data import list_datasets
+    from grouprobust.data import list_datasets  # the dataset registry: only when completing a dataset
 
     return [e.name for e in list_datasets() if e.name.startswith(incomplete)]
 

@@ -12,6 +12,8 @@ from rich.markdown import Markdown
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import ThreadsOpt, TrackOpt
 from grouprobust.cli.progress import SweepProgress
+from grouprobust.threads import check_threads
+from grouprobust.tracking import check_trackers
 
 
 @app.command()
@@ -32,8 +34,6 @@ def sweep(
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
     from grouprobust.sweep.executors import check_executor
     from grouprobust.sweep.runner import prepare, run_sweep
-    from grouprobust.threads import check_threads
-    from grouprobust.tracking import check_trackers
 
     if address is not None:
         executor = "ray"

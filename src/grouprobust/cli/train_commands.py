@@ -12,6 +12,8 @@ from grouprobust.cli.options import (DataOpt, SetOpt, ThreadsOpt, TrackOpt, comp
                                      parse_assignments)
 from grouprobust.cli.progress import training_progress
 from grouprobust.cli.render import comparison_table, print_result
+from grouprobust.threads import apply_thread_policy
+from grouprobust.tracking import make_tracker
 
 
 def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data: list[str], out: Path,
@@ -23,8 +25,6 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
     from grouprobust.config import resolve_config
     from grouprobust.runs import run
-    from grouprobust.threads import apply_thread_policy
-    from grouprobust.tracking import make_tracker
     from grouprobust.two_stage import stage1_option
 
     apply_thread_policy(threads)

@@ -24,6 +24,8 @@ def _as_int_array(values: Any, what: str, split: str) -> np.ndarray:
             raise GroupRobustError(f"{split}: {what} contains NaN or inf; remove or fill those samples")
         if not np.all(arr == np.round(arr)):
             raise GroupRobustError(f"{split}: {what} must be whole numbers 0..k-1, found fractional values")
+        if arr.size and np.abs(arr).max() >= 2.0 ** 63:  # beyond int64: the cast below would wrap it
+            raise GroupRobustError(f"{split}: {what} must be whole numbers 0..k-1, found {np.abs(arr).max():g}")
     elif arr.dtype.kind not in "iub":
         raise GroupRobustError(f"{split}: {what} must be integers 0..k-1, got dtype {arr.dtype}; encode the labels as integers first")
     return arr.astype(np.int64)

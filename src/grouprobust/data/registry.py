@@ -1,9 +1,7 @@
-"""The dataset registry: names → builders that return train/val/test splits."""
+"""The dataset registry: names → builders that return train/val/test splits (`grouprobust.registry`)."""
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -11,8 +9,8 @@ from typing import Any, Callable
 
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.fingerprint import fingerprints
-from grouprobust.errors import GroupRobustError
 from grouprobust.params import Choice, Interval, Param, resolve_params
+from grouprobust.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,10 @@ def builder_options(builder: Callable[..., Any]) -> dict[str, Param]:
     return out
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+#: Every dataset by name; importing the modules that define datasets registers them.
+DATASETS: Registry[DatasetEntry] = Registry(
+    "dataset", subject="dataset", discover=("grouprobust.data.embedded", "grouprobust.data.feature_files",
+                                            "grouprobust.data.readers", "grouprobust.data.tabular"))
 
 
 def register_dataset(name: str, description: str, train_defaults: dict[str, Any] | None = None,
@@ -73,33 +74,21 @@ def register_dataset(name: str, description: str, train_defaults: dict[str, Any]
         unknown = set(file_options) - set(builder_options(builder))
         if unknown:
             raise ValueError(f"dataset {name!r}: file_options {sorted(unknown)} are not options of its builder")
-        _REGISTRY[name] = DatasetEntry(name, builder, description, dict(train_defaults or {}), embedded,
-                                       tuple(file_options), tuple(later_options), dict(finetune_defaults or {}))
+        DATASETS.add(name, DatasetEntry(name, builder, description, dict(train_defaults or {}), embedded,
+                                        tuple(file_options), tuple(later_options), dict(finetune_defaults or {})))
         return builder
 
     return wrap
 
 
-def _unknown(kind: str, name: str, known: list[str], how: str = "", subject: str | None = None) -> GroupRobustError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    tail = f" ({how})" if how else ""
-    return GroupRobustError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(sorted(known))}{tail}",
-                            subject=subject)
-
-
 def get_dataset_entry(name: str) -> DatasetEntry:
     """The registry entry for ``name``; raises a one-line error listing the known names."""
-    _ensure_loaded()
-    if name not in _REGISTRY:
-        raise _unknown("dataset", name, list(_REGISTRY), subject="dataset")
-    return _REGISTRY[name]
+    return DATASETS.get_entry(name)
 
 
 def list_datasets() -> list[DatasetEntry]:
     """All registered datasets, sorted by name."""
-    _ensure_loaded()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    return [DATASETS[k] for k in sorted(DATASETS)]
 
 
 def resolve_dataset_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -126,13 +115,3 @@ def load_dataset(name: str, seed: int = 0, **options: Any) -> DatasetSplits:
     splits.description = splits.description or entry.description
     splits.meta.setdefault("options", resolved)
     return splits
-
-
-_DATASET_MODULES = ("grouprobust.data.embedded", "grouprobust.data.feature_files", "grouprobust.data.readers",
-                    "grouprobust.data.tabular")
-
-
-def _ensure_loaded() -> None:
-    # Importing the modules registers their datasets; done on first use to keep `import grouprobust` cheap.
-    for module in _DATASET_MODULES:
-        importlib.import_module(module)

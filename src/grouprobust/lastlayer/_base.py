@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer._validation import check_features, check_vector
-from grouprobust.params import Constraint
+from grouprobust.params import Constraint, admits
 from grouprobust.threads import native_thread_policy
 
 FitMethod = TypeVar("FitMethod", bound=Callable[..., Any])
@@ -50,8 +50,7 @@ class LinearHead(ClassifierMixin, BaseEstimator):
             value = getattr(self, name)
             if value is None and name in self.nullable:
                 continue
-            items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
-            if not items or not all(constraint.contains(v) for v in items):
+            if not admits(constraint, value):
                 allowed = str(constraint)
                 raise GroupRobustError(f"{type(self).__name__}: {name}={value!r} is not allowed: it must be "
                                        f"{'in ' if not allowed.startswith('one of') else ''}{allowed}"
@@ -111,13 +110,6 @@ class LinearHead(ClassifierMixin, BaseEstimator):
         """Predicted labels (entries of ``classes_``)."""
         z = self.logits(X)
         return self.classes_[np.argmax(z, axis=1)]
-
-
-def worst_group_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> float:
-    """Minimum over the groups present in ``groups`` of the accuracy (a fraction in [0, 1])."""
-    from grouprobust.lastlayer.scoring import worst_group_accuracy as metric  # the one definition
-
-    return metric(y, pred, groups=groups)
 
 
 class Standardizer:

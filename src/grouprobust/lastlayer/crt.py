@@ -14,8 +14,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, native_threads, worst_group_accuracy
+from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, native_threads
 from grouprobust.lastlayer._validation import check_features, check_groups, validation_given
+from grouprobust.lastlayer.scoring import worst_group_accuracy
 from grouprobust.params import POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
 
@@ -124,7 +125,7 @@ class ClassifierRetraining(LinearHead):
         for C in Cs:
             coef, intercept, _ = self._fit_balanced(X_tr, y_tr, C, rng)
             pred = np.argmax(Xv @ coef.T + intercept, axis=1)
-            scores[C] = worst_group_accuracy(yv, pred, gv)
+            scores[C] = worst_group_accuracy(yv, pred, groups=gv)
             keys.append(selection_key(scores[C], float(np.mean(pred == yv))))
         self.C_ = Cs[select_best_index(keys)]
         self.cv_scores_ = scores

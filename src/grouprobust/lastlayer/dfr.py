@@ -9,8 +9,9 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, native_threads, worst_group_accuracy
+from grouprobust.lastlayer._base import LinearHead, Standardizer, full_head, native_threads
 from grouprobust.lastlayer._validation import check_features, check_groups, validation_given
+from grouprobust.lastlayer.scoring import worst_group_accuracy
 from grouprobust.params import POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
 
@@ -111,7 +112,7 @@ class DFR(LinearHead):
         for C in Cs:
             coef, intercept = self._averaged(X_tr, y_tr, g_tr, C, rng)
             pred = np.argmax(Xv @ coef.T + intercept, axis=1)
-            scores[C] = worst_group_accuracy(yv, pred, gv)
+            scores[C] = worst_group_accuracy(yv, pred, groups=gv)
             keys.append(selection_key(scores[C], float(np.mean(pred == yv))))
         # the project's one selection rule: worst-group accuracy, ties to average accuracy, then the first C
         self.C_ = Cs[select_best_index(keys)]

@@ -17,6 +17,7 @@ from grouprobust.lastlayer._base import LinearHead, Standardizer, native_threads
 from grouprobust.lastlayer._multinomial import FORMS, DualKernelProblem, MultinomialProblem, log_softmax_rows
 from grouprobust.lastlayer._validation import check_features, check_groups, check_weights, validation_given
 from grouprobust.lastlayer.influence import influence_scores
+from grouprobust.metrics import group_means
 from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
 from grouprobust.threads import recheck_native_threads
@@ -34,8 +35,10 @@ class _Split:
 
     def __init__(self, X: np.ndarray, y: np.ndarray, g: np.ndarray):
         self.X, self.y = X, y
-        self.ids = np.unique(g)
-        self.members = [np.flatnonzero(g == gid) for gid in self.ids]
+        #: each sample's group as an index into the sorted group ids present, and each group's size
+        self.ids, self.group_of = np.unique(g, return_inverse=True)
+        self.group_of = self.group_of.ravel()
+        self.sizes = np.bincount(self.group_of, minlength=len(self.ids)).astype(np.float64)
 
     def evaluate(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(probabilities (n, k), per-group mean cross-entropy (m,), per-group accuracy (m,))`` of the
@@ -43,8 +46,8 @@ class _Split:
         logp = log_softmax_rows(logits)
         ce = -logp[np.arange(len(self.y)), self.y]
         hit = np.argmax(logp, axis=1) == self.y
-        losses = np.array([ce[idx].mean() for idx in self.members])
-        accs = np.array([hit[idx].mean() for idx in self.members])
+        losses, _ = group_means(ce, self.group_of, len(self.ids))
+        accs, _ = group_means(hit, self.group_of, len(self.ids))
         self.last_avg_acc = float(hit.mean())
         return np.exp(logp), losses, accs
 
@@ -235,10 +238,6 @@ class GSR(LinearHead):
         else:
             head = _PrimalHead(problem, form, float(self.tol))
         log_gamma = np.zeros(len(target.ids))
-        group_of = np.empty(len(target.y), dtype=np.intp)
-        for g, idx in enumerate(target.members):
-            group_of[idx] = g
-        sizes = np.array([len(idx) for idx in target.members], dtype=np.float64)
         every = max(1, int(self.n_steps) // 20)
         history, snapshots, snapshot_steps = [], [], []
         best_key: tuple[float, float] | None = None
@@ -271,7 +270,7 @@ class GSR(LinearHead):
                 log_gamma += tar_loss / float(self.tau)
                 gamma = softmax(log_gamma)
                 # xi = sum_g gamma_g dR_g/dw is linear in the set gradient: one solve with sum_g gamma_g grad R_g
-                xi, builds = head.influence(target, P_tar, (gamma / sizes)[group_of], self.hessian == "exact")
+                xi, builds = head.influence(target, P_tar, (gamma / target.sizes)[target.group_of], self.hessian == "exact")
                 entry["n_hessians"] += builds
                 rms = float(np.sqrt(np.mean(xi ** 2)))
                 if self.clip is not None and rms > self.clip:

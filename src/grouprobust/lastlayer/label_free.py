@@ -32,8 +32,9 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.lastlayer._base import LinearHead, native_threads, worst_group_accuracy
+from grouprobust.lastlayer._base import LinearHead, native_threads
 from grouprobust.lastlayer._validation import check_features, check_groups, check_weights, validation_given
+from grouprobust.lastlayer.scoring import worst_group_accuracy
 from grouprobust.params import NON_NEGATIVE, POSITIVE, Choice, Interval
 from grouprobust.selection import select_best_index, selection_key
 
@@ -113,7 +114,7 @@ class _AnchoredHead(LinearHead):
         """The selection key (validation worst-group accuracy, then average accuracy) of a head."""
         Xv, yv, gv = val
         pred = np.argmax(Xv @ coef.T + intercept, axis=1)
-        return selection_key(worst_group_accuracy(yv, pred, gv), float(np.mean(pred == yv)))
+        return selection_key(worst_group_accuracy(yv, pred, groups=gv), float(np.mean(pred == yv)))
 
 
 class AFR(_AnchoredHead):

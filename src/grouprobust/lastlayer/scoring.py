@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.metrics import group_means
 
 
 def _group_accuracies(y_true: Any, y_pred: Any, groups: Any) -> np.ndarray:
@@ -40,8 +41,7 @@ def _group_accuracies(y_true: Any, y_pred: Any, groups: Any) -> np.ndarray:
     if y_true.size == 0:
         raise GroupRobustError("cannot score an empty set of samples", subject="groups")
     ids, index = np.unique(groups, return_inverse=True)
-    correct = (y_true == y_pred).astype(np.float64)
-    return np.bincount(index, weights=correct, minlength=len(ids)) / np.bincount(index, minlength=len(ids))
+    return group_means(y_true == y_pred, index.ravel(), len(ids))[0]
 
 
 def worst_group_accuracy(y_true: Any, y_pred: Any, *, groups: Any) -> float:

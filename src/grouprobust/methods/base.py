@@ -43,16 +43,12 @@ class TrainData:
         self.n_classes = dataset.n_classes
         self.n_groups = dataset.n_groups
 
-    def batch(self, idx: torch.Tensor, g: torch.Tensor | None = None) -> Batch:
-        """The `Batch` at indices ``idx`` (on the device, or on the CPU: then copied there); ``g``, the groups at
-        ``idx`` when the caller already has them (e.g. from an epoch's plan), saves their gather."""
+    def batch(self, idx: torch.Tensor) -> Batch:
+        """The `Batch` at indices ``idx`` (on the device, or on the CPU: then copied there)."""
         idx = idx.to(self.device, non_blocking=True)
-        # index_select dispatches faster than advanced indexing (same values); x keeps indexing, which keeps
-        # a channels_last layout.
-        if g is None and self.g is not None:
-            g = self.g.index_select(0, idx)
+        g = None if self.g is None else self.g[idx]
         x = self.host_rows(idx) if self.on_host else self.x[idx]
-        return Batch(idx, x, self.y.index_select(0, idx), g)
+        return Batch(idx, x, self.y[idx], g)
 
     def host_rows(self, idx: torch.Tensor) -> torch.Tensor:
         """The host-held inputs at ``idx`` on the device: images as float in [0, 1] (the model's input module
@@ -110,10 +106,6 @@ class Method(MethodDeclaration):
     def batches_per_epoch(self) -> int:
         """How many minibatches one epoch of `batches` yields (the learning-rate schedule plans with it)."""
         return -(-self.data.n // self.batch_size)
-
-    def batch(self, idx: torch.Tensor) -> Batch:
-        """The `Batch` the training loop passes to `loss` for one of `batches`' index tensors."""
-        return self.data.batch(idx)
 
     def epoch_order(self) -> torch.Tensor:
         """The indices one epoch of `batches` trains on, in order, on the device: a seeded shuffle (drawn on

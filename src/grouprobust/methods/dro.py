@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -17,15 +17,9 @@ from grouprobust.methods.sampling import balanced_probabilities
 from grouprobust.params import NON_NEGATIVE, Interval, Param
 
 
-#: Largest batch membership matrix (groups x batch size, floats) that `GroupDRO.batches` builds for the whole
-#: epoch at once: it saves one small op a step but writes ``groups`` floats per example an epoch, which
-#: costs more than it saves for many groups (colored-digits' 100).
-PLANNED_MEMBERS_MAX = 4096
-
-
 @register_method
 class GroupDRO(WeightedSampling):
-    """Online GroupDRO (Sagawa et al. 2020): exponentiated-gradient ascent on group weights ``q``.
+    """Online GroupDRO (Sagawa et al. 2020, Algorithm 1): exponentiated-gradient ascent on group weights ``q``.
 
     Each step, with ``L_g`` the batch's mean loss on group ``g`` (0 if absent) and ``n_g`` its training
     size: ``q_g <- q_g * exp(eta * (L_g + C / sqrt(n_g)))``, then ``q`` is normalised. The model minimises
@@ -60,115 +54,42 @@ class GroupDRO(WeightedSampling):
         if data.g is None:
             raise GroupRobustError("groupdro needs training group labels; use the label regime 'full'", subject="regime")
         self.eta: float = hparams["eta"]
+        self.n_groups = data.n_groups
         counts = data.dataset.group_counts().astype(np.float64)
         present = counts > 0
         freq = counts / counts.sum()
         balanced = present / present.sum()
-        init = freq if hparams["q_init"] == "empirical" else balanced
         if hparams["sampler"] == "balanced":
             self.sample_probs = balanced_probabilities(data.dataset.g, data.n_groups)
         sampled = balanced if self.sample_probs is not None else freq
-        with np.errstate(divide="ignore"):
-            log_q = np.where(present, np.log(init), -np.inf)
-        inv_sampled = np.where(present, 1.0 / np.maximum(sampled, 1e-300), 0.0)
-        adj = np.where(present, hparams["gen_adj"] / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+        init = freq if hparams["q_init"] == "empirical" else balanced
         as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=data.device)  # noqa: E731
-        #: log of the group weights q (``-inf`` for groups with no training example).
-        self.log_q = as_tensor(log_q)
-        self.inv_sampled = as_tensor(inv_sampled)  # 1 / s_g, 0 for empty groups
-        self.eta_adjustment = as_tensor(self.eta * adj)
-        self.adjusted = bool(np.any(adj > 0))
-        self.n_groups = data.n_groups
-        #: Row ``g`` is the one-hot vector of group ``g``: a batch's ``(batch, groups)`` membership matrix is
-        #: one row gather and its group sums one matrix-vector product, and no step reads anything back from
-        #: the device (CUDA's bincount would).
-        self.one_hot = torch.eye(data.n_groups, dtype=torch.float32, device=data.device)
-        #: `_scale` of each batch size met so far (the shuffle sampler's last batch is smaller).
-        self._scales: dict[int, torch.Tensor] = {}
-        #: This epoch's batches by ``id``: ``(index tensor, group counts clamped to >= 1, ``(groups, batch)``
-        #: membership matrix or None)``, see `batches`.
-        self._planned: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        with np.errstate(divide="ignore"):
+            #: log of the group weights q, kept in log space so that a group's weight can shrink for many
+            #: steps and grow back (``-inf`` for groups with no training example: their q stays 0).
+            self.log_q = as_tensor(np.where(present, np.log(init), -np.inf))
+        #: ``1 / s_g`` (0 for empty groups): turns the sampled batch's mean into an estimate of ``sum_g q_g R_g``.
+        self.inv_sampled = as_tensor(np.where(present, 1.0 / np.maximum(sampled, 1e-300), 0.0))
+        #: the generalization adjustment ``C / sqrt(n_g)`` added to each group's loss.
+        self.adjustment = as_tensor(np.where(present, hparams["gen_adj"] / np.sqrt(np.maximum(counts, 1.0)), 0.0))
 
     @property
     def q(self) -> torch.Tensor:
         """Current group weights (sum to 1)."""
         return self.log_q.exp()
 
-    def batches(self) -> Iterator[torch.Tensor]:
-        """The sampler's batches. Every batch's group counts, and its membership matrix while that is small
-        (`PLANNED_MEMBERS_MAX`), are computed here for the whole epoch at once (a few ops an epoch instead
-        of a few a step) and found again in `loss` by the batch's index tensor."""
-        order = self.epoch_order()
-        batches = order.split(self.batch_size)
-        g = self.data.g.index_select(0, order)
-        counts_all = batch_group_counts(g, self.batch_size, self.n_groups).clamp_min_(1)
-        counts = counts_all.unbind(0)
-        if self.n_groups * self.batch_size <= PLANNED_MEMBERS_MAX:
-            # Each row divided by its batch's group counts, then split along the batch dimension of the
-            # transposed rows: each piece is the (groups, batch) matrix of 1/count entries `update` multiplies
-            # by, made in a few calls an epoch rather than a transpose and a division a step.
-            batch_of = torch.arange(g.numel(), device=g.device).floor_divide_(self.batch_size)
-            rows = self.one_hot.index_select(0, g).div_(counts_all.index_select(0, batch_of))
-            members: Sequence[torch.Tensor | None] = rows.t().split(self.batch_size, 1)
-        else:
-            members = [None] * len(batches)
-        self._planned = {id(idx): (idx, c, m, bg)
-                         for idx, c, m, bg in zip(batches, counts, members, g.split(self.batch_size))}
-        return iter(batches)
-
-    def _plan(self, idx: torch.Tensor) -> tuple:
-        """This epoch's plan for the index tensor ``idx`` (see `batches`), or ``(idx, None, None, None)`` when
-        ``idx`` is not one of this epoch's batches (then everything is computed per step)."""
-        planned = self._planned.get(id(idx))
-        return planned if planned is not None and planned[0] is idx else (idx, None, None, None)
-
-    def batch(self, idx: torch.Tensor) -> Batch:
-        """As `Method.batch`, with a planned batch's groups taken from the plan (a view, not a gather)."""
-        return self.data.batch(idx, self._plan(idx)[3])
-
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         losses = self.loss_fn(model(batch.x), batch.y)
-        _, counts, members_t, _ = self._plan(batch.idx)
-        weights = self.update(losses.detach(), batch.g, counts, members_t)
-        objective = losses.dot(weights.index_select(0, batch.g))
-        # A division in the graph costs a forward and a backward op; `update` folds it into the weights
-        # where that changes no bit.
-        return objective if _is_power_of_two(losses.shape[0]) else objective / losses.shape[0]
+        with torch.no_grad():
+            self.ascend(group_mean_losses(losses.detach().float(), batch.g, self.n_groups))
+            weights = (self.q * self.inv_sampled).index_select(0, batch.g)
+        return (weights * losses).mean()
 
-    def update(self, losses: torch.Tensor, g: torch.Tensor, counts: torch.Tensor | None = None,
-               members_t: torch.Tensor | None = None) -> torch.Tensor:
-        """One exponentiated-gradient step of ``q`` on a batch's (detached) ``losses`` of groups ``g``; returns
-        the per-group weights of the batch's objective, ``q_g / s_g``, already divided by the batch size ``b``
-        when ``b`` is a power of two (a division by a power of two is exact, so the mean has the same bits).
-
-        ``members_t`` is the batch's ``(groups, batch)`` membership with entries ``1 / n_g`` (its one-hot rows,
-        transposed, each divided by the batch's count of its group), so ``members_t @ losses`` is the vector
-        of group mean losses ``L_g``; ``counts`` are those counts clamped to >= 1. Both are computed here
-        when not given. A handful of ops on ``G``-sized tensors, none reading back from the device, none
-        recorded by autograd: this runs every step and must cost little next to the model's own step.
-
-        Convention: ``L_g`` is summed as ``sum_i l_i / n_g`` (one ``addmv`` into ``log q``), not as group_DRO's
-        ``(sum_i l_i) / n_g``: the same to float32 rounding (the weights match group_DRO's formulas to
-        float precision), one op a step fewer.
-        """
-        if members_t is None:
-            members_t = self.one_hot.index_select(0, g).t()
-            members_t = members_t / (members_t.sum(1).clamp_min_(1) if counts is None else counts)[:, None]
-        # L_g = sum_i l_i / n_g as one product with the 1/n_g-scaled membership, added into log q by the same op
-        self.log_q.addmv_(members_t, losses.float(), alpha=self.eta)
-        if self.adjusted:
-            self.log_q.add_(self.eta_adjustment)
-        q = torch.softmax(self.log_q, dim=0)
-        torch.log(q, out=self.log_q)
-        return q.mul_(self._scale(losses.shape[0]))
-
-    def _scale(self, batch_size: int) -> torch.Tensor:
-        """``1 / s_g``, divided by ``batch_size`` if it is a power of two (computed once per size)."""
-        scale = self._scales.get(batch_size)
-        if scale is None:
-            scale = self.inv_sampled / batch_size if _is_power_of_two(batch_size) else self.inv_sampled
-            self._scales[batch_size] = scale
-        return scale
+    def ascend(self, group_losses: torch.Tensor) -> None:
+        """The exponentiated-gradient step on ``q`` for one batch's group mean losses ``L_g`` ``(groups,)``:
+        ``q_g <- q_g exp(eta (L_g + C / sqrt(n_g)))``, normalised; in log space, where normalising is a
+        log-softmax. Stays on the device: nothing is read back."""
+        self.log_q = torch.log_softmax(self.log_q + self.eta * (group_losses + self.adjustment), dim=0)
 
     def epoch_log(self) -> dict[str, Any]:
         return {"group_weights": to_list(self.q)}
@@ -177,19 +98,12 @@ class GroupDRO(WeightedSampling):
         return {"final_group_weights": to_list(self.q)}
 
 
-def _is_power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
-def batch_group_counts(g: torch.Tensor, batch_size: int, n_groups: int) -> torch.Tensor:
-    """``(batches, groups)`` float counts of each group in each ``batch_size`` slice of the group ids ``g``
-    (the last slice may be shorter), on ``g``'s device without reading anything back (CUDA's bincount would)."""
-    n_batches = -(-g.numel() // batch_size)
-    cell = torch.arange(g.numel(), device=g.device).floor_divide_(batch_size).mul_(n_groups).add_(g)
-    counts = torch.zeros(n_batches * n_groups, dtype=torch.float32, device=g.device)
-    # Sums of ones are exact in any order, so accumulation order cannot change a count.
-    counts.index_put_((cell,), torch.ones((), device=g.device).expand(g.numel()), accumulate=True)
-    return counts.view(n_batches, n_groups)
+def group_mean_losses(losses: torch.Tensor, g: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """``(groups,)`` mean of ``losses`` ``(batch,)`` over each group's members in the batch (0 for a group
+    with none), as group_DRO computes it: a ``(groups, batch)`` membership matrix times the losses, divided
+    by each group's count. One product, on the losses' device, with no read-back (CUDA's bincount would)."""
+    members = (g == torch.arange(n_groups, device=g.device)[:, None]).to(losses.dtype)
+    return (members @ losses) / members.sum(dim=1).clamp_min(1.0)
 
 
 def cvar_weights(losses: torch.Tensor, alpha: float) -> torch.Tensor:

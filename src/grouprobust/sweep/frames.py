@@ -1,5 +1,5 @@
 """`load_runs(directory)`: every run under a directory as one pandas DataFrame (the public face of
-`grouprobust.sweep.report.collect_runs`, which the report builds on).
+`grouprobust.sweep.collect.collect_runs`).
 
 Columns (one row per finished or failed run): ``run_id``, ``path``, ``status`` (finished / failed, or
 unreadable: damaged files, or a result.json without ``metrics.val`` / ``metrics.test`` figures),
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from grouprobust.sweep.report import collect_runs
+from grouprobust.sweep.collect import collect_runs
 
 
 def _spread(texts: pd.Series, prefix: str) -> pd.DataFrame:

@@ -9,158 +9,26 @@ its seeds. Failed runs are listed with their reasons and never enter the means.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.output import check_creatable, format_mean_std, read_json, write_atomic, write_json_atomic
-from grouprobust.rundir import run_status
-from grouprobust.selection import SELECTION_RULES, SelectionRule, get_rule, rule_value, select_best_index, selection_key
-from grouprobust.sweep.store import MANIFEST, runs_dir
+from grouprobust.selection import SELECTION_RULES, get_rule, select_best_index, selection_key
+from grouprobust.sweep.collect import UNREADABLE, canonical_json, metric_column
+from grouprobust.sweep.frames import load_runs
+from grouprobust.sweep.store import MANIFEST
 
-SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_class_acc", "balanced_acc")
 REPORTED = (("worst_group_acc", "worst-group"), ("group_balanced_acc", "group-balanced"), ("avg_acc", "average"))
 VARIANT = ["dataset", "data", "inputs", "method", "regime", "select"]
-UNREADABLE = "unreadable"
 TABLES = ("summary.csv", "per_group.csv", "failures.csv", "summary.tex", "report.md")
 REPORT_FILES = "report.json"  # the report's list of the files it wrote into its folder
 WRITTEN_BY = "grouprobust report"
-
-
-def metric_column(rule: SelectionRule) -> str:
-    """The column of `collect_runs` that holds the figure ``rule`` reads: ``<split>_<metric>``."""
-    return f"{rule.split}_{rule.metric}"
-
-
-def _metric_columns() -> dict[str, SelectionRule]:
-    """Every metric column: the scalar metrics of both splits, and the figure of every selection rule."""
-    columns = {f"{split}_{name}": SelectionRule(name, split, name, False) for split in ("val", "test")
-               for name in SCALAR_METRICS}
-    columns.update({metric_column(rule): rule for rule in SELECTION_RULES.values()})
-    return columns
-
-
-def _number(value: Any) -> float:
-    """``value`` as a float; NaN when it is missing or not a number (a damaged or older result)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return np.nan
-    return float(value)
-
-
-def _canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
-
-
-def _point_id(config: dict[str, Any]) -> str:
-    """Hash of a config without its seed: runs with the same point differ only by seed (and runs on
-    other contents of the same input files are other points)."""
-    keys = ("dataset", "data", "method", "hparams", "regime", "select") + (("inputs",) if config.get("inputs") else ())
-    return hashlib.sha256(_canon({k: config.get(k) for k in keys}).encode()).hexdigest()[:10]
-
-
-def _run_row(path: Path) -> dict[str, Any] | None:
-    """The row of one run directory; an unreadable one (damaged JSON, missing keys) gets status
-    ``unreadable`` and the reason, so that one bad directory never hides the others."""
-    status = run_status(path)
-    if status not in ("finished", "failed"):
-        return None
-    try:
-        return _read_run(path, status)
-    except (GroupRobustError, OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
-        reason = str(err) if isinstance(err, GroupRobustError) else _damage(path, err)
-        return {"run_id": path.name, "path": str(path), "status": UNREADABLE, "reason": reason,
-                "test_per_group": None}
-
-
-def _damage(path: Path, err: Exception) -> str:
-    if isinstance(err, KeyError):
-        return f"{path / 'config.json'} lacks the key {err}; the run directory is damaged"
-    return f"{type(err).__name__}: {err}; the run directory is damaged"
-
-
-def _object(path: Path) -> dict[str, Any]:
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise GroupRobustError(f"{path} holds a JSON {type(value).__name__}, not an object; the file is damaged")
-    return value
-
-
-def _check_metrics(path: Path, result: dict[str, Any]) -> None:
-    """Raise unless ``result`` (the document at ``path``) holds ``metrics.val`` and ``metrics.test``, each
-    an object with at least one figure: a run without them has nothing to average, and is no seed."""
-    if "metrics" not in result:
-        raise GroupRobustError(f"{path} lacks the key 'metrics'; the file is damaged")
-    metrics = result["metrics"]
-    if not isinstance(metrics, dict):
-        raise GroupRobustError(f"{path}: metrics is not an object; the file is damaged")
-    for split in ("val", "test"):
-        figures = metrics.get(split)
-        if not isinstance(figures, dict):
-            raise GroupRobustError(f"{path}: metrics lacks the {split} split (metrics.{split}); the file is damaged")
-        if all(np.isnan(_number(figures.get(name))) for name in SCALAR_METRICS):
-            raise GroupRobustError(f"{path}: metrics.{split} holds none of {', '.join(SCALAR_METRICS)}; "
-                                   "the file is damaged")
-
-
-def _read_run(path: Path, status: str) -> dict[str, Any]:
-    config = _object(path / "config.json")
-    row: dict[str, Any] = {
-        "run_id": path.name, "path": str(path), "status": status,
-        "dataset": str(config["dataset"]), "data": _canon(config.get("data", {})),
-        "inputs": _canon(config.get("inputs") or {}), "method": str(config["method"]),
-        "seed": int(config["seed"]), "regime": config.get("regime", "full"), "select": config.get("select"),
-        "hparams": _canon(config.get("hparams", {})), "point": _point_id(config), "reason": None,
-        "test_per_group": None,
-    }
-    if status == "failed":
-        row["reason"] = str(_object(path / "error.json").get("reason", "unknown"))
-        return row
-    result = _object(path / "result.json")
-    _check_metrics(path / "result.json", result)
-    for column, rule in _metric_columns().items():
-        row[column] = _number(rule_value(result, rule))
-    metrics = result.get("metrics")
-    test = metrics.get("test") if isinstance(metrics, dict) else None
-    per_group = test.get("per_group") if isinstance(test, dict) else None
-    row["test_per_group"] = {str(g.get("name", k)): _number(g.get("acc")) for k, g in per_group.items()
-                             if isinstance(g, dict)} if isinstance(per_group, dict) else {}
-    selected = result.get("selected")
-    row["selected_epoch"] = selected.get("epoch") if isinstance(selected, dict) else None
-    return row
-
-
-def collect_runs(directory: Path) -> pd.DataFrame:
-    """One row per finished or failed run under ``directory/runs`` (or ``directory`` itself).
-
-    Hidden directories (runs still being written, or killed part-way) are ignored. A run whose
-    files are damaged has status ``unreadable`` and its ``reason``. Columns ``<split>_<metric>``
-    hold every scalar metric and the figure of every selection rule (`grouprobust.selection`):
-    accuracies are fractions in [0, 1]; missing metrics are NaN.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise GroupRobustError(f"{directory} is not a directory; pass the output directory of a sweep")
-    root = runs_dir(directory) if runs_dir(directory).is_dir() else directory
-    rows = [r for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
-            for r in [_run_row(p)] if r is not None]
-    if not rows:
-        raise GroupRobustError(f"no finished or failed runs under {root}; run the sweep into {directory} first")
-    df = pd.DataFrame(rows)
-    for column in ("dataset", "data", "inputs", "method", "seed", "regime", "select", "hparams", "point",
-                   "selected_epoch"):
-        if column not in df:
-            df[column] = None
-    for column in _metric_columns():
-        if column not in df:
-            df[column] = np.nan
-    return df
 
 
 def _variant_label(df: pd.DataFrame) -> pd.Series:
@@ -171,7 +39,8 @@ def _variant_label(df: pd.DataFrame) -> pd.Series:
         if len(variants) < 2:
             continue
         dicts = {v: json.loads(v) for v in variants}
-        differing = sorted({k for d in dicts.values() for k in d if len({_canon(x.get(k)) for x in dicts.values()}) > 1})
+        differing = sorted({k for d in dicts.values() for k in d
+                            if len({canonical_json(x.get(k)) for x in dicts.values()}) > 1})
         for v, d in dicts.items():
             labels[(df["dataset"] == name) & (df["data"] == v)] = f"{name}[{','.join(f'{k}={d.get(k)}' for k in differing)}]"
     return _label_inputs(df, labels)
@@ -195,7 +64,7 @@ def _label_inputs(df: pd.DataFrame, labels: pd.Series) -> pd.Series:
 def _varying_hparams(hparams: pd.Series) -> list[str]:
     dicts = [json.loads(h) for h in hparams.unique()]
     keys = sorted({k for d in dicts for k in d})
-    return [k for k in keys if len({_canon(d.get(k)) for d in dicts}) > 1]
+    return [k for k in keys if len({canonical_json(d.get(k)) for d in dicts}) > 1]
 
 
 @dataclass
@@ -340,8 +209,6 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     written are listed in ``out/report.json``: a later report replaces them (and only them), and a file
     of the same name that no report wrote is refused with a one-line error before anything is written.
     """
-    from grouprobust.sweep.frames import load_runs  # frames builds on this module: imported here, not at the top
-
     directory = Path(directory)
     report = select_and_aggregate(load_runs(directory), rule)
     out = Path(out) if out is not None else directory / "report"

@@ -14,6 +14,7 @@ from grouprobust.methods.base import REGIMES
 from grouprobust.methods.registry import get_method
 from grouprobust.selection import check_rule_for_split, get_rule
 from grouprobust.sweep.spec import MethodSpec, SweepSpec
+from grouprobust.training import validation_set
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,6 @@ def check_rule_labels(spec: SweepSpec, trials: list[Trial]) -> None:
     Each trial would otherwise fail on its own with the same message. Only embedded datasets are built
     here (seconds); a user's files are checked by each trial, as their loading can be costly.
     """
-    from grouprobust.training import validation_set  # imports torch: only when a sweep is about to run
-
     checked: set[str] = set()
     for trial in trials:
         config = trial.config

@@ -25,8 +25,9 @@ from grouprobust.data.readers.metashift import read_metashift
 from grouprobust.data.readers.multinli import load_cached_bert_inputs, read_multinli
 from grouprobust.data.readers.table import SPLITS, BenchmarkTable
 from grouprobust.data.readers.waterbirds import read_waterbirds
-from grouprobust.data.registry import _unknown, builder_options, register_dataset
+from grouprobust.data.registry import builder_options, register_dataset
 from grouprobust.errors import GroupRobustError
+from grouprobust.registry import unknown_name
 from grouprobust.params import Interval
 
 READERS: dict[str, tuple[Callable[..., BenchmarkTable], str]] = {
@@ -50,7 +51,7 @@ def reader_options(name: str) -> dict[str, Any]:
 def get_reader(name: str) -> Callable[..., BenchmarkTable]:
     """The reader function of benchmark ``name``; raises listing the known names."""
     if name not in READERS:
-        raise _unknown("benchmark", name, list(READERS), "see docs/datasets.md")
+        raise unknown_name("benchmark", name, list(READERS), "see docs/datasets.md")
     return READERS[name][0]
 
 
@@ -59,7 +60,7 @@ def read_benchmark(name: str, root: Path | str, **options: Any) -> BenchmarkTabl
     space = builder_options(get_reader(name))
     unknown = [k for k in options if k not in space]
     if unknown:
-        raise _unknown(f"option for benchmark {name!r}:", unknown[0], list(space), "they are the reader's options",
+        raise unknown_name(f"option for benchmark {name!r}:", unknown[0], list(space), "they are the reader's options",
                        subject="data")
     resolved = {k: space[k].resolve(k, v, "dataset option", f"data:{k}") for k, v in options.items()}
     return get_reader(name)(Path(root), **resolved)

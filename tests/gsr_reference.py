@@ -1,7 +1,7 @@
 """GSR stage 2 with one Hessian factorisation per outer step, kept verbatim as the reference the fast one is checked against.
 
-Not part of the library: `benchmarks/gsr_scale.py` and `tests/test_lastlayer_gsr_reference.py` run it in
-the same process as `grouprobust.lastlayer.GSR` and compare the weight trajectories step by step.
+Not part of the library: `tests/test_lastlayer_gsr_fast.py` and `benchmarks/gsr_scale.py` run it in the
+same process as `grouprobust.lastlayer.GSR` and compare the weight trajectories step by step.
 The multinomial problem below is the library's `_multinomial.py` as of commit 40401fd (one Hessian
 factorisation per outer step, chord Newton steps); `reference_weights` is that commit's `GSR.fit` loop
 without selection and logging.
