@@ -96,7 +96,7 @@ class InferredGroups:
         plain = train.without_groups()
         names = Grouper(train.n_classes, self.n_attrs, None, [f"{self.method}={k}" for k in range(self.n_attrs)]).names
         return GroupDataset(plain.x, plain.y, self.attribute, plain.n_classes, self.n_attrs, plain.split, plain.name,
-                            group_names=names, meta=dict(plain.meta))
+                            group_names=names, meta=dict(plain.meta), inputs=plain.inputs)
 
 
 def check_new_groups_file(path: Path | str) -> Path:

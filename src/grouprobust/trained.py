@@ -69,7 +69,7 @@ class TrainedRun:
             else:
                 feats = compute_features(self.model, ds.x, self.device)
                 info["misses"].append(ds.split)
-            parts.append(replace(ds, x=feats))
+            parts.append(replace(ds, x=feats, inputs="features"))
         source = {"run_dir": str(self.path), "cache_key": key}
         result = DatasetSplits(*parts, name=self.splits.name, description=self.splits.description,
                                meta={"source": source})

@@ -45,6 +45,6 @@ def embed(model: Classifier, x: np.ndarray, device: torch.device | None = None, 
 
 def embed_splits(model: Classifier, splits: DatasetSplits, device: torch.device | None = None) -> DatasetSplits:
     """``splits`` with every ``x`` replaced by the model's representation (labels and groups kept)."""
-    parts = [replace(ds, x=embed(model, ds.x, device)) for ds in splits]
+    parts = [replace(ds, x=embed(model, ds.x, device), inputs="features") for ds in splits]
     return DatasetSplits(*parts, name=splits.name, description=splits.description, meta=dict(splits.meta))
 

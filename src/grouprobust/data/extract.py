@@ -155,7 +155,7 @@ def extract_embedded_features(dataset: str, backbone: str, out: Path | str, weig
     for ds, (_, inputs) in zip(splits, parts):
         feats = encode_inputs(inputs, encoder, batch_size, progress, done, total, _amp_device(amp, device))
         done += len(inputs)
-        encoded.append(replace(ds, x=feats, meta={}))
+        encoded.append(replace(ds, x=feats, meta={}, inputs="features"))
     _note(encoder, notes)
     featured = DatasetSplits(*encoded, name=splits.name, description=splits.description)
     save_feature_splits(featured, out, source={"dataset": dataset, "seed": seed, "options": options,
