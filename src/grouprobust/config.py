@@ -145,9 +145,10 @@ def training_defaults(entry: Any, hparams: dict[str, Any], data: dict[str, Any])
     spec = str(hparams.get("backbone") or entry.train_defaults.get("backbone") or "")
     if not spec:
         return dict(entry.train_defaults)
-    from grouprobust.backbones import describe_backbone  # reads the backbone's config files only
+    from grouprobust.backbones import check_input_kind, describe_backbone  # reads the backbone's config files only
 
     info = describe_backbone(spec, hparams.get("weights") or None)
+    check_input_kind(info, entry.input_kind(data), entry.name)
     options = entry.option_params()
     if "image_size" in options and not data.get("image_size") and info.input.kind == "image":
         data["image_size"] = info.input.image_size

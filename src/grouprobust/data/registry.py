@@ -28,6 +28,13 @@ class DatasetEntry:
     later_options: tuple[str, ...] = ()
     #: Training defaults when fine-tuning a backbone end to end (over the backbone family's recipe).
     finetune_defaults: dict[str, Any] = field(default_factory=dict)
+    #: What the dataset gives the model with the given options: "image", "text" or "features" (None: features).
+    inputs_of: Callable[[dict[str, Any]], str] | None = None
+
+    def input_kind(self, options: dict[str, Any]) -> str:
+        """``image``, ``text`` or ``features``: what a split's inputs are with ``options`` (checked against a
+        backbone before anything is read)."""
+        return self.inputs_of(options) if self.inputs_of is not None else "features"
 
     def option_params(self) -> dict[str, Param]:
         """The builder's options (its keyword-only arguments) as `Param` declarations."""
@@ -65,8 +72,8 @@ DATASETS: Registry[DatasetEntry] = Registry(
 
 def register_dataset(name: str, description: str, train_defaults: dict[str, Any] | None = None,
                      embedded: bool = True, file_options: tuple[str, ...] = (),
-                     later_options: tuple[str, ...] = (), finetune_defaults: dict[str, Any] | None = None
-                     ) -> Callable:
+                     later_options: tuple[str, ...] = (), finetune_defaults: dict[str, Any] | None = None,
+                     inputs_of: Callable[[dict[str, Any]], str] | None = None) -> Callable:
     """Decorator registering ``builder(seed, *, **options) -> DatasetSplits`` under ``name``;
     ``file_options`` names the options that hold a path to an input file or directory."""
 
@@ -75,7 +82,8 @@ def register_dataset(name: str, description: str, train_defaults: dict[str, Any]
         if unknown:
             raise ValueError(f"dataset {name!r}: file_options {sorted(unknown)} are not options of its builder")
         DATASETS.add(name, DatasetEntry(name, builder, description, dict(train_defaults or {}), embedded,
-                                        tuple(file_options), tuple(later_options), dict(finetune_defaults or {})))
+                                        tuple(file_options), tuple(later_options), dict(finetune_defaults or {}),
+                                        inputs_of))
         return builder
 
     return wrap

@@ -361,6 +361,7 @@ def _raw_input_splits(frame: pd.DataFrame, column: str, images: bool, base: Path
     embedded=False,
     file_options=("path", "root"),
     later_options=("image", "text", "root", "image_size", "max_length", "tokenizer"),
+    inputs_of=lambda options: "image" if options.get("image") else "text" if options.get("text") else "features",
 )
 def table_dataset(seed: int = 0, *,
                   path: Annotated[str, "the table: .csv, .tsv or .parquet"] = "",

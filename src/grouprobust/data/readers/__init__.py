@@ -141,6 +141,7 @@ def _annotated(param: Any) -> Any:
 #: Whether training images are augmented (random resized crop + flip) by default end to end, as the reference
 #: code of each benchmark does: SubpopBench for Waterbirds, CelebA and MetaShift; DFA's code (GERNE's protocol)
 #: for corrupted CIFAR-10 and bFFHQ, not for colored MNIST. Texts are never augmented.
+TEXT_BENCHMARKS = ("multinli", "civilcomments")
 AUGMENTED = {"waterbirds": True, "celeba": True, "metashift": True, "colored-cifar10": True, "bffhq": True,
              "colored-mnist": False}
 
@@ -151,6 +152,8 @@ for _name, (_fn, _description) in READERS.items():
                                      "batch_size": 256},
                      embedded=False, file_options=("features", "root"),
                      later_options=tuple(builder_options(_benchmark_builder(_name))),
-                     finetune_defaults={"augment": AUGMENTED.get(_name, False)})(_benchmark_builder(_name))
+                     finetune_defaults={"augment": AUGMENTED.get(_name, False)},
+                     inputs_of=lambda options, kind=("text" if _name in TEXT_BENCHMARKS else "image"):
+                     "features" if options.get("features") else kind)(_benchmark_builder(_name))
 
 __all__ = ["READERS", "BenchmarkCheck", "BenchmarkTable", "check_benchmark", "get_reader", "load_cached_bert_inputs", "read_benchmark", "reader_options"]
