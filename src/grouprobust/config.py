@@ -148,7 +148,6 @@ def training_defaults(entry: Any, hparams: dict[str, Any], data: dict[str, Any])
     from grouprobust.backbones import check_input_kind, describe_backbone  # reads the backbone's config files only
 
     info = describe_backbone(spec, hparams.get("weights") or None)
-    check_input_kind(info, entry.input_kind(data), entry.name)
     options = entry.option_params()
     if "image_size" in options and not data.get("image_size") and info.input.kind == "image":
         data["image_size"] = info.input.image_size
@@ -156,6 +155,7 @@ def training_defaults(entry: Any, hparams: dict[str, Any], data: dict[str, Any])
         data["tokenizer"] = info.input.tokenizer
     if "max_length" in options and not data.get("max_length") and info.input.kind == "text":
         data["max_length"] = info.input.max_length
+    check_input_kind(info, entry.input_kind(data), entry.name)
     return {**FINETUNE_RECIPES[info.family], **entry.finetune_defaults}
 
 

@@ -53,9 +53,6 @@ def _image_splits(table: "BenchmarkTable", image_size: int, key: str) -> Dataset
 
 
 def _token_splits(table: "BenchmarkTable", tokenizer: str, max_length: int, key: str) -> DatasetSplits:
-    from grouprobust.backbones import load_tokenizer  # transformers only when texts are read
-    from grouprobust.data.token_cache import cached_tokens
-
     if "text" not in table.table.columns:
         raise GroupRobustError(f"{table.name}: this copy has no texts to tokenize (only cached model inputs); put the "
                                "original text files next to the metadata (see docs/datasets.md)", subject="root")
@@ -63,8 +60,17 @@ def _token_splits(table: "BenchmarkTable", tokenizer: str, max_length: int, key:
         raise GroupRobustError(f"{table.name} holds texts: give a text backbone (--backbone), whose tokenizer reads "
                                "them", subject="hparam:backbone")
     texts: Sequence[str] = table.table["text"].astype(str).tolist()
-    with task_progress(f"tokenizing {len(texts)} {table.name} texts (once; cached)") as progress:
-        spec = f"hf:{tokenizer}" if Path(tokenizer).expanduser().is_dir() else tokenizer
-        tokens = cached_tokens(texts, load_tokenizer(spec), max_length, key=key, progress=progress)
-    rows = IndexedRows(tokens)
+    rows = IndexedRows(tokenized(texts, tokenizer, max_length, key, table.name))
     return table.splits_of(lambda split, mask: rows.take(np.flatnonzero(mask)), kind="tokens")
+
+
+def tokenized(texts: Sequence[str], tokenizer: str, max_length: int, key: str, name: str) -> np.ndarray:
+    """``texts`` as int32 ``(n, 2, L)`` token ids and attention masks (`grouprobust.data.token_cache`), read by the
+    tokenizer in ``tokenizer`` (a model folder or name), at most ``max_length`` tokens; ``key`` fingerprints the
+    texts' source for the cache, ``name`` names the dataset in the progress bar."""
+    from grouprobust.backbones import load_tokenizer  # transformers only when texts are read
+    from grouprobust.data.token_cache import cached_tokens
+
+    with task_progress(f"tokenizing {len(texts)} {name} texts (once; cached)") as progress:
+        spec = f"hf:{tokenizer}" if Path(tokenizer).expanduser().is_dir() else tokenizer
+        return cached_tokens(texts, load_tokenizer(spec), max_length, key=key, progress=progress)

@@ -13,7 +13,9 @@ from typing import Annotated
 import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
+from grouprobust.data.raw_inputs import tokenized
 from grouprobust.data.registry import register_dataset
+from grouprobust.data.token_cache import texts_key
 from grouprobust.params import FRACTION, Interval
 
 SIZE = Interval(1)
@@ -88,6 +90,8 @@ def encode_texts(texts: list[str], n_features: int) -> np.ndarray:
     "Template comments (hashed text): identity mentions tied to toxicity in train, not in val/test; "
     "16 overlapping identity x label evaluation groups (CivilComments' structure).",
     train_defaults={"model": "linear", "epochs": 15, "lr": 1e-2, "optimizer": "adam", "batch_size": 128},
+    later_options=("tokenizer", "max_length"),
+    inputs_of=lambda options: "text" if options.get("tokenizer") else "features",
 )
 def toxic_templates(seed: int = 0, *,
                     n: Annotated[int, SIZE, "training comments"] = 4000,
@@ -98,7 +102,11 @@ def toxic_templates(seed: int = 0, *,
                     eval_spurious: Annotated[float, FRACTION] = 0.5,
                     second_identity: Annotated[float, FRACTION] = 0.35,
                     core_rate: Annotated[float, FRACTION] = 0.7, core_noise: Annotated[float, FRACTION] = 0.05,
-                    n_features: Annotated[int, Interval(16), "hashed features"] = 1024) -> DatasetSplits:
+                    n_features: Annotated[int, Interval(16), "hashed features"] = 1024,
+                    tokenizer: Annotated[str, "a text backbone's tokenizer: the comments as token ids, fine-tuned "
+                                         "end to end (set from --backbone)"] = "",
+                    max_length: Annotated[int, Interval(0, 65536), "most tokens per comment end to end"] = 0,
+                    ) -> DatasetSplits:
     """Train/val/test splits of hashed template comments.
 
     ``y`` = toxic. A comment mentions one identity (a second one with probability
@@ -116,7 +124,12 @@ def toxic_templates(seed: int = 0, *,
     for split, size, p in (("train", n, spurious), ("val", n_val, eval_spurious), ("test", n_test, eval_spurious)):
         texts, y, mentions = _comments(rng, size, toxic_frac, (1.0 - p, p), second_identity, core_rate, core_noise)
         eval_groups = (mentions[:, :, None] & (y[:, None, None] == np.arange(2))).reshape(size, -1)
-        parts.append(GroupDataset(encode_texts(texts, n_features), y, mentions.any(axis=1).astype(np.int64), 2, 2,
+        if tokenizer:  # end to end: the comments as token ids for a text backbone
+            key = "toxic-templates:" + texts_key(texts)
+            x, inputs = tokenized(texts, tokenizer, max_length or 512, key, "toxic-templates"), "tokens"
+        else:
+            x, inputs = encode_texts(texts, n_features), "features"
+        parts.append(GroupDataset(x, y, mentions.any(axis=1).astype(np.int64), 2, 2,
                                   split, "toxic-templates", group_names=group_names, eval_groups=eval_groups,
-                                  eval_group_names=eval_names, meta={"texts": texts}))
+                                  eval_group_names=eval_names, meta={"texts": texts}, inputs=inputs))
     return DatasetSplits(*parts, name="toxic-templates", meta={"identities": IDENTITIES})
