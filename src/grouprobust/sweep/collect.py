@@ -18,6 +18,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.output import read_json
 from grouprobust.rundir import run_status
 from grouprobust.selection import SELECTION_RULES, SelectionRule, rule_value
+from grouprobust.sweep.expected import attach_expected
 from grouprobust.sweep.store import runs_dir
 
 SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_class_acc", "balanced_acc")
@@ -151,4 +152,4 @@ def collect_runs(directory: Path) -> pd.DataFrame:
     for column in _metric_columns():
         if column not in df:
             df[column] = np.nan
-    return df
+    return attach_expected(df, directory)

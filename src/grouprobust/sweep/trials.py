@@ -13,16 +13,20 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import REGIMES
 from grouprobust.methods.registry import get_method
 from grouprobust.selection import check_rule_for_split, get_rule
+from grouprobust.sweep.expected import Expected, expected_for
 from grouprobust.sweep.spec import MethodSpec, SweepSpec
 from grouprobust.training import validation_set
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One run of a sweep: its fully resolved config and the hyper-parameter point it belongs to."""
+    """One run of a sweep: its fully resolved config, the hyper-parameter point it belongs to, and the
+    published result it is compared with (the method's ``expected`` for this dataset; not part of the
+    config, so it never changes the run id)."""
 
     config: RunConfig
     point: str
+    expected: Expected | None = None
 
     @property
     def run_id(self) -> str:
@@ -113,7 +117,7 @@ def expand(spec: SweepSpec) -> list[Trial]:
                                                "(edit the sweep file)") from None
                     if config.run_id not in seen:
                         seen.add(config.run_id)
-                        trials.append(Trial(config, label))
+                        trials.append(Trial(config, label, expected_for(method.expected, dataset)))
     return trials
 
 
