@@ -14,7 +14,8 @@ citation, either for every dataset of the sweep or per dataset::
 Each trial carries its `Expected` into the sweep's manifest (``sweep.json``, key ``expected`` of
 the trial's entry), never into its configuration: a published number is not a hyper-parameter, so
 it changes no run id, and correcting a citation re-runs nothing. `grouprobust report` reads it
-back (`attach_expected`) and shows it beside the measured accuracy.
+back (`grouprobust.sweep.collect.collect_runs`, through `manifest_expected` and `attach_expected`) and
+shows it beside the measured accuracy. This module is the lowest layer of `grouprobust.sweep`.
 """
 
 from __future__ import annotations
@@ -97,18 +98,10 @@ def expected_for(expected: dict[str | None, Expected], dataset: str) -> Expected
     return expected.get(dataset, expected.get(None))
 
 
-def manifest_expected(directory: Path) -> dict[str, Expected]:
-    """Run id -> `Expected` for the trials of the sweep manifest in ``directory`` that carry one."""
-    from grouprobust.output import read_json
-    from grouprobust.sweep.store import MANIFEST
-
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        trials = read_json(path).get("trials", [])
-    except (GroupRobustError, AttributeError):
-        return {}  # a damaged manifest costs the comparison, never the report
+def manifest_expected(manifest: dict[str, Any], path: Path) -> dict[str, Expected]:
+    """Run id -> `Expected` for the trials of a sweep manifest (the mapping read from ``path``) that carry
+    one; an entry whose ``expected`` is damaged is left out (it costs the comparison, never the report)."""
+    trials = manifest.get("trials") if isinstance(manifest, dict) else None
     found = {}
     for entry in trials if isinstance(trials, list) else []:
         value = entry.get("expected") if isinstance(entry, dict) else None
@@ -120,10 +113,9 @@ def manifest_expected(directory: Path) -> dict[str, Expected]:
     return found
 
 
-def attach_expected(runs: pd.DataFrame, directory: Path) -> pd.DataFrame:
-    """``runs`` with `EXPECTED_COLUMNS` filled from the sweep manifest of ``directory`` (NaN / None where a
-    trial has no published result); unchanged when no trial of the manifest carries one, or there is none."""
-    found = manifest_expected(directory)
+def attach_expected(runs: pd.DataFrame, found: dict[str, Expected]) -> pd.DataFrame:
+    """``runs`` with `EXPECTED_COLUMNS` filled from ``found`` (run id -> `Expected`; NaN / None where a run
+    has no published result); unchanged when ``found`` is empty."""
     if not found:
         return runs
     runs = runs.copy()
