@@ -18,7 +18,8 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.output import read_json
 from grouprobust.rundir import run_status
 from grouprobust.selection import SELECTION_RULES, SelectionRule, rule_value
-from grouprobust.sweep.store import runs_dir
+from grouprobust.sweep.expected import Expected, attach_expected, manifest_expected
+from grouprobust.sweep.store import MANIFEST, runs_dir
 
 SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_class_acc", "balanced_acc")
 UNREADABLE = "unreadable"
@@ -127,6 +128,17 @@ def _read_run(path: Path, status: str) -> dict[str, Any]:
     return row
 
 
+def _published(directory: Path) -> dict[str, Expected]:
+    """Run id -> published result, from the sweep manifest in ``directory`` (none without a readable one)."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return manifest_expected(read_json(path), path)
+    except GroupRobustError:
+        return {}  # a damaged manifest costs the comparison, never the report
+
+
 def collect_runs(directory: Path) -> pd.DataFrame:
     """One row per finished or failed run under ``directory/runs`` (or ``directory`` itself).
 
@@ -151,4 +163,4 @@ def collect_runs(directory: Path) -> pd.DataFrame:
     for column in _metric_columns():
         if column not in df:
             df[column] = np.nan
-    return df
+    return attach_expected(df, _published(directory))

@@ -8,7 +8,8 @@ and ``data`` / ``hparams`` / ``inputs`` (the input files' content fingerprints) 
 and per hyper-parameter (``hparams.<name>``), ``point`` (the config's hash without the seed: runs
 that differ only by seed share it), ``selected_epoch``, and the selected point's metrics per split
 as ``<split>_<metric>`` (``val_worst_group_acc``, ``test_avg_acc`` ...; fractions in [0, 1], NaN
-where a run has none), plus ``test_per_group`` (group name -> test accuracy).
+where a run has none), plus ``test_per_group`` (group name -> test accuracy); where the sweep file gives
+published results (a method's ``expected``), ``expected_worst_group_acc`` (a fraction) and ``expected_source``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.output import check_creatable, format_mean_std, read_json, write_atomic, write_json_atomic
 from grouprobust.selection import SELECTION_RULES, get_rule, select_best_index, selection_key
 from grouprobust.sweep.collect import UNREADABLE, canonical_json, metric_column
+from grouprobust.sweep.expected import expected_cells, has_expected, latex_notes, summary_expected
 from grouprobust.sweep.frames import load_runs
 from grouprobust.sweep.store import MANIFEST
 
@@ -117,6 +118,7 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
         for name, _ in REPORTED:
             row[f"test_{name}_mean"] = runs_best[f"test_{name}"].mean()
             row[f"test_{name}_std"] = runs_best[f"test_{name}"].std(ddof=1)
+        row.update(summary_expected(group))
         summary_rows.append(row)
         chosen_rows.append(runs_best.assign(variant=row["dataset"]))
         per_group = pd.DataFrame(list(runs_best["test_per_group"])).mean(axis=0)
@@ -131,12 +133,21 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
 
 
 def display_table(summary: pd.DataFrame, pm: str = " ± ") -> pd.DataFrame:
-    """The summary with test accuracies as ``mean ± std`` strings in percent (std "—" for one seed)."""
+    """The summary with test accuracies as ``mean ± std`` strings in percent (std "—" for one seed); where a
+    row carries a published result, an ``expected worst-group %`` column beside the measured one, its
+    values marked with the number of their source (`expected_notes` lists them)."""
     out = summary[["dataset", "method", "rule", "n_seeds", "hparams"]].copy()
     for name, label in REPORTED:
         out[f"{label} %"] = [format_mean_std(m, s, 1, 100, pm)
                              for m, s in zip(summary[f"test_{name}_mean"], summary[f"test_{name}_std"])]
+        if name == "worst_group_acc" and has_expected(summary):
+            out["expected worst-group %"] = expected_cells(summary)[0]
     return out
+
+
+def expected_notes(summary: pd.DataFrame) -> list[str]:
+    """The numbered sources of the ``expected worst-group %`` column (``[1] paper, table (backbone)``)."""
+    return expected_cells(summary)[1] if has_expected(summary) else []
 
 
 def missing_trials(directory: Path, runs: pd.DataFrame) -> int:
@@ -229,7 +240,8 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     latex = display_table(report.summary, r" $\pm$ ") if len(report.summary) else report.summary
     text_cols = [c for c in ("dataset", "method", "rule", "hparams") if c in latex]
     styler = latex.style.hide(axis="index").format(escape="latex", subset=text_cols).format_index(escape="latex", axis=1)
-    write_atomic(out / "summary.tex", styler.to_latex(hrules=True))
+    notes = expected_notes(report.summary) if len(report.summary) else []
+    write_atomic(out / "summary.tex", styler.to_latex(hrules=True) + latex_notes(notes))
     figures = {title: draw() for title, (_, draw) in plans.items()}
     missing = missing_trials(directory, report.runs)
     lines = [f"# Sweep report: {directory}", "",
@@ -241,6 +253,9 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
              "are mean ± sample std (ddof=1) over the seeds of the chosen configuration, in %.", ""]
     if len(report.summary):
         lines += [table.to_markdown(index=False), ""]
+        if notes:
+            lines += ["Expected worst-group: the test worst-group accuracy the literature reports, in %; "
+                      "sources:", "", *(f"- {note}" for note in notes), ""]
     for title, path in figures.items():
         lines += [f"![{title}]({path.name})", ""]
     if len(report.failures):

@@ -16,6 +16,7 @@ hyper-parameters), seeds, the label regime and the selection rule::
         grid: {lr: [0.001, 0.01]}
       groupdro:
         random: {count: 4, params: [lr, weight_decay]}
+        expected: {worst_group_acc: 0.914, source: "paper, table (backbone)"}  # optional: shown by the report
     track: mlflow                # optional: mlflow, tensorboard or [mlflow, tensorboard]
 
 Every problem is a `GroupRobustError` naming the file and the key, and saying how to fix it.
@@ -31,10 +32,11 @@ from typing import Any
 import yaml
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.sweep.expected import Expected, parse_expected
 from grouprobust.tracking import parse_track
 
 TOP_KEYS = ("name", "seed", "seeds", "regime", "select", "set", "datasets", "methods", "track")
-METHOD_KEYS = ("set", "grid", "random")
+METHOD_KEYS = ("set", "grid", "random", "expected")
 RANDOM_KEYS = ("count", "params")
 
 
@@ -47,6 +49,7 @@ class MethodSpec:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     random_count: int = 0
     random_params: list[str] | None = None
+    expected: dict[str | None, Expected] = field(default_factory=dict)  # published results (sweep.expected)
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def _seeds(path: Path, value: Any) -> list[int]:
     raise _fail(path, "seeds", f"must be a count (seeds: 3) or a non-empty list (seeds: [0, 1, 2]), got {value!r}")
 
 
-def _method(path: Path, name: str, body: Any) -> MethodSpec:
+def _method(path: Path, name: str, body: Any, datasets: list[str]) -> MethodSpec:
     key = f"methods.{name}"
     body = _mapping(path, key, body)
     _check_keys(path, key, body, METHOD_KEYS)
@@ -160,7 +163,8 @@ def _method(path: Path, name: str, body: Any) -> MethodSpec:
             clash = sorted(set(params) & (set(fixed) | set(grid)))
             if clash:
                 raise _fail(path, f"{key}.random.params", f"{clash[0]!r} is also fixed or on the grid; draw it or fix it, not both")
-    return MethodSpec(name, fixed, grid, count, params)
+    expected = parse_expected(path, f"{key}.expected", body.get("expected"), datasets)
+    return MethodSpec(name, fixed, grid, count, params, expected)
 
 
 def _track(path: Path, value: Any) -> list[str]:
@@ -189,7 +193,7 @@ def parse_sweep(data: dict[str, Any], path: Path) -> SweepSpec:
     if not methods_raw:
         raise _fail(path, "methods", "missing or empty; name at least one, e.g. methods: {erm: {grid: {lr: [0.001]}}}")
     methods_raw = _mapping(path, "methods", methods_raw, allow_none=False)
-    methods = [_method(path, str(name), body) for name, body in methods_raw.items()]
+    methods = [_method(path, str(name), body, list(datasets)) for name, body in methods_raw.items()]
     for key in ("regime", "select", "name"):
         if key in data and not isinstance(data[key], str):
             raise _fail(path, key, f"must be a string, got {data[key]!r}")

@@ -126,7 +126,8 @@ def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials:
     runs_dir(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / MANIFEST
     entries = [{"run_id": t.run_id, "point": t.point, "dataset": t.config.dataset, "method": t.config.method,
-                "seed": t.config.seed, **({"inputs": t.config.inputs} if t.config.inputs else {})} for t in trials]
+                "seed": t.config.seed, **({"inputs": t.config.inputs} if t.config.inputs else {}),
+                **({"expected": t.expected.as_json()} if t.expected is not None else {})} for t in trials]
     manifest: dict[str, Any] = {"spec_file": str(spec_path), "spec": json.loads(json.dumps(spec_raw, default=str))}
     with FileLock(Path(out) / SWEEP_LOCK):
         earlier = read_json(path) if path.exists() else None

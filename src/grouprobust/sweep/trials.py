@@ -7,22 +7,26 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from grouprobust.config import RunConfig, param_space, resolve_config, sample_hparams
+from grouprobust.config import RunConfig, param_space, resolve_config, sample_hparams, training_defaults
 from grouprobust.data.registry import get_dataset_entry, load_dataset, resolve_dataset_options
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import REGIMES
 from grouprobust.methods.registry import get_method
 from grouprobust.selection import check_rule_for_split, get_rule
+from grouprobust.sweep.expected import Expected, expected_for
 from grouprobust.sweep.spec import MethodSpec, SweepSpec
 from grouprobust.training import validation_set
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One run of a sweep: its fully resolved config and the hyper-parameter point it belongs to."""
+    """One run of a sweep: its fully resolved config, the hyper-parameter point it belongs to, and the
+    published result it is compared with (the method's ``expected`` for this dataset; not part of the
+    config, so it never changes the run id)."""
 
     config: RunConfig
     point: str
+    expected: Expected | None = None
 
     @property
     def run_id(self) -> str:
@@ -46,6 +50,19 @@ def _random_names(spec: SweepSpec, method: MethodSpec, dataset: str, fixed: dict
     return list(method.random_params)
 
 
+def _backbone_filled_options(spec: SweepSpec, dataset: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The distinct option sets ``dataset`` is read with: ``options`` with what each method's fixed backbone
+    decides when the file leaves it unset (image size, tokenizer, text length), as `resolve_config` fills it."""
+    entry = get_dataset_entry(dataset)
+    filled: list[dict[str, Any]] = []
+    for method in spec.methods or [MethodSpec("erm")]:
+        data = dict(options)
+        training_defaults(entry, {**spec.fixed, **method.fixed}, data)
+        if data not in filled:
+            filled.append(data)
+    return filled
+
+
 def _check_names(spec: SweepSpec) -> None:
     """Datasets, their options, methods, regime and rule, each checked under its own key."""
     def check(key: str, fn, *args) -> None:
@@ -57,7 +74,8 @@ def _check_names(spec: SweepSpec) -> None:
     for name, options in spec.datasets.items():
         check(f"datasets.{name}", resolve_dataset_options, name, options)
         if not get_dataset_entry(name).embedded:  # read from files the options name: read them once, now
-            check(f"datasets.{name}", lambda: load_dataset(name, spec.seeds[0], **options))
+            check(f"datasets.{name}", lambda: [load_dataset(name, spec.seeds[0], **filled)
+                                               for filled in _backbone_filled_options(spec, name, options)])
     for method in spec.methods:
         check(f"methods.{method.name}", get_method, method.name)
     if spec.regime not in REGIMES:
@@ -113,7 +131,7 @@ def expand(spec: SweepSpec) -> list[Trial]:
                                                "(edit the sweep file)") from None
                     if config.run_id not in seen:
                         seen.add(config.run_id)
-                        trials.append(Trial(config, label))
+                        trials.append(Trial(config, label, expected_for(method.expected, dataset)))
     return trials
 
 
