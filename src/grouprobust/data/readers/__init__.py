@@ -139,11 +139,11 @@ def _annotated(param: Any) -> Any:
 
 
 #: Whether training images are augmented (random resized crop + flip) by default end to end, as the reference
-#: code of each benchmark does: SubpopBench for Waterbirds, CelebA and MetaShift; DFA's code (GERNE's protocol)
-#: for corrupted CIFAR-10 and bFFHQ, not for colored MNIST. Texts are never augmented.
+#: code of each benchmark does: off for Waterbirds and CelebA (group DRO's and SubpopBench's default) and for
+#: MetaShift (SubpopBench), on for corrupted CIFAR-10 and bFFHQ (DFA's code, GERNE's protocol), off for colored
+#: MNIST (DFA). Texts are never augmented.
 TEXT_BENCHMARKS = ("multinli", "civilcomments")
-AUGMENTED = {"waterbirds": True, "celeba": True, "metashift": True, "colored-cifar10": True, "bffhq": True,
-             "colored-mnist": False}
+AUGMENTED = {"colored-cifar10": True, "bffhq": True}
 
 for _name, (_fn, _description) in READERS.items():
     register_dataset(_name, _description + " (end to end: --root DIR --backbone SPEC; on extracted features: "
