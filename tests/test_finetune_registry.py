@@ -81,3 +81,29 @@ def test_jtt_stage1_is_trained_once_for_every_lambda_up(files, tmp_path):
                              root=files["images"])
         run(cfg, tmp_path / f"jtt{lambda_up}")
     assert len(set(store.glob("*.pt")) - before) == 1
+
+
+@pytest.mark.parametrize("finetune", ["head", "lora"])
+def test_head_and_lora_fine_tuning_leave_the_backbones_own_weights_as_loaded(finetune, files, tmp_path):
+    import torch
+
+    from grouprobust.backbones import load_backbone
+
+    spec = files["resnet"] if finetune == "head" else files["bert"]  # LoRA adapts linear layers: the BERT's
+    if finetune == "head":
+        cfg = resolve_config("waterbirds", "erm", 0, {"image_size": 16},
+                             {**_hparams("erm", spec), "finetune": finetune}, root=files["images"])
+    else:
+        data = {"path": str(files["texts"]), "label": "toxic", "attribute": "group", "split": "split",
+                "text": "comment"}
+        cfg = resolve_config("table", "erm", 0, data, {**_hparams("erm", spec), "finetune": finetune, "lr": 1e-2})
+    run(cfg, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    loaded = load_backbone(spec, image_size=16).module.state_dict()
+    prefix = "features.backbone."
+    own = {k[len(prefix):].replace(".base_layer", ""): v for k, v in state.items()
+           if k.startswith(prefix) and "lora_" not in k}
+    assert set(loaded) <= set(own), sorted(set(loaded) - set(own))[:3]
+    assert all(torch.equal(own[k], loaded[k]) for k in loaded)  # the backbone's weights did not train
+    trained = {k: v for k, v in state.items() if k.startswith("head.") or "lora_B" in k}
+    assert trained and any(bool(v.abs().sum() > 0) for k, v in trained.items() if "lora_B" in k or finetune == "head")
