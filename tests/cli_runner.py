@@ -16,3 +16,19 @@ def cli(args: list[str], capsys: pytest.CaptureFixture, squash: bool = False) ->
     if squash:
         return exc.value.code, " ".join(captured.out.split()), " ".join(captured.err.split())
     return exc.value.code, captured.out, captured.err
+
+
+def refused(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run ``grouprobust ARGS`` and assert it is refused: exit 2, one ``error:`` line, no traceback; returns it."""
+    code, _, err = cli(args, capsys)
+    err = err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("error: "), err
+    return err
+
+
+def ok(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run ``grouprobust ARGS`` and assert it succeeds (exit 0); returns its stdout and stderr together."""
+    code, out, err = cli(args, capsys)
+    assert code == 0, err
+    return out + err

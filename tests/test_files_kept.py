@@ -9,32 +9,17 @@ import numpy as np
 import pytest
 import yaml
 
-from grouprobust.cli import main
 from grouprobust.config import resolve_config
 from grouprobust.data.feature_store import load_feature_splits
 from grouprobust.runs import run
 from grouprobust.sweep import run_sweep
 from grouprobust.sweep.store import MANIFEST
 
+from cli_runner import ok
+from cli_runner import refused as error_line
 from readers_fixtures import write_waterbirds
 
 TINY = {"n": 200, "n_val": 100, "n_test": 100}
-
-
-def error_line(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-def ok(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 0, captured.err
-    return captured.out
 
 
 @pytest.mark.parametrize("mask", [0o002, 0o077])

@@ -98,11 +98,13 @@ def test_a_result_without_metrics_is_no_seed(sweep):
     assert list(report.unreadable["run_id"]) == ["a1"] and "1 unreadable" in (folder / "report.md").read_text()
 
 
-def test_every_run_damaged_still_gives_a_report(sweep):
+def test_every_run_damaged_is_refused_and_listed_by_collect_runs(sweep):
     for path in (sweep / "runs").iterdir():
         (path / "config.json").write_text("[]")
-    report, _ = write_report(sweep, plots=False)
-    assert len(report.unreadable) == 4 and report.summary.empty
+    assert (collect_runs(sweep)["status"] == "unreadable").sum() == 4
+    with pytest.raises(GroupRobustError, match="every run under .* is unreadable .*holds a JSON list"):
+        write_report(sweep, plots=False)
+    assert not (sweep / "report").exists()
 
 
 def test_ray_token_authentication_error_names_the_cause_and_the_fix(monkeypatch):

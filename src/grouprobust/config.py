@@ -16,7 +16,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from grouprobust.data.fingerprint import fingerprints
 from grouprobust.data.registry import get_dataset_entry, input_fingerprints, resolve_dataset_options
@@ -175,6 +175,8 @@ def resolve_config(dataset: str, method: str, seed: int = 0, data: dict[str, Any
     worst-group accuracy, or worst-class accuracy when the regime gives no group labels.
     """
     seed = check_seed(seed)
+    check_argument_types(dataset=(dataset, str), method=(method, str), data=(data, Mapping),
+                         hparams=(hparams, Mapping), regime=(regime, str), select=(select, str))
     hparams, data = dict(hparams or {}), dict(data or {})
     for name, value, into, flag in (("backbone", backbone, hparams, "--set"), ("weights", weights, hparams, "--set"),
                                     ("root", root, data, "--data")):
@@ -238,6 +240,24 @@ def backbone_path(spec: str) -> Path | None:
 
 
 MAX_SEED = 2**32 - 1
+
+
+def check_argument_types(**arguments: tuple[Any, type | tuple[type, ...]]) -> None:
+    """Raise a one-line `GroupRobustError` (subject: the argument's name) for the first argument
+    ``name=(value, expected type)`` whose value is neither None nor of its type: the public entry points
+    check their arguments here instead of failing deep inside with an AttributeError or TypeError."""
+    for name, (value, expected) in arguments.items():
+        if value is None or isinstance(value, expected):
+            continue
+        kinds = expected if isinstance(expected, tuple) else (expected,)
+        wanted = " or ".join("a mapping (dict)" if k is Mapping else f"a {k.__name__}" for k in kinds)
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        hint = "; build it with grouprobust.resolve_config" if expected is RunConfig else ""
+        raise GroupRobustError(f"{name} must be {wanted}, got {type(value).__name__} {shown}{hint}", subject=name)
+    for name, (value, expected) in arguments.items():
+        if isinstance(value, Mapping) and any(not isinstance(k, str) for k in value):
+            bad = next(k for k in value if not isinstance(k, str))
+            raise GroupRobustError(f"{name} must map option names (str) to values, got the key {bad!r}", subject=name)
 
 
 def check_seed(seed: object, subject: str = "seed") -> int:

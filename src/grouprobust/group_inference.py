@@ -32,6 +32,7 @@ quality of the inference (`inference_quality`) is reported, never used for train
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +48,8 @@ from grouprobust.data.dataset import GroupDataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.grouping import Grouper
 from grouprobust.models import predict_logits
-from grouprobust.output import check_creatable, read_json, save_npz_atomic, write_json_atomic
+from grouprobust.outdir import OutputDirectory, check_output_path
+from grouprobust.output import read_json, save_npz_atomic, write_json_atomic
 from grouprobust.params import FRACTION, Choice, Interval, Param, resolve_params
 from grouprobust.registry import Registry
 from grouprobust.trained import TrainedRun
@@ -75,16 +77,17 @@ class InferredGroups:
         """Write the groups file: ``PATH`` (npz: attribute, confidence) and ``PATH.json`` (what made them);
         returns ``PATH``. Refuses (`check_new_groups_file`) to replace either file."""
         path = check_new_groups_file(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_npz_atomic(path, attribute=self.attribute.astype(np.int64), confidence=self.confidence.astype(np.float64))
-        try:
-            write_json_atomic(path.with_suffix(".json"), {
+        output = OutputDirectory(path, "groups file", file=True)
+        meta = path.with_suffix(".json")
+        with output.claim(), output.staging() as stage:
+            check_new_groups_file(path)  # again under the claim: another process may have written it meanwhile
+            save_npz_atomic(stage / path.name, attribute=self.attribute.astype(np.int64),
+                            confidence=self.confidence.astype(np.float64))
+            write_json_atomic(stage / meta.name, {
                 "format": FORMAT, "method": self.method, "n_attrs": self.n_attrs, "n_train": len(self.attribute),
                 "dataset": self.dataset, "data": self.data, "seed": self.seed, "params": self.params,
                 "source": self.source, "info": self.info})
-        except BaseException:
-            path.unlink(missing_ok=True)  # no half-written pair: the .npz alone would read as damaged
-            raise
+            output.publish(stage, [path.name, meta.name])  # the pair appears whole, or not at all
         return path
 
     def apply(self, train: GroupDataset) -> GroupDataset:
@@ -111,7 +114,7 @@ def check_new_groups_file(path: Path | str) -> Path:
     for taken in (path, path.with_suffix(".json")):
         if taken.exists() or taken.is_symlink():
             raise GroupRobustError(f"{taken} exists; choose another groups file or delete it", subject="out")
-    check_creatable(path.parent, "folder for the groups file", subject="out")
+    check_output_path(path.parent, "folder for the groups file")
     return path
 
 
@@ -132,11 +135,32 @@ def load_inferred_groups(path: Path | str) -> InferredGroups:
     try:
         with np.load(path, allow_pickle=False) as z:
             attribute, confidence = z["attribute"], z["confidence"]
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise GroupRobustError(f"{path} cannot be read ({type(err).__name__}); infer the groups again",
                                subject="hparam:train_groups") from None
+    _check_groups_file(path, meta_path, meta, attribute, confidence, write_hint)
     return InferredGroups(attribute, confidence, int(meta["n_attrs"]), meta["method"], meta["dataset"], meta["data"],
                           int(meta["seed"]), meta.get("params", {}), meta.get("source", ""), meta.get("info", {}))
+
+
+def _check_groups_file(path: Path, meta_path: Path, meta: dict[str, Any], attribute: np.ndarray,
+                       confidence: np.ndarray, write_hint: str) -> None:
+    """Raise a one-line error naming the file and the fix when a groups file's contents do not hold
+    together: keys missing from its ``.json``, attributes outside ``0..n_attrs-1``, lengths that differ."""
+    kinds = {"n_attrs": int, "method": str, "dataset": str, "data": dict, "seed": int}
+    bad = [k for k, kind in kinds.items() if not isinstance(meta.get(k), kind) or isinstance(meta.get(k), bool)]
+    if bad:
+        raise GroupRobustError(f"{meta_path} lacks a valid {bad[0]}; the groups file is damaged: {write_hint}",
+                               subject="hparam:train_groups")
+    n_attrs = meta["n_attrs"]
+    if attribute.ndim != 1 or confidence.shape != attribute.shape or not np.issubdtype(attribute.dtype, np.integer):
+        raise GroupRobustError(f"{path} holds arrays of the wrong shape or type (attribute {attribute.dtype} "
+                               f"{attribute.shape}, confidence {confidence.shape}); the groups file is damaged: "
+                               f"{write_hint}", subject="hparam:train_groups")
+    if len(attribute) and (attribute.min() < 0 or attribute.max() >= n_attrs):
+        raise GroupRobustError(f"{path} holds attribute values {int(attribute.min())}..{int(attribute.max())}, but "
+                               f"{meta_path.name} says there are {n_attrs} (0..{n_attrs - 1}); the groups file is "
+                               f"damaged or edited: {write_hint}", subject="hparam:train_groups")
 
 
 # -- the inference methods -----------------------------------------------------------------------------

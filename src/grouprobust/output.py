@@ -52,31 +52,12 @@ def write_atomic(path: Path | str, data: bytes | str | Callable[[Any], None]) ->
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)  # a failed write() names no file: name the one being written
         raise
     return path
-
-
-def check_creatable(path: Path | str, what: str = "output directory", subject: str | None = "out") -> None:
-    """Raise a one-line error if the directory ``path`` could not be created (or written, if it exists).
-
-    Walks up to the nearest existing ancestor: a file there, or a folder that refuses a new entry
-    (read-only, immutable, a pseudo file system), is refused before anything is computed. Creates
-    nothing that outlives the call (the probe is an empty folder, removed at once).
-    """
-    path = Path(path)
-    ancestor = path
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if ancestor.exists() and not ancestor.is_dir():
-        where = "is a file" if ancestor == path else f"is under {ancestor}, which is a file"
-        raise GroupRobustError(f"{what} {path} {where}; give a folder path for {subject or what}", subject=subject)
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".grouprobust-probe-"))
-    except OSError as err:
-        raise GroupRobustError(f"cannot create {what} {path}: {ancestor} is not writable ({err.strerror or err}); "
-                               f"give a writable path for {subject or what}", subject=subject) from None
 
 
 def _default(obj: Any) -> Any:
@@ -109,16 +90,52 @@ def save_npz_atomic(path: Path | str, **arrays: np.ndarray) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
+def missing_file(path: Path | str, what: str = "file") -> str:
+    """``"<what> <path> not found"``, or ``"... is a folder, not a <what>"`` when a folder is there: the
+    start of the one-line error for a file that cannot be read (the caller adds the fix)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{what} {path} is a folder, not a file"
+    if os.path.islink(path) and not path.exists():
+        return f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not exist"
+    return f"{what} {path} not found"
+
+
+def read_text(path: Path | str, what: str = "file", subject: str | None = None,
+              fix: str = "save it as UTF-8 text") -> str:
+    """The text of ``path``, decoded as UTF-8 (a byte-order mark is dropped); a one-line error naming the
+    file when it is missing, a folder, unreadable, or in another encoding (UTF-16 is named as such; the
+    error then ends with ``fix``)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise GroupRobustError(f"{missing_file(path, what)}; check the path", subject=subject) from None
+    except OSError as err:
+        raise GroupRobustError(f"{what} {path} cannot be read ({err.strerror or err}); check the file and its "
+                               "permissions", subject=subject) from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise GroupRobustError(f"{what} {path} is UTF-16 text; {fix}", subject=subject)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        kind = "binary data, not text" if b"\x00" in data[:4096] else \
+            f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})"
+        raise GroupRobustError(f"{what} {path} is {kind}; {fix}", subject=subject) from None
+
+
 def read_json(path: Path | str) -> Any:
     """The JSON document at ``path``; a one-line error if it is missing or malformed."""
+    path = Path(path)
+    if not path.exists() or path.is_dir():
+        raise GroupRobustError(f"{missing_file(path)}; is this a grouprobust run directory?")
+    text = read_text(path, "JSON file", fix="the file is damaged")
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise GroupRobustError(f"{path} not found; is this a grouprobust run directory?") from None
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise GroupRobustError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); the file is damaged") from None
-    except UnicodeDecodeError:
-        raise GroupRobustError(f"{path} is not text (binary data where JSON belongs); the file is damaged") from None
+    except RecursionError:
+        raise GroupRobustError(f"{path} nests too deeply to be valid JSON here; the file is damaged") from None
 
 
 # -- formatting ----------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from grouprobust.errors import GroupRobustError
 
 
 def _num(v: float) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}".replace(",", "_") if abs(v) >= 100_000 else str(v)  # 1_048_576 reads as it is written
     return "inf" if v == math.inf else ("-inf" if v == -math.inf else f"{v:g}")
 
 
@@ -104,6 +106,14 @@ POSITIVE = Interval(0, None, lo_open=True)
 NON_NEGATIVE = Interval(0, None)
 FRACTION = Interval(0, 1)
 AT_LEAST_ONE = Interval(1, None)
+#: Upper bounds on sizes, beyond which no machine could allocate the data or the weights (a size above
+#: them is refused when it is resolved, naming the bound, instead of failing in an allocation).
+MAX_SAMPLES = 10_000_000  # rows of a generated split
+MAX_DIMS = 4096  # columns of a generated feature vector
+MAX_WIDTH = 16_384  # hidden units of one layer (two such layers hold 2.7e8 weights, about 1 GB)
+MAX_BATCH = 1_048_576  # examples per step
+SAMPLES = Interval(1, MAX_SAMPLES)
+DIMS = Interval(1, MAX_DIMS)
 
 
 @dataclass(frozen=True)
@@ -326,13 +336,14 @@ def sample_params(space: Mapping[str, Param], sweep_seed: int, trial: int,
 #: Training parameters every loop method takes (a method may redeclare one with other defaults).
 TRAIN_PARAMS: dict[str, Param] = {
     "model": Param("mlp", ("choice", ["linear", "mlp", "cnn"]), "network: linear, mlp or cnn (about 5k parameters)"),
-    "hidden": Param(64, ("choice", [32, 64, 128]), "width of the MLP's hidden layers", AT_LEAST_ONE),
+    "hidden": Param(64, ("choice", [32, 64, 128]), "width of the MLP's hidden layers",
+                    Interval(1, MAX_WIDTH)),
     "optimizer": Param("adam", ("choice", ["sgd", "adam", "adamw"]), "sgd (with momentum), adam or adamw"),
     "lr": Param(1e-3, ("log_uniform", 1e-4, 1e-1), "learning rate", POSITIVE),
     "momentum": Param(0.9, None, "SGD momentum", Interval(0, 1, hi_open=True)),
     "weight_decay": Param(0.0, ("choice", [0.0, 1e-4, 1e-3, 1e-2, 1e-1]), "L2 penalty through the optimizer",
                           NON_NEGATIVE),
-    "batch_size": Param(64, ("choice", [32, 64, 128, 256]), "examples per step", AT_LEAST_ONE),
+    "batch_size": Param(64, ("choice", [32, 64, 128, 256]), "examples per step", Interval(1, MAX_BATCH)),
     "epochs": Param(20, None, "passes over the training set", AT_LEAST_ONE),
     "loss": Param("ce", None, "per-example loss; see `grouprobust losses` (grouprobust.losses.LOSSES)"),
     "eval_every": Param(1, None, "evaluate val/test every this many epochs (and always at the last)", AT_LEAST_ONE),

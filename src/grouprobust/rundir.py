@@ -5,12 +5,13 @@ directory at the final path is always complete: finished (``result.json``) or fa
 (``error.json``). A killed run leaves only a hidden temporary directory, cleaned up next time.
 
 Concurrent writers: whoever writes the run at ``path`` first claims it with a file lock
-(`filelock.FileLock` on the sibling ``.<name>.lock``, an OS lock (``flock``) that the kernel
-releases when its process dies, so a killed writer never leaves a stale claim). Every check of what
-is at the path, the cleanup of hidden temporary directories and the final rename happen while the
-claim is held, so two processes never publish over each other; a second writer is refused with a
-`RunBusyError` or waits (``claim(wait=True)``). The lock file itself stays (a waiter must lock the
-same file); it is empty and hidden.
+(`grouprobust.outdir.OutputDirectory.claim`: `filelock.FileLock` on the sibling ``.<name>.lock``, an
+OS lock (``flock``) that the kernel releases when its process dies, so a killed writer never leaves
+a stale claim). Every check of what is at the path, the cleanup of hidden temporary directories and
+the final rename happen while the claim is held, so two processes never publish over each other; a
+second writer is refused with a `RunBusyError` or waits (``claim(wait=True)``). Once a run is
+published its lock file stays (a waiter must lock the same file; it is empty and hidden); a claim
+that published nothing removes the lock file and the folders it created.
 """
 
 from __future__ import annotations
@@ -23,31 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from filelock import FileLock, Timeout
-
 from grouprobust.errors import DivergedError, GroupRobustError
+from grouprobust.outdir import BusyError, OutputDirectory, check_output_path, disk_errors, lock_path
 from grouprobust.output import dumps, read_json, write_json_atomic
 
-
-class RunBusyError(GroupRobustError):
-    """Another process holds the claim on a run directory (it is writing that run right now)."""
+__all__ = ["RunBusyError", "RunDirectory", "directory_token", "lock_path", "run_status"]
 
 
-def lock_path(path: Path) -> Path:
-    """The lock file that claims the run directory ``path``: the hidden sibling ``.<name>.lock``."""
-    path = Path(path)
-    return path.parent / f".{path.name}.lock"
-
-
-def check_out_path(path: Path, subject: str = "out") -> Path:
-    """``path`` itself if a run directory may be written there; raises if it names the current directory
-    or one of its parents (``""``, ``"."``, ``".."``), which the run would have to replace."""
-    resolved, here = Path(path).resolve(), Path.cwd().resolve()
-    if not Path(path).name or resolved == here or resolved in here.parents:
-        raise GroupRobustError(f"out {str(path)!r} names the current directory or one of its parents, which a run "
-                               "directory would replace; give a new directory for the run, e.g. runs/erm",
-                               subject=subject)
-    return Path(path)
+RunBusyError = BusyError  # another process holds the claim on a run directory (it is writing that run right now)
 
 
 def run_status(path: Path) -> str:
@@ -86,14 +70,24 @@ def _changed_inputs(stored: dict[str, Any], config: dict[str, Any]) -> str:
     return f" with the same config, but the contents of {', '.join(f'data:{k}' for k in changed)} changed since"
 
 
-class RunDirectory:
-    """Writes one run atomically at ``path``; see the module docstring for the layout."""
+class RunDirectory(OutputDirectory):
+    """Writes one run atomically at ``path``; see the module docstring for the layout.
 
-    def __init__(self, path: Path, config: dict[str, Any]):
-        self.path = check_out_path(Path(path))
+    ``path`` goes through `grouprobust.outdir.check_output_path`'s form checks (a link to a folder is
+    followed; a dangling one, the current directory and its parents are refused) unless ``checked``;
+    `check_writable` probes its folders."""
+
+    def __init__(self, path: Path, config: dict[str, Any], checked: bool = False):
+        path = Path(path) if checked else check_output_path(path, "run directory", replaces=True, probe=False)
+        super().__init__(path, "run directory")
         self.config = config
         self.run_id = config["run_id"]
         self.tmp: Path | None = None
+
+    def check_writable(self) -> None:
+        """Raise a one-line error unless the run can be written at the path (its folders accept new
+        entries); call it after `reusable_result`, so that a finished run is reused on a read-only disk."""
+        check_output_path(self.path, self.what, replaces=True)
 
     def existing_status(self) -> str:
         """Status of what is at the path now; raises if it holds something other than this run."""
@@ -118,46 +112,30 @@ class RunDirectory:
             return None
         return {**read_json(self.path / "result.json"), "reused": True}
 
-    @contextmanager
-    def claim(self, wait: bool = False) -> Iterator["RunDirectory"]:
-        """Hold the lock on this run directory for the block; ``wait`` False raises `RunBusyError` at once
-        if another process holds it, True waits until it is released. Re-entrant in one process (a
-        sweep trial claims the run, then `grouprobust.runs.run` claims it again)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(lock_path(self.path), is_singleton=True)
-        try:
-            lock.acquire(timeout=-1 if wait else 0)
-        except Timeout:
-            raise RunBusyError(f"{self.path} is being written by another process right now (it holds "
-                               f"{lock_path(self.path)}); wait for it to finish or choose another output directory",
-                               subject="out") from None
-        try:
-            yield self
-        finally:
-            lock.release()
-
     def open(self) -> None:
         """Create the temporary directory and write ``config.json``; call it inside `claim`."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The claim is held, so no other process writes this run: every temporary directory left here is stale.
-        for pattern in (".tmp-*", ".old-*"):
-            for stale in self.path.parent.glob(f".{self.path.name}{pattern}"):
-                shutil.rmtree(stale, ignore_errors=True)
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        self.tmp.mkdir()
-        write_json_atomic(self.tmp / "config.json", self.config)
-        self._history = open(self.tmp / "history.jsonl", "a")
+        self.remove_stale_stages()
+        with disk_errors(self.path):
+            self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            self.tmp.mkdir()
+            write_json_atomic(self.tmp / "config.json", self.config)
+            self._history = open(self.tmp / "history.jsonl", "a")
 
     @contextmanager
     def writing(self) -> Iterator["RunDirectory"]:
         """`open`, then run the block, which ends with `finish`; a `DivergedError` marks the run failed
-        (`fail`), any other exception or interrupt removes it (`abort`) and is re-raised."""
-        self.open()
+        (`fail`), any other exception or interrupt removes it (`abort`) and is re-raised (a full disk or a
+        refused write as `grouprobust.outdir.disk_error`'s one line)."""
         try:
-            yield self
-        except DivergedError as err:
-            self.fail(str(err))
-            raise
+            with disk_errors(self.path):
+                self.open()
+                try:
+                    yield self
+                except DivergedError as err:
+                    self.fail(str(err))
+                    raise
         except BaseException:
             self.abort()
             raise
@@ -183,6 +161,7 @@ class RunDirectory:
             os.replace(self.path, old)
         os.replace(self.tmp, self.path)
         self.tmp = None
+        self.published = True
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.path
@@ -200,7 +179,11 @@ class RunDirectory:
     def abort(self) -> None:
         """Remove the temporary directory (interrupted run): nothing appears at the final path."""
         if self.tmp is not None:
-            self._history.close()
+            if getattr(self, "_history", None) is not None:
+                try:
+                    self._history.close()
+                except OSError:  # its last lines could not be flushed (a full disk): the run is thrown away anyway
+                    pass
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
 

@@ -8,13 +8,14 @@ run named by the ``stage1`` hyper-parameter), reads it back with
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from grouprobust.config import RunConfig
+from grouprobust.config import RunConfig, check_argument_types
 from grouprobust.data.disk_cache import cache_dir
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
@@ -22,7 +23,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
-from grouprobust.output import check_creatable, link_tree, write_atomic
+from grouprobust.output import link_tree, write_atomic
 from grouprobust.result import RunResult
 from grouprobust.threads import apply_thread_policy
 from grouprobust.rundir import RunDirectory
@@ -51,6 +52,11 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     user's own setting wins). ``download`` lets a backbone's pretrained weights be fetched from the
     network when no local copy exists (never otherwise).
     """
+    check_argument_types(config=(config, RunConfig), out=(out, (str, os.PathLike)), splits=(splits, DatasetSplits),
+                         device=(device, (str, torch.device)), wait=(wait, bool), save_model=(save_model, bool))
+    if on_epoch is not None and not callable(on_epoch):
+        raise GroupRobustError(f"on_epoch must be a function (epoch, train_loss), got {type(on_epoch).__name__}",
+                               subject="on_epoch")
     apply_thread_policy()
     device = pick_device(device)
     method_cls = get_method(config.method)
@@ -67,8 +73,12 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
         with tempfile.TemporaryDirectory() as tmp:  # a two-stage run reads its stage 1 back from disk
             return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model,
                        download=download)
-    check_creatable(out, "run directory")
     writer = RunDirectory(Path(out), config.to_dict())
+    if not wait:  # read without the claim: a finished run is reused on a read-only disk too, a refusal writes nothing
+        stored = writer.reusable_result()
+        if stored is not None:
+            return RunResult.from_dict(stored)
+    writer.check_writable()
     with writer.claim(wait=wait):
         return _run_claimed(config, writer, splits, device, on_epoch, save_model, two_stage, tracker, download)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -93,9 +95,9 @@ def load_trained_run(path: Path | str, device: torch.device | str | None = None,
         raise GroupRobustError(f"{what}; pass the output directory of a finished training run", subject=subject)
     weights = path / MODEL_FILE
     if not weights.is_file():
-        raise GroupRobustError(f"{weights} not found; the run saved no model (train it again with model saving on)",
+        raise GroupRobustError(f"{_no_model(path)}; pass the output directory of a finished training run",
                                subject=subject)
-    config = RunConfig.from_dict(read_json(path / "config.json"))
+    config = _stored_config(path / "config.json", subject)
     check_inputs_unchanged(path, config, subject)
     splits = load_dataset(config.dataset, config.seed, **config.data)
     hp = config.hparams
@@ -103,11 +105,44 @@ def load_trained_run(path: Path | str, device: torch.device | str | None = None,
                           config.data.get("image_size") or None, pretrained=False)
     try:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, EOFError) as err:
-        raise GroupRobustError(f"{weights} does not fit the model in config.json ({str(err).splitlines()[0]}); "
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise GroupRobustError(f"{weights} does not fit the model in config.json ({first[:160]}); "
                                "the run directory is damaged, train it again", subject=subject) from None
     result = read_json(path / "result.json") if (path / "result.json").is_file() else None
     return TrainedRun(path, config, result, model.to(pick_device(device)).eval(), splits)
+
+
+def _no_model(path: Path) -> str:
+    """Why the directory ``path`` holds no model file: a sweep, a failed run, a run saved without its model."""
+    if (path / "sweep.json").is_file() or (path / "runs").is_dir():
+        return f"{path} is a sweep directory, not a run; pick one of its runs under {path / 'runs'}"
+    if (path / "error.json").is_file():
+        reason = read_json(path / "error.json")
+        reason = reason.get("reason", "") if isinstance(reason, dict) else ""
+        return f"{path} is a failed run ({str(reason)[:120] or 'see its error.json'}), which has no model"
+    if not (path / "config.json").is_file():
+        return f"{path} is not a run directory (no config.json or {MODEL_FILE})"
+    return f"{path / MODEL_FILE} not found; the run saved no model (train it again with model saving on)"
+
+
+def _stored_config(path: Path, subject: str | None) -> RunConfig:
+    """The `RunConfig` in a run's ``config.json`` at ``path``; a one-line error if it is damaged."""
+    stored = read_json(path)
+    problem = None
+    if not isinstance(stored, dict):
+        problem = f"holds a JSON {type(stored).__name__}, not an object"
+    else:
+        missing = [k for k in ("dataset", "method", "seed") if k not in stored]
+        kinds = {"dataset": str, "method": str, "data": dict, "hparams": dict, "regime": str}
+        wrong = [k for k, kind in kinds.items() if k in stored and not isinstance(stored[k], kind)]
+        if missing:
+            problem = f"lacks {', '.join(missing)}"
+        elif wrong or isinstance(stored["seed"], bool) or not isinstance(stored["seed"], int):
+            problem = f"has a {(wrong or ['seed'])[0]} of the wrong type"
+    if problem is not None:
+        raise GroupRobustError(f"{path} {problem}; the run directory is damaged, train it again", subject=subject)
+    return RunConfig.from_dict(stored)
 
 
 def check_inputs_unchanged(path: Path, config: RunConfig, subject: str | None = None) -> None:

@@ -24,8 +24,10 @@ import pandas as pd
 from grouprobust.analysis.convexity import alignment_bound, group_objectives, head_theta
 from grouprobust.analysis.geometry import cosine
 from grouprobust.analysis.training import head_parameters, train_model
+from grouprobust.config import resolve_hparams
 from grouprobust.data.dataset import DatasetSplits
-from grouprobust.errors import GroupRobustError
+from grouprobust.errors import DivergedError, GroupRobustError
+from grouprobust.methods.registry import get_method
 
 #: Training settings of every head: a linear model on the features, near-full convergence.
 HEAD_DEFAULTS: dict[str, Any] = {"model": "linear", "optimizer": "adam", "lr": 0.01, "batch_size": 256,
@@ -69,6 +71,17 @@ def reference_heads(splits: DatasetSplits, seed: int, hparams: dict[str, Any], r
     return refs
 
 
+def _l2_divergence(err: DivergedError, method: str, l2: float, hparams: dict[str, Any]) -> GroupRobustError:
+    """A head that diverged at L2 ``l2``: when the decay alone makes a step overshoot (``lr * l2 >= 1``), the
+    error names l2 rather than the learning rate."""
+    lr = float(resolve_hparams(get_method(method), dict(hparams))["lr"])
+    if lr * l2 < 1:
+        return err
+    first = str(err).split(";")[0]
+    return GroupRobustError(f"{method} diverged with l2={l2:g} ({first}): with lr={lr:g} each step's decay "
+                            f"lr * l2 = {lr * l2:.3g} overshoots; use l2 values below {1 / lr:g}", subject="l2")
+
+
 def alignment_sweep(splits: DatasetSplits, methods: Iterable[str], l2_values: Iterable[float], seed: int = 0,
                     hparams: dict[str, Any] | None = None, ref_l2: float = 1e-4,
                     on_model: Callable[[], None] | None = None) -> pd.DataFrame:
@@ -95,7 +108,10 @@ def alignment_sweep(splits: DatasetSplits, methods: Iterable[str], l2_values: It
     for l2 in l2_values:
         thetas, accs = {}, {}
         for method in methods:
-            model, result = train_model(splits, method, seed, {**hp, "weight_decay": float(l2)})
+            try:
+                model, result = train_model(splits, method, seed, {**hp, "weight_decay": float(l2)})
+            except DivergedError as err:
+                raise _l2_divergence(err, method, float(l2), hp) from None
             weight, bias = head_parameters(model)
             thetas[method] = head_theta(weight, bias)
             test = result["metrics"]["test"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.outdir import OutputDirectory, check_output_path
 from grouprobust.output import format_mean_std, frame_markdown, save_figure_atomic, write_atomic
 
 # Files whose presence shows the directory already holds an analysis (or a user's own report).
@@ -34,28 +36,43 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     return frame_markdown(df, digits)
 
 
-class AnalysisDirectory:
-    """An output directory for one analysis; every file is written atomically (`grouprobust.output`).
+class AnalysisDirectory(OutputDirectory):
+    """An output directory for one analysis, used as a context manager: claimed (`grouprobust.outdir`)
+    while it is written, every file staged and the whole set moved into place by `finish`; an analysis
+    that fails on the way (a full disk included) leaves the folder as it was.
 
     Nothing already there is replaced unless ``force``: the directory is checked by
     `check_analysis_out` when it is opened, and each file before it is written (a file of the same
     name that this analysis did not write raises a one-line error, leaving it intact)."""
 
     def __init__(self, path: Path, force: bool = False):
-        self.path = check_analysis_out(Path(path), force)
+        super().__init__(check_output_path(check_analysis_out(Path(path), force), "analysis directory"),
+                         "analysis directory")
         self.force = force
-        self.path.mkdir(parents=True, exist_ok=True)
         self.sections: list[str] = []
-        self.written: set[str] = set()
+        self.written: list[str] = []
+        self._open = ExitStack()
+
+    def __enter__(self) -> "AnalysisDirectory":
+        with ExitStack() as opening:
+            opening.enter_context(self.claim())
+            check_analysis_out(self.path, self.force)  # again under the claim
+            self.remove_stale_stages()
+            self._stage = opening.enter_context(self.staging())
+            self._open = opening.pop_all()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._open.__exit__(*exc)
 
     def _target(self, name: str) -> Path:
-        """``path/name``, refused if a file of that name is there that this analysis did not write."""
-        target = self.path / name
-        if target.exists() and name not in self.written and not self.force:
-            raise GroupRobustError(f"{target} already exists and this analysis did not write it; choose another "
-                                   "output directory, or set force to replace it", subject="force")
-        self.written.add(name)
-        return target
+        """``stage/name``, refused if a file of that name is in the folder that this analysis did not write."""
+        if (self.path / name).exists() and name not in self.written and not self.force:
+            raise GroupRobustError(f"{self.path / name} already exists and this analysis did not write it; choose "
+                                   "another output directory, or set force to replace it", subject="force")
+        if name not in self.written:
+            self.written.append(name)
+        return self._stage / name
 
     def table(self, df: pd.DataFrame, name: str, title: str, in_report: bool = True) -> Path:
         """Write ``<name>.csv``; add ``df`` to the markdown report under ``title`` (or just point to the CSV)."""
@@ -73,10 +90,13 @@ class AnalysisDirectory:
         return target
 
     def finish(self, title: str, notes: str, info: dict[str, Any]) -> Path:
-        """Write ``report.md`` (notes + tables + plots) and ``info.json``; returns the report path."""
+        """Write ``report.md`` (notes + tables + plots) and ``info.json`` and move every file into place;
+        returns the report's path."""
         info_path, report_path = self._target("info.json"), self._target("report.md")
         write_atomic(info_path, json.dumps(info, indent=2, default=str) + "\n")
-        return write_atomic(report_path, f"# {title}\n\n{notes.strip()}\n\n" + "\n".join(self.sections))
+        write_atomic(report_path, f"# {title}\n\n{notes.strip()}\n\n" + "\n".join(self.sections))
+        self.publish(self._stage, self.written)
+        return self.path / "report.md"
 
 
 def new_figure(n_panels: int, width: float = 4.2, height: float = 3.4, sharey: bool = False) -> tuple[Any, Any]:

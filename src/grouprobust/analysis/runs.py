@@ -36,7 +36,7 @@ from grouprobust.data.registry import get_dataset_entry
 from grouprobust.errors import GroupRobustError
 from grouprobust.params import coerce, refuse_repeats
 from grouprobust.methods.registry import get_method
-from grouprobust.output import check_creatable
+from grouprobust.outdir import check_output_path
 
 Progress = Callable[[str, int, int], None]
 
@@ -55,9 +55,8 @@ def _once(values: list[Any], name: str, noun: str) -> list[Any]:
 
 def _check_out(out: Path, force: bool = False) -> None:
     """Fail before any work when ``out`` cannot become the output directory: a path under a file or in a
-    folder that refuses new entries (`check_creatable`), or one holding an analysis (`check_analysis_out`)."""
-    check_analysis_out(out, force)
-    check_creatable(out, "analysis directory")
+    folder that refuses new entries (`grouprobust.outdir.check_output_path`), or one holding an analysis (`check_analysis_out`)."""
+    check_output_path(check_analysis_out(out, force), "analysis directory")
 
 
 def _check_methods(methods: list[str], hparams: dict[str, Any]) -> None:
@@ -142,17 +141,17 @@ def run_alignment(out: Path | str, *, dataset: str = "spurious-gaussian", featur
     metric_cols = cos_cols + ["test_worst_group_acc", "test_avg_acc", "train_worst_group_loss", "wga_gain",
                               "loss_gap", "bound", "mu", "dist"]
     summary = summarize(df, ["l2", "method"], metric_cols)
-    result = AnalysisDirectory(out, force=force)
-    result.table(df, "alignment_runs", "Every head (one row per seed, L2 and method)", in_report=False)
-    result.table(summary, "alignment_summary", "Mean and standard deviation over seeds", in_report=False)
-    shown = ["cos_spurious", "cos_oracle", "test_worst_group_acc", "loss_gap", "bound", "mu"]
-    table = mean_std_table(summary, ["l2", "method"], shown)
-    result.table(table, "alignment_table", "Headline (mean ± std over seeds)")
-    result.figure(plot_alignment(summary), "alignment")
-    source = str(features) if features is not None else f"{dataset} ({encoder} encoder)"
-    result.finish("Alignment, strong convexity and the worst-group gap", ALIGNMENT_NOTES.format(source=source),
-                  {"dataset": dataset, "features": str(features) if features else None, "encoder": encoder,
-                   "methods": method_list, "l2": l2_list, "seeds": seed_list, "head_hparams": head_hparams})
+    with AnalysisDirectory(out, force=force) as result:
+        result.table(df, "alignment_runs", "Every head (one row per seed, L2 and method)", in_report=False)
+        result.table(summary, "alignment_summary", "Mean and standard deviation over seeds", in_report=False)
+        shown = ["cos_spurious", "cos_oracle", "test_worst_group_acc", "loss_gap", "bound", "mu"]
+        table = mean_std_table(summary, ["l2", "method"], shown)
+        result.table(table, "alignment_table", "Headline (mean ± std over seeds)")
+        result.figure(plot_alignment(summary), "alignment")
+        source = str(features) if features is not None else f"{dataset} ({encoder} encoder)"
+        result.finish("Alignment, strong convexity and the worst-group gap", ALIGNMENT_NOTES.format(source=source),
+                      {"dataset": dataset, "features": str(features) if features else None, "encoder": encoder,
+                       "methods": method_list, "l2": l2_list, "seeds": seed_list, "head_hparams": head_hparams})
     return table
 
 
@@ -202,14 +201,14 @@ def run_completeness(out: Path | str, *, dataset: str = "spurious-gaussian",
             "informativeness_label", "informativeness_attribute", "test_worst_group_acc", "test_avg_acc"]
     summary = summarize(df, ["method"], cols)
     table = mean_std_table(summary, ["method"], cols)
-    result = AnalysisDirectory(out, force=force)
-    result.table(df, "completeness_runs", "Every model (one row per seed and method)", in_report=False)
-    result.table(summary, "completeness_summary", "Mean and standard deviation over seeds")
-    result.table(table, "completeness_table", "Headline (mean ± std over seeds)")
-    result.figure(plot_completeness(summary), "completeness")
-    result.finish("Completeness of representations (DCI)", COMPLETENESS_NOTES.format(dataset=dataset, split=split),
-                  {"dataset": dataset, "data": data, "methods": method_list, "seeds": seed_list,
-                   "hparams": train_hparams, "split": split})
+    with AnalysisDirectory(out, force=force) as result:
+        result.table(df, "completeness_runs", "Every model (one row per seed and method)", in_report=False)
+        result.table(summary, "completeness_summary", "Mean and standard deviation over seeds")
+        result.table(table, "completeness_table", "Headline (mean ± std over seeds)")
+        result.figure(plot_completeness(summary), "completeness")
+        result.finish("Completeness of representations (DCI)", COMPLETENESS_NOTES.format(dataset=dataset, split=split),
+                      {"dataset": dataset, "data": data, "methods": method_list, "seeds": seed_list,
+                       "hparams": train_hparams, "split": split})
     return table
 
 
@@ -255,15 +254,15 @@ def run_implicit_bias_experiment(out: Path | str, *, losses: Sequence[str] = ("s
     cols = ["rel_dist", "dir_dist", "erm_train_loss", "train_loss", "erm_norm"]
     summary = summarize(final, ["loss", "l2", "method"], cols)
     table = mean_std_table(summary, ["loss", "l2", "method"], ["rel_dist", "dir_dist", "erm_train_loss"], digits=4)
-    result = AnalysisDirectory(out, force=force)
-    result.table(curves, "implicit_bias_curves", "Distances over training (every logged step, seed, loss, L2)",
-                 in_report=False)
-    result.table(summary, "implicit_bias_summary", f"At the last step ({steps}): mean and std over seeds",
-                 in_report=False)
-    result.table(table, "implicit_bias_table", "Headline (mean ± std over seeds)")
-    result.figure(plot_implicit_bias(curves), "implicit_bias")
-    result.finish("Implicit bias of reweighting (six digit images)", IMPLICIT_BIAS_NOTES,
-                  {"settings": [asdict(s) for s in settings]})
+    with AnalysisDirectory(out, force=force) as result:
+        result.table(curves, "implicit_bias_curves", "Distances over training (every logged step, seed, loss, L2)",
+                     in_report=False)
+        result.table(summary, "implicit_bias_summary", f"At the last step ({steps}): mean and std over seeds",
+                     in_report=False)
+        result.table(table, "implicit_bias_table", "Headline (mean ± std over seeds)")
+        result.figure(plot_implicit_bias(curves), "implicit_bias")
+        result.finish("Implicit bias of reweighting (six digit images)", IMPLICIT_BIAS_NOTES,
+                      {"settings": [asdict(s) for s in settings]})
     return table
 
 

@@ -30,6 +30,7 @@ if "torch" not in sys.modules:
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.flags import describe_error
 from grouprobust.errors import GroupRobustError
+from grouprobust.outdir import disk_error
 
 # Importing a command module registers its commands on `app`, in this order in `grouprobust --help`.
 from grouprobust.cli import train_commands  # noqa: F401,I001
@@ -63,7 +64,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         err_console.print("aborted; nothing was written for the unfinished run")
         sys.exit(1)
     except GroupRobustError as err:
-        err_console.print(f"error: {describe_error(err)}", markup=False, highlight=False, soft_wrap=True)
+        line = " ".join(describe_error(err).splitlines())  # one line, even when a value quoted in it holds a newline
+        err_console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as err:  # a full or read-only disk met outside the writers that name it themselves
+        converted = disk_error(err, err.filename or os.getcwd(), subject=None)
+        if converted is None:
+            raise
+        err_console.print(f"error: {converted}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing was written for the unfinished run (a sweep run again resumes "

@@ -50,7 +50,7 @@ def alignment(
         table = run_alignment(out, dataset=dataset, features=features, encoder=encoder,
                               methods=parse_list(methods, str, "--methods", "method"),
                               l2=parse_list(l2, float, "--l2", "strength"),
-                              seeds=parse_list(seeds, int, "--seeds", "seed"), hparams=parse_assignments(sets, "--set"),
+                              seeds=parse_list(seeds, int, "--seeds", "seed"), hparams=parse_assignments(sets, "--set", join=False),
                               data=parse_assignments(data, "--data"), progress=progress, force=force)
     _finish(table, out)
 
@@ -76,7 +76,7 @@ def completeness(
     with step_progress("completeness", err_console) as progress:
         table = run_completeness(out, dataset=dataset, methods=parse_list(methods, str, "--methods", "method"),
                                  seeds=parse_list(seeds, int, "--seeds", "seed"), split=split,
-                                 hparams=parse_assignments(sets, "--set"), data=parse_assignments(data, "--data"),
+                                 hparams=parse_assignments(sets, "--set", join=False), data=parse_assignments(data, "--data"),
                                  progress=progress, force=force)
     _finish(table, out)
 

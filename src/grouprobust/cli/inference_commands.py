@@ -27,7 +27,7 @@ def infer_groups_command(
     from grouprobust.trained import load_trained_run
 
     out = check_new_groups_file(out)  # before the inference: a bad --out costs nothing
-    groups = infer_groups(method, load_trained_run(reference, subject="reference"), parse_assignments(sets, "--set"),
+    groups = infer_groups(method, load_trained_run(reference, subject="reference"), parse_assignments(sets, "--set", join=False),
                           seed)
     groups.save(out)
     counts = ", ".join(str(int((groups.attribute == k).sum())) for k in range(groups.n_attrs))

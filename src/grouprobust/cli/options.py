@@ -17,19 +17,31 @@ ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (defaul
                           "may use and how busy they are; OMP_NUM_THREADS wins)")
 
 
-def parse_assignments(items: Iterable[str], flag: str) -> dict[str, str]:
-    """Split ``key=value`` strings into a dict of raw strings (a repeated key's values joined by commas);
-    ``flag`` names the option in errors."""
+def parse_assignments(items: Iterable[str], flag: str, join: bool = True) -> dict[str, str]:
+    """Split ``key=value`` strings into a dict of raw strings; ``flag`` names the option in errors.
+
+    A key given twice with one value counts once. With other values, ``join`` joins them by commas
+    (list-valued dataset options: ``attribute=sex attribute=race``; any other option refuses the joined
+    text instead of keeping one); without it, the repeat is refused."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        key = key.strip()
+        key, value = key.strip(), value.strip()
         if not sep or not key:
             raise GroupRobustError(f"malformed {flag} {item!r}; write it as {flag} key=value")
-        # A key given twice joins its values with commas: list-valued options (attribute=sex attribute=race)
-        # read them as several values, and any other option refuses the joined text instead of keeping one.
-        out[key] = f"{out[key]},{value.strip()}" if key in out else value.strip()
+        if key in out and value != out[key] and not join:
+            raise GroupRobustError(f"{flag} sets {key} twice ({out[key]} and {value}); give it once")
+        out[key] = f"{out[key]},{value}" if key in out and value != out[key] else value
     return out
+
+
+def merge_shortcut(assignments: dict[str, str], key: str, value: str, flag: str) -> dict[str, str]:
+    """``assignments`` with ``key`` set to ``value`` by the shortcut ``flag`` (``--epochs`` for ``--set
+    epochs=N``); refused in one line when ``--set`` gives ``key`` another value."""
+    if key in assignments and assignments[key] != value:
+        raise GroupRobustError(f"{flag} {value} and --set {key}={assignments[key]} both set {key}, to different "
+                               "values; give it once")
+    return {**assignments, key: value}
 
 
 def parse_list(text: str, kind: type, option: str, noun: str = "value") -> list[Any]:

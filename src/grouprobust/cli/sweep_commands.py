@@ -97,4 +97,8 @@ def report(
         console.print(f"[red]{len(result.unreadable)} unreadable runs[/] (left out):")
         for row in result.unreadable.itertuples():
             console.print(f"  {row.run_id}: {row.reason}", markup=False, highlight=False, soft_wrap=True)
+    if len(result.copies):
+        console.print(f"[yellow]{len(result.copies)} run directories hold a run already counted[/] (counted once):")
+        for row in result.copies.itertuples():
+            console.print(f"  {row.path}: {row.reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"report written to {folder} (report.md, summary.csv, summary.tex, per_group.csv, failures.csv, figures)")

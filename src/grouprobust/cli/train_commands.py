@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,7 +10,7 @@ import typer
 
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.options import (DataOpt, SetOpt, ThreadsOpt, TrackOpt, complete_dataset, complete_method,
-                                     parse_assignments)
+                                     merge_shortcut, parse_assignments)
 from grouprobust.cli.progress import training_progress
 from grouprobust.cli.render import comparison_table, print_result
 from grouprobust.threads import apply_thread_policy
@@ -20,7 +21,8 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
                      regime: str, select: Optional[str], device: Optional[str], epochs: Optional[int],
                      quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True,
                      track: Optional[str] = None, threads: Optional[int] = None, backbone: Optional[str] = None,
-                     weights: Optional[Path] = None, root: Optional[Path] = None, download: bool = False) -> dict:
+                     weights: Optional[Path] = None, root: Optional[Path] = None, download: bool = False,
+                     groups: Optional[Path] = None) -> dict:
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
     from grouprobust.config import resolve_config
@@ -29,15 +31,17 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
 
     apply_thread_policy(threads)
 
-    hparams = parse_assignments(sets, "--set")
+    hparams = parse_assignments(sets, "--set", join=False)
     if epochs is not None:
-        hparams["epochs"] = str(epochs)
+        hparams = merge_shortcut(hparams, "epochs", str(epochs), "--epochs")
     if from_dir is not None:
-        hparams["stage1"] = stage1_option(method, from_dir)
+        hparams = merge_shortcut(hparams, "stage1", stage1_option(method, from_dir), "--from")
+    if groups is not None:
+        hparams = merge_shortcut(hparams, "train_groups", str(groups.resolve()), "--groups")
     config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select,
                             backbone=backbone, weights=None if weights is None else str(weights.expanduser().resolve()),
                             root=None if root is None else str(root.expanduser().resolve()))
-    tracker = make_tracker(track, store_dir=Path(out).resolve().parent)  # MLflow's default store: beside the run
+    tracker = make_tracker(track, store_dir=Path(os.path.abspath(out)).parent)  # MLflow's default store: beside the run
     total, unit = ((config.hparams["max_steps"], "steps") if config.hparams["eval_every_steps"]
                    else (config.hparams["epochs"], "epochs"))
     with training_progress(f"{method} on {dataset} ({unit})", total, err_console, disable=quiet) as on_epoch:
@@ -87,10 +91,9 @@ def train(
                                   "the network when no local copy exists"),
 ) -> None:
     """Train one method on one dataset and write a run directory (hyper-parameters: `grouprobust methods NAME`)."""
-    if groups is not None:
-        sets = [*sets, f"train_groups={groups.resolve()}"]
     train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir,
-                     track=track, threads=threads, backbone=backbone, weights=weights, root=root, download=download)
+                     track=track, threads=threads, backbone=backbone, weights=weights, root=root, download=download,
+                     groups=groups)
 
 
 @app.command()

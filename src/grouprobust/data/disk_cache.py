@@ -24,7 +24,7 @@ from typing import Any
 from filelock import FileLock
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.output import check_creatable
+from grouprobust.outdir import check_output_path
 
 ENV = "GROUPROBUST_CACHE"
 
@@ -48,7 +48,7 @@ def cache_dir(kind: str) -> Path:
 def cache_folder(root: Path | str | None, kind: str) -> Path:
     """``root/kind`` (``root`` defaults to `cache_root`), created; a one-line error if it cannot be."""
     folder = Path(root if root is not None else cache_root()).expanduser() / kind
-    check_creatable(folder, what="cache folder", subject=None)
+    check_output_path(folder, "cache folder", subject=None)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -24,8 +24,10 @@ it trains a linear head. Features of a trained run's own model are computed (and
 
 from __future__ import annotations
 
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -48,16 +50,28 @@ def _arrays_from_mapping(mapping: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+@contextmanager
+def _unreadable_arrays(path: Path) -> Iterator[None]:
+    """Turn numpy's errors on a damaged file or one holding Python objects into one line naming ``path``."""
+    try:
+        yield
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0].split(" when ")[0]
+        raise GroupRobustError(f"{path} cannot be read as numeric arrays ({first[:120]}); save plain numeric arrays "
+                               "(numpy.savez, no Python objects)", subject="data:path") from None
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Flat ``{x_train, y_train, ...}`` arrays from a .npz, .pt, or a directory of .npy files."""
     if path.is_dir():
         files = sorted(path.glob("*.npy"))
         if not files:
             raise GroupRobustError(f"{path} holds no .npy files; save x_train.npy, y_train.npy, x_val.npy, ... there")
-        return {f.stem: np.load(f, allow_pickle=False) for f in files}
+        with _unreadable_arrays(path):
+            return {f.stem: np.load(f, allow_pickle=False) for f in files}
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
+        with _unreadable_arrays(path), np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     if suffix == ".npy":
         raise GroupRobustError(f"{path}: a single .npy file holds one array; put x_train.npy, y_train.npy, x_val.npy, "
@@ -174,6 +188,9 @@ def load_user_features(path: Path | str, name: str = "features") -> DatasetSplit
         x = arrays[f"x_{split}"]
         if x.ndim != 2:
             raise GroupRobustError(f"{path}: x_{split} must have shape (n, d), got {x.shape}; flatten the features")
+        if len(x) == 0:
+            raise GroupRobustError(f"{path}: x_{split} has no rows; every split needs samples (train, val and test)",
+                                   subject="data:path")
         dims.add(x.shape[1])
     if len(dims) > 1:
         raise GroupRobustError(f"{path}: feature dimensions differ between splits ({sorted(dims)}); "

@@ -2,7 +2,8 @@
 
 Layout of a feature directory: ``train.npz``, ``val.npz``, ``test.npz`` (arrays ``x``, ``y`` and,
 when present, ``a``, ``g``, ``eval_groups``) and ``meta.json`` (dataset name, class/attribute counts,
-group names, where the features came from). Written atomically; readable by `load_feature_splits`
+group names, where the features came from). Written as a whole (staged, then moved into place under
+the directory's claim, `grouprobust.outdir`); readable by `load_feature_splits`
 and usable directly by the last-layer methods and by training with ``model=linear``.
 """
 
@@ -16,7 +17,8 @@ import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.errors import GroupRobustError
-from grouprobust.output import read_json, save_npz_atomic, write_json_atomic
+from grouprobust.outdir import OutputDirectory, check_output_path
+from grouprobust.output import missing_file, read_json, save_npz_atomic, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 FILES = tuple(f"{split}.npz" for split in SPLITS) + ("meta.json",)
@@ -43,20 +45,25 @@ def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str
 
     Refuses (`check_feature_target`) to replace any ``train/val/test.npz`` or ``meta.json`` already
     there unless ``force``; other files in the directory are never touched."""
-    directory = check_feature_target(directory, force)
-    directory.mkdir(parents=True, exist_ok=True)
-    for ds in splits:
-        arrays = {"x": ds.x, "y": ds.y}
-        for key in ("a", "g", "eval_groups"):
-            if getattr(ds, key) is not None:
-                arrays[key] = getattr(ds, key)
-        save_npz_atomic(directory / f"{ds.split}.npz", **arrays)
-    train = splits.train
-    write_json_atomic(directory / "meta.json", {
-        "dataset": splits.name, "n_classes": train.n_classes, "n_attrs": train.n_attrs,
-        "group_names": train.group_names, "eval_group_names": train.eval_group_names,
-        "feature_dim": int(np.prod(train.x.shape[1:])), "source": source or {},
-    })
+    directory = check_output_path(check_feature_target(directory, force), "feature directory")
+    output = OutputDirectory(directory, "feature directory")
+    with output.claim():
+        check_feature_target(directory, force)  # again under the claim: another process may have written them
+        output.remove_stale_stages()
+        with output.staging() as stage:
+            for ds in splits:
+                arrays = {"x": ds.x, "y": ds.y}
+                for key in ("a", "g", "eval_groups"):
+                    if getattr(ds, key) is not None:
+                        arrays[key] = getattr(ds, key)
+                save_npz_atomic(stage / f"{ds.split}.npz", **arrays)
+            train = splits.train
+            write_json_atomic(stage / "meta.json", {
+                "dataset": splits.name, "n_classes": train.n_classes, "n_attrs": train.n_attrs,
+                "group_names": train.group_names, "eval_group_names": train.eval_group_names,
+                "feature_dim": int(np.prod(train.x.shape[1:])), "source": source or {},
+            })
+            output.publish(stage, FILES)  # meta.json last: the set is complete once it is there
     return directory
 
 
@@ -66,8 +73,8 @@ def load_feature_splits(directory: Path) -> DatasetSplits:
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise GroupRobustError(f"{meta_path} not found; point to a directory written by `grouprobust features` "
-                               "or save_feature_splits")
+        raise GroupRobustError(f"{missing_file(meta_path, 'feature set file')}; point to a directory written by "
+                               "`grouprobust features` or save_feature_splits")
     meta = _read_meta(meta_path)
     parts = []
     for split in SPLITS:

@@ -43,6 +43,7 @@ from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.registry import register_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.grouping import Grouper
+from grouprobust.output import missing_file, read_text
 from grouprobust.params import FRACTION, Interval
 
 SPLITS = ("train", "val", "test")
@@ -58,7 +59,7 @@ def read_table_file(path: Path | str) -> pd.DataFrame:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise GroupRobustError(f"table {path} not found; set path to a .csv, .tsv or .parquet file",
+        raise GroupRobustError(f"{missing_file(path, 'table')}; set path to a .csv, .tsv or .parquet file",
                                subject="data:path")
     suffix = path.suffix.lower()
     try:
@@ -69,6 +70,10 @@ def read_table_file(path: Path | str) -> pd.DataFrame:
                                skipinitialspace=True)
     except ImportError:
         raise GroupRobustError("reading parquet needs pyarrow: pip install 'grouprobust[parquet]'",
+                               subject="data:path") from None
+    except UnicodeDecodeError as err:
+        read_text(path, "table", subject="data:path")  # raises, naming the encoding and the fix
+        raise GroupRobustError(f"{path} cannot be read as a table ({err.reason}); check the file",
                                subject="data:path") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0]
@@ -182,6 +187,21 @@ def _make_encoder(numeric: list[str], categorical: list[str], max_levels: int) -
     return ColumnTransformer(parts, sparse_threshold=0.0)
 
 
+def _check_inputs_carry_values(frame: pd.DataFrame, inputs: list[str]) -> None:
+    """Raise unless some input column holds a value: columns empty in every row would train on the fill
+    values alone, and columns that all hold one value each on nothing."""
+    empty = [c for c in inputs if frame[c].isna().all()]
+    if len(empty) == len(inputs):
+        shown = ", ".join(map(repr, empty[:6])) + (" ..." if len(empty) > 6 else "")
+        raise GroupRobustError(f"every feature column of the table is empty ({shown}); a model would train on "
+                               "nothing but fill values: fill them, or choose other columns with the dataset option "
+                               "features", subject="data:features")
+    if all(frame[c].nunique(dropna=False) <= 1 for c in inputs):
+        raise GroupRobustError(f"every feature column of the table holds one value in every row "
+                               f"({', '.join(map(repr, inputs[:6]))}); a model could learn nothing from them: choose "
+                               "other columns with the dataset option features", subject="data:features")
+
+
 def _split_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     cells = frame[column]
     if cells.isna().any():
@@ -283,6 +303,7 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
                                "keep at least one column as input", subject="data:features")
     if frame.empty:
         raise GroupRobustError("the table has no rows", subject="data:path")
+    _check_inputs_carry_values(frame, inputs)
 
     classes = _levels(frame[label], "label", max_levels)
     if len(classes) < 2:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from sklearn.utils.validation import check_array, column_or_1d
 
@@ -13,11 +15,26 @@ def check_features(X, name: str, n_features: int | None = None, owner: str = "th
     try:
         X = check_array(X, dtype=np.float64, ensure_all_finite=True, input_name=name)
     except ValueError as err:
-        raise GroupRobustError(f"{name}: {' '.join(str(err).split())} (pass a finite 2-D samples x features array)") from None
+        raise GroupRobustError(f"{name}{_shape(X)}: {_without_values(err)} (pass a finite 2-D samples x features "
+                               "array)") from None
     if n_features is not None and X.shape[1] != n_features:
         raise GroupRobustError(f"{name} has {X.shape[1]} features, but {owner} is expecting {n_features} features "
                                "as input; extract all feature sets with the same model")
     return X
+
+
+def _without_values(err: ValueError, limit: int = 300) -> str:
+    """scikit-learn's message in one line, without the array it prints (``array=[...]``) and at most
+    ``limit`` characters: an error never prints the data."""
+    text = " ".join(re.sub(r"array=\[.*?\]\.?", "", str(err), flags=re.DOTALL).split()).replace(": Reshape", ". Reshape")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shape(X) -> str:
+    try:
+        return f" of shape {np.shape(X)}"
+    except ValueError:  # a ragged nested list has no shape
+        return ""
 
 
 def check_vector(v, n: int, name: str) -> np.ndarray:

@@ -23,6 +23,7 @@ from grouprobust.sweep.store import MANIFEST, runs_dir
 
 SCALAR_METRICS = ("worst_group_acc", "group_balanced_acc", "avg_acc", "worst_class_acc", "balanced_acc")
 UNREADABLE = "unreadable"
+COPY = "copy"  # a run directory holding a run (by run id) that another directory under the sweep already holds
 
 
 def metric_column(rule: SelectionRule) -> str:
@@ -109,7 +110,7 @@ def _read_run(path: Path, status: str) -> dict[str, Any]:
         "inputs": canonical_json(config.get("inputs") or {}), "method": str(config["method"]),
         "seed": int(config["seed"]), "regime": config.get("regime", "full"), "select": config.get("select"),
         "hparams": canonical_json(config.get("hparams", {})), "point": _point_id(config), "reason": None,
-        "test_per_group": None,
+        "test_per_group": None, "stored_id": str(config.get("run_id") or path.name),
     }
     if status == "failed":
         row["reason"] = str(_object(path / "error.json").get("reason", "unknown"))
@@ -139,11 +140,30 @@ def _published(directory: Path) -> dict[str, Expected]:
         return {}  # a damaged manifest costs the comparison, never the report
 
 
+def _mark_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with every run directory that holds a run (by the run id in its ``config.json``) already
+    held by another marked as a `COPY`: a copied run directory is one run, never an extra seed. The
+    directory named after the run id is the one kept (else the first by name)."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] != UNREADABLE:
+            by_id.setdefault(row["stored_id"], []).append(row)
+    for run_id, same in by_id.items():
+        if len(same) < 2:
+            continue
+        kept = next((r for r in same if r["run_id"] == run_id), same[0])
+        for row in same:
+            if row is not kept:
+                row.update(status=COPY, reason=f"holds run {run_id}, as {kept['path']} does; counted once")
+    return rows
+
+
 def collect_runs(directory: Path) -> pd.DataFrame:
     """One row per finished or failed run under ``directory/runs`` (or ``directory`` itself).
 
     Hidden directories (runs still being written, or killed part-way) are ignored. A run whose
-    files are damaged has status ``unreadable`` and its ``reason``. Columns ``<split>_<metric>``
+    files are damaged has status ``unreadable`` and its ``reason``; a directory holding a run (by run
+    id) that another already holds, e.g. a copied run directory, has status ``copy`` (counted once). Columns ``<split>_<metric>``
     hold every scalar metric and the figure of every selection rule (`grouprobust.selection`):
     accuracies are fractions in [0, 1]; missing metrics are NaN.
     """
@@ -155,7 +175,7 @@ def collect_runs(directory: Path) -> pd.DataFrame:
             for r in [_run_row(p)] if r is not None]
     if not rows:
         raise GroupRobustError(f"no finished or failed runs under {root}; run the sweep into {directory} first")
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(_mark_copies(rows))
     for column in ("dataset", "data", "inputs", "method", "seed", "regime", "select", "hparams", "point",
                    "selected_epoch"):
         if column not in df:

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from grouprobust.config import RunConfig
 from grouprobust.errors import DivergedError, GroupRobustError
+from grouprobust.outdir import DiskError
 from grouprobust.output import read_json
 from grouprobust.rundir import RunBusyError, RunDirectory, directory_token, run_status
 from grouprobust.runs import run
@@ -73,6 +74,8 @@ def _run_claimed_trial(cfg: RunConfig, writer: RunDirectory, start: float, cpu: 
                 "time_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
     except DivergedError as err:  # `run` has already written error.json
         reason = str(err)
+    except DiskError:  # a full or read-only disk is no fault of the trial: the sweep stops, the trial stays to run
+        raise
     except Exception as err:  # noqa: BLE001 - recorded as a failed trial; the sweep goes on
         reason = str(err) if isinstance(err, GroupRobustError) else f"{type(err).__name__}: {err}"
         writer.open()

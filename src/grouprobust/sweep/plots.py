@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from grouprobust.errors import GroupRobustError  # noqa: E402
 from grouprobust.history import HISTORY, load_history  # noqa: E402
 from grouprobust.output import save_figure_atomic, tight_layout  # noqa: E402
 
@@ -69,7 +70,10 @@ def group_weight_history(run_paths: list[str]) -> pd.DataFrame | None:
     for run in run_paths:
         if not (Path(run) / HISTORY).is_file():
             continue
-        history = load_history(run)
+        try:
+            history = load_history(run)
+        except GroupRobustError:  # a damaged history: the run's results stand, its weights stay out of the figure
+            continue
         if "group_weights" not in history or "epoch" not in history:
             continue
         rows = {e: w for e, w in zip(history["epoch"], history["group_weights"]) if isinstance(w, list)}

@@ -18,12 +18,13 @@ from typing import Any, Iterable
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.output import check_creatable, format_mean_std, read_json, write_atomic, write_json_atomic
+from grouprobust.outdir import OutputDirectory, check_output_path
+from grouprobust.output import format_mean_std, read_json, write_atomic, write_json_atomic
 from grouprobust.selection import SELECTION_RULES, get_rule, select_best_index, selection_key
-from grouprobust.sweep.collect import UNREADABLE, canonical_json, metric_column
+from grouprobust.sweep.collect import COPY, UNREADABLE, canonical_json, metric_column
 from grouprobust.sweep.expected import expected_cells, has_expected, latex_notes, summary_expected
 from grouprobust.sweep.frames import load_runs
-from grouprobust.sweep.store import MANIFEST
+from grouprobust.sweep.store import read_manifest
 
 REPORTED = (("worst_group_acc", "worst-group"), ("group_balanced_acc", "group-balanced"), ("avg_acc", "average"))
 VARIANT = ["dataset", "data", "inputs", "method", "regime", "select"]
@@ -79,6 +80,7 @@ class Report:
     chosen: pd.DataFrame
     rule_override: str | None = None
     unreadable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "path", "reason"]))
+    copies: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "path", "reason"]))
 
 
 def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
@@ -127,9 +129,10 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
     failures = runs[runs["status"] == "failed"][["run_id", "variant", "method", "seed", "hparams", "reason"]]
     summary = pd.DataFrame(summary_rows)
     unreadable = runs[runs["status"] == UNREADABLE][["run_id", "path", "reason"]].reset_index(drop=True)
+    copies = runs[runs["status"] == COPY][["run_id", "path", "reason"]].reset_index(drop=True)
     return Report(runs, summary, pd.DataFrame(group_rows),
                   failures.rename(columns={"variant": "dataset"}).reset_index(drop=True),
-                  pd.concat(chosen_rows) if chosen_rows else runs.iloc[:0], rule, unreadable)
+                  pd.concat(chosen_rows) if chosen_rows else runs.iloc[:0], rule, unreadable, copies)
 
 
 def display_table(summary: pd.DataFrame, pm: str = " ± ") -> pd.DataFrame:
@@ -152,21 +155,14 @@ def expected_notes(summary: pd.DataFrame) -> list[str]:
 
 def missing_trials(directory: Path, runs: pd.DataFrame) -> int:
     """Trials listed in the sweep manifest that have no finished or failed run directory yet."""
-    manifest = Path(directory) / MANIFEST
-    if not manifest.is_file():
-        return 0
-    listed = {t["run_id"] for t in read_json(manifest).get("trials", [])}
-    return len(listed - set(runs["run_id"]))
-
-
-def make_report_dir(out: Path) -> None:
-    """Create the report folder ``out`` (and its parents); a one-line error when that is impossible."""
-    check_creatable(out, "report folder")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GroupRobustError(f"cannot create the report folder {out} ({err.strerror or err}); give a writable "
-                               "folder for out", subject="out") from None
+        manifest = read_manifest(Path(directory))
+    except GroupRobustError:  # a damaged manifest costs this count, never the report
+        return 0
+    if manifest is None:
+        return 0
+    listed = {t["run_id"] for t in manifest["trials"]}
+    return len(listed - set(runs["run_id"]))
 
 
 def _written_before(out: Path) -> set[str]:
@@ -213,35 +209,60 @@ def check_report_out(out: Path, names: Iterable[str]) -> set[str]:
     return {name for name in earlier if (out / name).is_file()}
 
 
+def claim_report_dir(out: Path, wait: bool = False) -> Any:
+    """The claim on the report folder ``out`` (`grouprobust.outdir.OutputDirectory.claim`): one report
+    process writes a folder at a time; another is refused at once (or waits, with ``wait``)."""
+    return OutputDirectory(out, "report folder").claim(wait)
+
+
 def write_report(directory: Path, out: Path | None = None, rule: str | None = None, plots: bool = True) -> tuple[Report, Path]:
     """Write ``report.md``, ``summary.csv``, ``summary.tex``, ``per_group.csv``, ``failures.csv`` and plots.
 
-    Files go to ``out`` (default ``directory/report``); returns the `Report` and that folder. The files
-    written are listed in ``out/report.json``: a later report replaces them (and only them), and a file
-    of the same name that no report wrote is refused with a one-line error before anything is written.
+    Files go to ``out`` (default ``directory/report``; a link to a folder writes into that folder);
+    returns the `Report` and that folder. The files written are listed in ``out/report.json``: a later
+    report replaces them (and only them), and a file of the same name that no report wrote is refused
+    with a one-line error before anything is written. The folder is claimed with a file lock while the
+    report is written (a second report process on it is refused), and every file is written to a
+    staging folder first and moved into place when all are written: on a full disk the earlier report
+    stays whole. A folder whose every run is unreadable is refused: there is nothing to report.
     """
     directory = Path(directory)
     report = select_and_aggregate(load_runs(directory), rule)
-    out = Path(out) if out is not None else directory / "report"
-    plans = {}
-    if plots and len(report.summary):
-        from grouprobust.sweep.plots import plan_plots  # imports matplotlib: only when figures are asked for
+    if len(report.unreadable) and len(report.unreadable) == len(report.runs):
+        first = report.unreadable["reason"].iloc[0]
+        raise GroupRobustError(f"every run under {directory} is unreadable ({len(report.unreadable)} damaged run "
+                               f"directories, e.g. {first}); nothing to report: run the sweep again with those "
+                               "run directories removed")
+    out = check_output_path(Path(out) if out is not None else directory / "report", "report folder")
+    with claim_report_dir(out) as claim:
+        claim.remove_stale_stages()
+        plans = {}
+        if plots and len(report.summary):
+            from grouprobust.sweep.plots import plan_plots  # imports matplotlib: only when figures are asked for
 
-        plans = plan_plots(report, out)
-    names = [*TABLES, *(path.name for path, _ in plans.values())]
-    earlier = check_report_out(out, names)
-    make_report_dir(out)
-    write_json_atomic(out / REPORT_FILES, {"written_by": WRITTEN_BY, "sweep": str(directory),
-                                           "files": sorted(earlier | set(names))})
-    write_atomic(out / "summary.csv", report.summary.to_csv(index=False))
-    write_atomic(out / "per_group.csv", report.per_group.to_csv(index=False))
-    write_atomic(out / "failures.csv", report.failures.to_csv(index=False))
+            plans = plan_plots(report, out)
+        names = [*TABLES, *(path.name for path, _ in plans.values())]
+        earlier = check_report_out(out, names)
+        with claim.staging() as stage:
+            _write_report_files(report, directory, stage, plan_plots(report, stage) if plans else {},
+                                sorted(earlier | set(names)))
+            claim.publish(stage, [*names, REPORT_FILES])  # the list last: it names only files in place
+    return report, out
+
+
+def _write_report_files(report: Report, directory: Path, folder: Path, plans: dict[str, Any],
+                        listed: list[str]) -> None:
+    """Write every file of the report into ``folder`` (the staging folder), ``report.json`` listing ``listed``."""
+    write_json_atomic(folder / REPORT_FILES, {"written_by": WRITTEN_BY, "sweep": str(directory), "files": listed})
+    write_atomic(folder / "summary.csv", report.summary.to_csv(index=False))
+    write_atomic(folder / "per_group.csv", report.per_group.to_csv(index=False))
+    write_atomic(folder / "failures.csv", report.failures.to_csv(index=False))
     table = display_table(report.summary) if len(report.summary) else report.summary
     latex = display_table(report.summary, r" $\pm$ ") if len(report.summary) else report.summary
     text_cols = [c for c in ("dataset", "method", "rule", "hparams") if c in latex]
     styler = latex.style.hide(axis="index").format(escape="latex", subset=text_cols).format_index(escape="latex", axis=1)
     notes = expected_notes(report.summary) if len(report.summary) else []
-    write_atomic(out / "summary.tex", styler.to_latex(hrules=True) + latex_notes(notes))
+    write_atomic(folder / "summary.tex", styler.to_latex(hrules=True) + latex_notes(notes))
     figures = {title: draw() for title, (_, draw) in plans.items()}
     missing = missing_trials(directory, report.runs)
     lines = [f"# Sweep report: {directory}", "",
@@ -264,5 +285,7 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
     if len(report.unreadable):
         lines += ["## Unreadable runs", "", "Damaged run directories, left out of every figure above.", "",
                   report.unreadable.to_markdown(index=False), ""]
-    write_atomic(out / "report.md", "\n".join(lines))
-    return report, out
+    if len(report.copies):
+        lines += ["## Copies counted once", "", "Run directories holding a run already listed (the same run id); "
+                  "each run is counted once.", "", report.copies.to_markdown(index=False), ""]
+    write_atomic(folder / "report.md", "\n".join(lines))

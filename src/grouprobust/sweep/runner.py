@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Callable
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.output import check_creatable
+from grouprobust.outdir import check_output_path
 from grouprobust.sweep.executors import (LocalExecutor, Outcome, RayExecutor, _check_reachable, check_executor,
                                          make_executor)
 from grouprobust.sweep.spec import SweepSpec, load_sweep
-from grouprobust.sweep.store import Plan, plan, runs_dir, unlisted_trials, write_manifest
+from grouprobust.sweep.store import RUNS, Plan, manifest_is_current, plan, runs_dir, unlisted_trials, write_manifest
 from grouprobust.sweep.trials import check_rule_labels, expand
 from grouprobust.tracking import check_trackers, parse_track
 
@@ -49,16 +49,18 @@ class SweepSummary:
 def prepare(spec_path: Path, out: Path, retry_failed: bool = False, force: bool = False) -> tuple[SweepSpec, Plan]:
     """Load and validate the sweep file (every trial), and plan against what ``out`` holds; writes nothing.
 
-    Raises if ``out`` cannot be created (`check_creatable`: under a file, or where no folder may be
-    made) or holds another sweep's manifest, unless ``force`` (`unlisted_trials`)."""
-    check_creatable(out, "sweep directory")
-    if runs_dir(out).exists() and not runs_dir(out).is_dir():
-        raise GroupRobustError(f"{runs_dir(out)} is a file, where the sweep's run directories belong; give another "
-                               "folder for out, or remove that file", subject="out")
+    Raises if ``out`` cannot be written (`grouprobust.outdir.check_output_path`: a dangling link, under a
+    file, a folder that refuses new entries; not checked when the sweep is finished and recorded there
+    already, so it is reused on a read-only disk) or holds another sweep's manifest, unless ``force``
+    (`unlisted_trials`), or a ``sweep.json`` that is not a sweep's manifest."""
+    check_output_path(out, "sweep directory", inside=(RUNS,), probe=False)
     spec = load_sweep(spec_path)
     trials = expand(spec)
     unlisted_trials(out, trials, spec.path, force)
-    return spec, plan(trials, out, retry_failed)
+    todo = plan(trials, out, retry_failed)
+    if todo.to_run or not manifest_is_current(out, spec.raw, spec.path, trials):
+        check_output_path(out, "sweep directory", inside=(RUNS,))
+    return spec, todo
 
 
 def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int = 1, address: str | None = None,

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.output import missing_file, read_text
 from grouprobust.sweep.expected import Expected, parse_expected
 from grouprobust.tracking import parse_track
 
@@ -74,16 +75,37 @@ class SweepSpec:
 
 
 def _fail(path: Path, key: str, problem: str) -> GroupRobustError:
+    key = key if key.isprintable() else repr(key)  # a control character in a key would break the one line
     return GroupRobustError(f"{path}: {key}: {problem}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is written twice (line {seen[key]} and line {line})",
+                        key_node.start_mark)
+                seen[key] = line
+            except TypeError:  # an unhashable key: construct_mapping names it
+                continue
+        return super().construct_mapping(node, deep)
+
+
 def read_sweep_file(path: Path) -> dict[str, Any]:
-    """The raw mapping in a ``.yaml``/``.yml`` or ``.toml`` file; one-line errors for unreadable files."""
+    """The raw mapping in a ``.yaml``/``.yml`` or ``.toml`` file; one-line errors for unreadable files, a
+    file in another encoding than UTF-8, and a key written twice in one mapping."""
     path = Path(path)
     if not path.is_file():
-        raise GroupRobustError(f"sweep file {path} not found; pass the path of a .yaml or .toml sweep file")
+        raise GroupRobustError(f"{missing_file(path, 'sweep file')}; pass the path of a .yaml or .toml sweep file")
     suffix = path.suffix.lower()
-    text = path.read_text()
+    text = read_text(path, "sweep file")
     if suffix == ".toml":
         try:
             data = tomllib.loads(text)
@@ -91,12 +113,16 @@ def read_sweep_file(path: Path) -> dict[str, Any]:
             raise GroupRobustError(f"{path}: not valid TOML ({err}); fix the syntax") from None
     elif suffix in (".yaml", ".yml"):
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader that refuses repeated keys
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             problem = getattr(err, "problem", None) or "syntax error"
+            if "written twice" in problem:
+                raise GroupRobustError(f"{path}: {problem}; keep one of them") from None
             raise GroupRobustError(f"{path}: not valid YAML ({problem}{where}); fix the syntax") from None
+        except RecursionError:
+            raise GroupRobustError(f"{path}: nests too deeply; a sweep file is a few levels of mappings") from None
     else:
         raise GroupRobustError(f"{path}: unknown sweep file type {suffix or '(none)'!r}; use .yaml, .yml or .toml")
     if not isinstance(data, dict):

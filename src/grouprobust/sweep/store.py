@@ -8,27 +8,49 @@ part-way: a hidden ``.<run_id>.tmp-*`` directory never counts).
 Several processes (on one machine or on several sharing the file system) may work on one sweep
 directory: each trial is claimed with its run directory's file lock (``runs/.<run_id>.lock``,
 see `grouprobust.rundir`) when it starts, and ``sweep.json`` is read and written under the sweep's
-own lock (``.sweep.lock``). A manifest never loses trials: growing a sweep (a file whose trials
+own claim (``.sweep.json.lock``, `grouprobust.outdir.OutputDirectory`). A manifest never loses trials: growing a sweep (a file whose trials
 include all those listed) updates it, a different sweep is refused unless ``force`` merges it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from grouprobust.errors import GroupRobustError
+from grouprobust.outdir import OutputDirectory
 from grouprobust.output import read_json, write_json_atomic
 from grouprobust.rundir import directory_token, run_status
 from grouprobust.sweep.trials import Trial
 
 RUNS = "runs"
 MANIFEST = "sweep.json"
-SWEEP_LOCK = ".sweep.lock"
+WRITTEN_BY = "grouprobust sweep"  # marks a manifest as the sweep's own
+
+
+def read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest ``out/sweep.json`` (None if there is none); a one-line error if the file there is not
+    a sweep's manifest (a user's own ``sweep.json``, or a damaged one), which a sweep never replaces."""
+    path = Path(out) / MANIFEST
+    if not os.path.lexists(path):
+        return None
+    refuse = (f"{path} already exists and is not a grouprobust sweep's manifest; give another out, or move that "
+              "file away")
+    if not path.is_file():
+        raise GroupRobustError(refuse, subject="out")
+    try:
+        manifest = read_json(path)
+    except GroupRobustError as err:
+        raise GroupRobustError(f"{refuse} ({str(err).split(';')[0]})", subject="out") from None
+    ours = isinstance(manifest, dict) and (manifest.get("written_by") == WRITTEN_BY
+                                           or {"spec_file", "spec", "trials"} <= set(manifest))
+    trials = manifest.get("trials") if isinstance(manifest, dict) else None
+    if not ours or not isinstance(trials, list) or not all(isinstance(t, dict) and "run_id" in t for t in trials):
+        raise GroupRobustError(refuse, subject="out")
+    return manifest
 
 
 def runs_dir(out: Path) -> Path:
@@ -101,9 +123,10 @@ def unlisted_trials(out: Path, trials: list[Trial], spec_path: Path, force: bool
     not counted: they are this sweep before the edit, and the current trials replace them.
     """
     path = Path(out) / MANIFEST
-    if not path.exists():
+    manifest = read_manifest(out)
+    if manifest is None:
         return []
-    earlier = read_json(path).get("trials", [])
+    earlier = manifest["trials"]
     ids = {t.run_id for t in trials}
     superseded = _ids_with_other_inputs(trials, [e for e in earlier if e.get("run_id") not in ids])
     extra = [e for e in earlier if e.get("run_id") not in ids and e.get("run_id") not in superseded]
@@ -112,6 +135,26 @@ def unlisted_trials(out: Path, trials: list[Trial], spec_path: Path, force: bool
                                f"in {spec_path}); choose another output directory, or set force to add this sweep's "
                                "trials to it", subject="force")
     return extra
+
+
+def _entries(trials: list[Trial]) -> list[dict[str, Any]]:
+    return [{"run_id": t.run_id, "point": t.point, "dataset": t.config.dataset, "method": t.config.method,
+             "seed": t.config.seed, **({"inputs": t.config.inputs} if t.config.inputs else {}),
+             **({"expected": t.expected.as_json()} if t.expected is not None else {})} for t in trials]
+
+
+def manifest_is_current(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials: list[Trial]) -> bool:
+    """Whether ``out/sweep.json`` already records exactly this sweep file and these trials (then a sweep
+    run again writes nothing there)."""
+    earlier = read_manifest(out)
+    if earlier is None:
+        return False
+    spec = json.loads(json.dumps(spec_raw, default=str))
+    def canon(entries: list[Any]) -> list[str]:
+        return sorted(json.dumps(e, sort_keys=True) for e in entries)
+
+    return (earlier.get("spec_file") == str(spec_path) and earlier.get("spec") == spec
+            and canon(earlier["trials"]) == canon(_entries(trials)))
 
 
 def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials: list[Trial],
@@ -123,14 +166,15 @@ def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials:
     whose input files were edited since) is replaced. One listing trials that ``trials`` lacks belongs to another sweep: that is refused
     unless ``force``, which keeps every trial listed (the union, earlier specs under ``earlier_specs``).
     """
+    if manifest_is_current(out, spec_raw, spec_path, trials):
+        return  # nothing to change: a finished sweep is reused on a read-only disk too
     runs_dir(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / MANIFEST
-    entries = [{"run_id": t.run_id, "point": t.point, "dataset": t.config.dataset, "method": t.config.method,
-                "seed": t.config.seed, **({"inputs": t.config.inputs} if t.config.inputs else {}),
-                **({"expected": t.expected.as_json()} if t.expected is not None else {})} for t in trials]
-    manifest: dict[str, Any] = {"spec_file": str(spec_path), "spec": json.loads(json.dumps(spec_raw, default=str))}
-    with FileLock(Path(out) / SWEEP_LOCK):
-        earlier = read_json(path) if path.exists() else None
+    entries = _entries(trials)
+    manifest: dict[str, Any] = {"written_by": WRITTEN_BY, "spec_file": str(spec_path),
+                                "spec": json.loads(json.dumps(spec_raw, default=str))}
+    with OutputDirectory(path, "sweep manifest", file=True).claim(wait=True):  # concurrent sweeps take turns
+        earlier = read_manifest(out)
         extra = unlisted_trials(out, trials, spec_path, force)
         if earlier is not None:
             entries += extra

@@ -50,7 +50,7 @@ def _colorize(images: np.ndarray, colors: np.ndarray) -> np.ndarray:
 def colored_digits(seed: int = 0, *,
                    conflict: Annotated[float, FRACTION, "fraction of training copies colored against the class"] = 0.01,
                    variant: Annotated[str, Choice(("multiclass", "binary"))] = "multiclass",
-                   copies: Annotated[int, Interval(1), "shifted copies of each training image"] = 20,
+                   copies: Annotated[int, Interval(1, 1000), "shifted copies of each training image"] = 20,
                    train_frac: Annotated[float, Interval(0, 1, lo_open=True, hi_open=True)] = 0.6,
                    val_frac: Annotated[float, Interval(0, 1, lo_open=True, hi_open=True)] = 0.2) -> DatasetSplits:
     """Train/val/test splits of colored digits.

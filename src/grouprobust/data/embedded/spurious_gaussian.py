@@ -8,9 +8,8 @@ import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.registry import register_dataset
-from grouprobust.params import FRACTION, NON_NEGATIVE, Interval
+from grouprobust.params import DIMS, FRACTION, MAX_DIMS, NON_NEGATIVE, SAMPLES, Interval
 
-SIZE = Interval(1)
 
 
 def _draw(rng: np.random.Generator, n: int, p_agree: float, core_dims: int, spurious_dims: int, noise_dims: int,
@@ -33,12 +32,12 @@ def _draw(rng: np.random.Generator, n: int, p_agree: float, core_dims: int, spur
     train_defaults={"model": "mlp", "epochs": 30, "lr": 1e-3, "optimizer": "adam", "batch_size": 64},
 )
 def spurious_gaussian(seed: int = 0, *,
-                      n: Annotated[int, SIZE, "training samples"] = 2000,
-                      n_val: Annotated[int, SIZE, "validation samples"] = 1000,
-                      n_test: Annotated[int, SIZE, "test samples"] = 2000,
+                      n: Annotated[int, SAMPLES, "training samples"] = 2000,
+                      n_val: Annotated[int, SAMPLES, "validation samples"] = 1000,
+                      n_test: Annotated[int, SAMPLES, "test samples"] = 2000,
                       p: Annotated[float, FRACTION, "P(a == y) in train"] = 0.95,
-                      core_dims: Annotated[int, SIZE] = 5, spurious_dims: Annotated[int, SIZE] = 5,
-                      noise_dims: Annotated[int, NON_NEGATIVE] = 10,
+                      core_dims: Annotated[int, DIMS] = 5, spurious_dims: Annotated[int, DIMS] = 5,
+                      noise_dims: Annotated[int, Interval(0, MAX_DIMS)] = 10,
                       core_strength: float = 1.0, spurious_strength: float = 2.0,
                       core_noise: Annotated[float, NON_NEGATIVE] = 1.0,
                       spurious_noise: Annotated[float, NON_NEGATIVE] = 0.5) -> DatasetSplits:

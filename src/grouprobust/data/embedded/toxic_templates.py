@@ -16,9 +16,8 @@ from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.data.raw_inputs import tokenized
 from grouprobust.data.registry import register_dataset
 from grouprobust.data.token_cache import texts_key
-from grouprobust.params import FRACTION, Interval
+from grouprobust.params import FRACTION, MAX_DIMS, SAMPLES, Interval
 
-SIZE = Interval(1)
 from grouprobust.grouping import Grouper
 
 IDENTITY_WORDS = {
@@ -94,15 +93,15 @@ def encode_texts(texts: list[str], n_features: int) -> np.ndarray:
     inputs_of=lambda options: "text" if options.get("tokenizer") else "features",
 )
 def toxic_templates(seed: int = 0, *,
-                    n: Annotated[int, SIZE, "training comments"] = 4000,
-                    n_val: Annotated[int, SIZE, "validation comments"] = 1000,
-                    n_test: Annotated[int, SIZE, "test comments"] = 2000,
+                    n: Annotated[int, SAMPLES, "training comments"] = 4000,
+                    n_val: Annotated[int, SAMPLES, "validation comments"] = 1000,
+                    n_test: Annotated[int, SAMPLES, "test comments"] = 2000,
                     toxic_frac: Annotated[float, FRACTION] = 0.3,
                     spurious: Annotated[float, FRACTION, "P(identity mention | toxic) in train"] = 0.9,
                     eval_spurious: Annotated[float, FRACTION] = 0.5,
                     second_identity: Annotated[float, FRACTION] = 0.35,
                     core_rate: Annotated[float, FRACTION] = 0.7, core_noise: Annotated[float, FRACTION] = 0.05,
-                    n_features: Annotated[int, Interval(16), "hashed features"] = 1024,
+                    n_features: Annotated[int, Interval(16, MAX_DIMS * 256), "hashed features"] = 1024,
                     tokenizer: Annotated[str, "a text backbone's tokenizer: the comments as token ids, fine-tuned "
                                          "end to end (set from --backbone)"] = "",
                     max_length: Annotated[int, Interval(0, 65536), "most tokens per comment end to end"] = 0,
