@@ -309,6 +309,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch's, on the foreign pickle
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_run_directory_is_one_line_naming_the_file(finished_run, tmp_path, capsys, damage):
     damaged = tmp_path / "erm"
