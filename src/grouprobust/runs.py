@@ -68,7 +68,7 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
             return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model,
                        download=download)
     check_creatable(out, "run directory")
-    writer = RunDirectory(Path(out), config.to_dict())
+    writer = RunDirectory(Path(out), config.to_dict(device))
     with writer.claim(wait=wait):
         return _run_claimed(config, writer, splits, device, on_epoch, save_model, two_stage, tracker, download)
 
@@ -84,7 +84,7 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
     reuse = resolve_stage1_dir(config.hparams["stage1"]) if two_stage and config.hparams["stage1"] else None
     if reuse is None and not two_stage:
         splits = splits or load_dataset(config.dataset, config.seed, **config.data)
-    with writer.writing(), track_run(tracker, config.to_dict(), writer) as tracked:
+    with writer.writing(), track_run(tracker, config.to_dict(device), writer) as tracked:
         if two_stage:
             if reuse is None:
                 plan = plan_stage1(config)
