@@ -18,6 +18,7 @@ from grouprobust.config import RunConfig
 from grouprobust.data.disk_cache import cache_dir
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
+from grouprobust.distributed import is_main_process, join_torchrun
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
@@ -52,8 +53,11 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     network when no local copy exists (never otherwise).
     """
     apply_thread_policy()
-    device = pick_device(device)
     method_cls = get_method(config.method)
+    # under torchrun: the process group and this rank's device; only rank 0 writes the run and tracks it
+    device = join_torchrun(pick_device(device), config.method, method_cls.distributed)
+    if not is_main_process():
+        out, tracker = None, None
     two_stage = issubclass(method_cls, TwoStageMethod)
     if two_stage and splits is not None:
         raise GroupRobustError(f"method {config.method!r} builds its data from the dataset config; call it without "

@@ -63,7 +63,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         err_console.print("aborted; nothing was written for the unfinished run")
         sys.exit(1)
     except GroupRobustError as err:
-        err_console.print(f"error: {describe_error(err)}", markup=False, highlight=False, soft_wrap=True)
+        from grouprobust.distributed import is_main_process  # under torchrun every rank refuses; rank 0 says it
+
+        if is_main_process():
+            err_console.print(f"error: {describe_error(err)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing was written for the unfinished run (a sweep run again resumes "
