@@ -24,6 +24,7 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.losses import get_loss
 from grouprobust.methods.base import REGIMES, TwoStageMethod
 from grouprobust.methods.registry import get_method
+from grouprobust.models import device_environment
 from grouprobust.params import LATER_TRAIN_PARAMS, TRAIN_PARAMS, Param, resolve_params, sample_params
 from grouprobust.selection import DEFAULT_RULE, DEFAULT_RULE_NO_GROUPS, check_rule_for_regime, get_rule
 from grouprobust.threads import thread_environment
@@ -66,11 +67,14 @@ class RunConfig:
         text = json.dumps(fields_, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, device: Any = None) -> dict[str, Any]:
         """The config as written to ``config.json``: fields, run id, package versions and the environment
-        block (torch's thread count and its source; not part of the run id)."""
-        return {**asdict(self), "run_id": self.run_id, "versions": package_versions(),
-                "environment": thread_environment()}
+        block (torch's thread count and its source and, given the run's ``device``, where it trains:
+        `grouprobust.models.device_environment`; not part of the run id)."""
+        environment = thread_environment()
+        if device is not None:
+            environment.update(device_environment(device))
+        return {**asdict(self), "run_id": self.run_id, "versions": package_versions(), "environment": environment}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,6 +143,22 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
                                    f"cuda:{torch.cuda.device_count() - 1}", subject="device")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_environment(device: torch.device | str) -> dict[str, Any]:
+    """``config.json``'s record of where a run trains: ``device`` (e.g. ``cuda:0``), ``cuda_visible_devices``
+    (as this process was given them, None when unset), the GPU's name on CUDA and, in a distributed run,
+    its ``world_size`` and ``backend``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    record: dict[str, Any] = {"device": str(device), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        record["world_size"] = torch.distributed.get_world_size()
+        record["backend"] = str(torch.distributed.get_backend())
+    return record
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype:

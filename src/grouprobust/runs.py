@@ -19,6 +19,7 @@ from grouprobust.config import RunConfig, check_argument_types
 from grouprobust.data.disk_cache import cache_dir
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
+from grouprobust.distributed import is_main_process, join_torchrun
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
@@ -58,8 +59,11 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
         raise GroupRobustError(f"on_epoch must be a function (epoch, train_loss), got {type(on_epoch).__name__}",
                                subject="on_epoch")
     apply_thread_policy()
-    device = pick_device(device)
     method_cls = get_method(config.method)
+    # under torchrun: the process group and this rank's device; only rank 0 writes the run and tracks it
+    device = join_torchrun(pick_device(device), config.method, method_cls.distributed)
+    if not is_main_process():
+        out, tracker = None, None
     two_stage = issubclass(method_cls, TwoStageMethod)
     if two_stage and splits is not None:
         raise GroupRobustError(f"method {config.method!r} builds its data from the dataset config; call it without "
@@ -73,7 +77,7 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
         with tempfile.TemporaryDirectory() as tmp:  # a two-stage run reads its stage 1 back from disk
             return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model,
                        download=download)
-    writer = RunDirectory(Path(out), config.to_dict())
+    writer = RunDirectory(Path(out), config.to_dict(device))
     if not wait:  # read without the claim: a finished run is reused on a read-only disk too, a refusal writes nothing
         stored = writer.reusable_result()
         if stored is not None:
@@ -94,7 +98,7 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
     reuse = resolve_stage1_dir(config.hparams["stage1"]) if two_stage and config.hparams["stage1"] else None
     if reuse is None and not two_stage:
         splits = splits or load_dataset(config.dataset, config.seed, **config.data)
-    with writer.writing(), track_run(tracker, config.to_dict(), writer) as tracked:
+    with writer.writing(), track_run(tracker, config.to_dict(device), writer) as tracked:
         if two_stage:
             if reuse is None:
                 plan = plan_stage1(config)

@@ -18,6 +18,7 @@ import torch
 from grouprobust.config import RunConfig
 from grouprobust.data.disk_cache import cache_dir
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
+from grouprobust.distributed import global_share, mean_over_ranks, shard_batch, wrap_model
 from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.group_inference import inference_quality, load_inferred_groups
 from grouprobust.losses import make_loss
@@ -290,7 +291,9 @@ class Trainer:
         The losses stay on the device: finiteness is checked every `DIVERGENCE_CHECK_EVERY` minibatches
         and at each epoch's end (one host synchronisation per check, none per step). ``amp`` (mixed
         precision, see `autocast_dtype`) runs each forward pass under ``torch.autocast``, with a
-        ``GradScaler`` where the precision is float16 (GPUs without bfloat16).
+        ``GradScaler`` where the precision is float16 (GPUs without bfloat16). Under torchrun each process
+        trains on its part of every global batch (`grouprobust.distributed`); the reported losses are the
+        global batch's.
         """
         hp = method.hparams
         optimizer = optimizer or make_optimizer(model, hp)
@@ -304,6 +307,7 @@ class Trainer:
         # One autocast object re-entered each step (a disabled one still costs ~5 us a step on a CPU).
         precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         model.train()
+        trained = wrap_model(model)  # DistributedDataParallel under torchrun, else the model itself
         step = minibatches = 0
         since = torch.zeros((), dtype=torch.float64, device=device)  # loss sum since the last after_steps call
         since_count = 0
@@ -317,8 +321,9 @@ class Trainer:
                 method.loss_fn.on_epoch(epoch)
             optimizer.zero_grad(set_to_none=True)
             for idx in method.batches():
+                local = shard_batch(idx)  # this process's part of the global batch (all of it in one process)
                 with precision:
-                    loss = method.loss(model, method.data.batch(idx))
+                    loss = global_share(method.loss(trained, method.data.batch(local)), len(local), len(idx))
                 recent.append(loss.detach())
                 scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
                 count += 1
@@ -340,7 +345,7 @@ class Trainer:
                         since += window
                         since_count += len(recent)
                         recent = []
-                    after_steps(step, epoch, float(since) / max(since_count, 1))
+                    after_steps(step, epoch, float(mean_over_ranks(since)) / max(since_count, 1))
                     since.zero_()
                     since_count = 0
                 if max_steps and step >= max_steps:
@@ -356,9 +361,9 @@ class Trainer:
                 since_count += len(recent)
             method.end_epoch(model, epoch)
             if after_epoch is not None:
-                after_epoch(epoch, float(total) / max(count, 1))
+                after_epoch(epoch, float(mean_over_ranks(total)) / max(count, 1))
         if every_steps and after_steps is not None and step % every_steps:
-            after_steps(step, epoch, float(since) / max(since_count, 1))
+            after_steps(step, epoch, float(mean_over_ranks(since)) / max(since_count, 1))
 
     # -- the run -----------------------------------------------------------------------------------
     def fit(self) -> RunResult:

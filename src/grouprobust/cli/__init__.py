@@ -64,8 +64,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         err_console.print("aborted; nothing was written for the unfinished run")
         sys.exit(1)
     except GroupRobustError as err:
-        line = " ".join(describe_error(err).splitlines())  # one line, even when a value quoted in it holds a newline
-        err_console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+        from grouprobust.distributed import is_main_process  # under torchrun every rank refuses; rank 0 says it
+
+        if is_main_process():
+            line = " ".join(describe_error(err).splitlines())  # one line, even when a value quoted in it holds a newline
+            err_console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as err:  # a full or read-only disk met outside the writers that name it themselves
         converted = disk_error(err, err.filename or os.getcwd(), subject=None)

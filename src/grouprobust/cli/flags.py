@@ -45,6 +45,9 @@ FLAGS: dict[str, str] = {
     "hparam": "--set KEY=VALUE",
     "data": "--data KEY=VALUE",
     "force": "--force",
+    "gpus_per_trial": "--gpus-per-trial",
+    "cpus_per_trial": "--cpus-per-trial",
+    "best_only": "--best-only",
 }
 
 # Subjects with a name after the colon: the flag that sets one named value.

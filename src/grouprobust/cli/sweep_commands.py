@@ -29,21 +29,35 @@ def sweep(
     track: Optional[str] = TrackOpt,
     force: bool = typer.Option(False, "--force", help="add this sweep's trials to an OUT that holds another sweep"),
     threads: Optional[int] = ThreadsOpt,
+    gpus_per_trial: Optional[float] = typer.Option(
+        None, "--gpus-per-trial", help="GPUs each trial takes, a fraction of one allowed (default: one per trial "
+        "locally with GPUs; an equal share on Ray)"),
+    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial",
+                                                   help="CPUs Ray reserves for each trial (default: --threads, else 1)"),
+    best_only: bool = typer.Option(False, "--best-only", help="rerun only the point each dataset and method chooses "
+                                   "on the finished grid (as `grouprobust report` chooses), on --seeds seeds"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="grow the file's seeds to this many (0, 1, 2, ...)"),
 ) -> None:
     """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
-    from grouprobust.sweep.executors import check_executor
+    from grouprobust.sweep.executors import check_executor, executor_slots
+    from grouprobust.sweep.placement import describe_placement
     from grouprobust.sweep.runner import prepare, run_sweep
 
     if address is not None:
         executor = "ray"
     check_threads(threads, here=executor != "ray")  # a Ray cluster's workers may have more CPUs than this machine
     if dry_run:
-        check_executor(executor, workers, address)
-        spec, todo = prepare(file, out, retry_failed, force)
+        check_executor(executor, workers, address, gpus_per_trial, cpus_per_trial)
+        spec, todo = prepare(file, out, retry_failed, force, best_only, seeds)
         check_trackers(track if track is not None else spec.track)
+        slots = executor_slots(executor, workers, address, gpus_per_trial, cpus_per_trial, threads)
+        kept = f" ({len(todo.kept)} other trials of the grid left alone)" if best_only else ""
         console.print(f"{todo.total} trials: {len(todo.finished)} finished, {len(todo.failed)} failed (skipped), "
-                      f"{len(todo.to_run)} to run")
+                      f"{len(todo.to_run)} to run{kept}")
+        labels = [(t.run_id, f"{t.point} seed {t.config.seed}") for t in todo.to_run]
+        for line in describe_placement(slots, labels) if labels else []:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         return
     with ExitStack() as stack:
         display: list[SweepProgress] = []
@@ -62,7 +76,8 @@ def sweep(
 
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
                             on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan,
-                            track=track, force=force, threads=threads)
+                            track=track, force=force, threads=threads, gpus_per_trial=gpus_per_trial,
+                            cpus_per_trial=cpus_per_trial, best_only=best_only, seeds=seeds)
     elsewhere = f" ({summary.elsewhere} more ran in other processes sharing {out})" if summary.elsewhere else ""
     console.print(f"ran {summary.ran}: {summary.finished} finished, {len(summary.failed)} failed{elsewhere}. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")

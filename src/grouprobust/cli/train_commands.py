@@ -26,6 +26,7 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
     from grouprobust.config import resolve_config
+    from grouprobust.distributed import is_main_process
     from grouprobust.runs import run
     from grouprobust.two_stage import stage1_option
 
@@ -41,11 +42,15 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     config = resolve_config(dataset, method, seed, parse_assignments(data, "--data"), hparams, regime, select,
                             backbone=backbone, weights=None if weights is None else str(weights.expanduser().resolve()),
                             root=None if root is None else str(root.expanduser().resolve()))
-    tracker = make_tracker(track, store_dir=Path(os.path.abspath(out)).parent)  # MLflow's default store: beside the run
+    main = is_main_process()  # under torchrun, rank 0 alone shows progress, writes, tracks and prints
+    quiet = quiet or not main
+    tracker = make_tracker(track, store_dir=Path(os.path.abspath(out)).parent) if main else None
     total, unit = ((config.hparams["max_steps"], "steps") if config.hparams["eval_every_steps"]
                    else (config.hparams["epochs"], "epochs"))
     with training_progress(f"{method} on {dataset} ({unit})", total, err_console, disable=quiet) as on_epoch:
         result = run(config, out, device=device, on_epoch=on_epoch, tracker=tracker, download=download)
+    if not main:
+        return result
     if result.get("reused"):
         console.print(f"[yellow]{out} already holds this finished run (id {result.get('run_id')}); showing it. "
                       "Delete the directory to train again.[/yellow]")

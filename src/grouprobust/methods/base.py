@@ -74,6 +74,10 @@ class MethodDeclaration:
     summary: ClassVar[str] = ""
     same_as: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
+    #: Why the method cannot train on several processes (torchrun); "" when it can, exactly: its loss on a
+    #: rank's part of the batch is a mean over that part, and any statistic it takes over the batch is
+    #: summed or gathered across ranks (`grouprobust.distributed`).
+    distributed: ClassVar[str] = "its batch statistics are not shared across processes yet"
 
 
 class Method(MethodDeclaration):
@@ -172,6 +176,8 @@ class TwoStageMethod(MethodDeclaration):
         "standardize": Param(True, None, "standardise features with the stage-2 training set's mean and std"),
     }
     kind: ClassVar[str] = "two-stage"
+    distributed: ClassVar[str] = ("its second stage is fitted in one process; train its stage 1 as an erm run "
+                                  "under torchrun and pass it with --from")
     needs: ClassVar[str] = "val"
     select: ClassVar[str] = "val_worst_group_acc"
 

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from grouprobust.distributed import gather_batch, sum_over_ranks
 from grouprobust.errors import GroupRobustError
 from grouprobust.losses import LossFn
 from grouprobust.methods.base import Batch, Method, TrainData, to_list
@@ -35,6 +36,7 @@ class GroupDRO(WeightedSampling):
     name = "groupdro"
     needs = "full"
     same_as = "SubpopBench GroupDRO, group_DRO (Sagawa et al.)"
+    distributed = ""  # the group loss sums and counts are summed over the ranks (group_mean_losses)
     summary = "online GroupDRO: group weights q_g <- q_g exp(eta loss_g), objective sum_g q_g loss_g, strong L2"
     params = {
         "eta": Param(0.1, ("log_uniform", 1e-3, 1.0), "step size of the exponentiated-gradient update of q",
@@ -101,9 +103,11 @@ class GroupDRO(WeightedSampling):
 def group_mean_losses(losses: torch.Tensor, g: torch.Tensor, n_groups: int) -> torch.Tensor:
     """``(groups,)`` mean of ``losses`` ``(batch,)`` over each group's members in the batch (0 for a group
     with none), as group_DRO computes it: a ``(groups, batch)`` membership matrix times the losses, divided
-    by each group's count. One product, on the losses' device, with no read-back (CUDA's bincount would)."""
+    by each group's count. One product, on the losses' device, with no read-back (CUDA's bincount would).
+    In a distributed run the sums and counts are summed over the ranks first: the means of the global batch."""
     members = (g == torch.arange(n_groups, device=g.device)[:, None]).to(losses.dtype)
-    return (members @ losses) / members.sum(dim=1).clamp_min(1.0)
+    sums, counts = sum_over_ranks(torch.stack([members @ losses, members.sum(dim=1)]))
+    return sums / counts.clamp_min(1.0)
 
 
 def cvar_weights(losses: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -170,6 +174,7 @@ class _ExampleDRO(Method):
     """
 
     level: ClassVar[str]
+    distributed = ""  # the worst case is taken over the global batch's losses, gathered from every rank
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)
@@ -179,10 +184,15 @@ class _ExampleDRO(Method):
         raise NotImplementedError
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The worst-case weighted sum of the batch's losses; in a distributed run the weights are those of the
+        global batch's losses (gathered from every rank), and the sum over this rank's part is scaled to a
+        mean-like share (times global / local size) as the loop expects of every rank's loss."""
         losses = self.loss_fn(model(batch.x), batch.y)
+        n = losses.shape[0]
         with torch.no_grad():
-            weights = self.worst_case(losses.detach())
-        return (weights * losses).sum()
+            everyone, start = gather_batch(losses.detach())
+            weights = self.worst_case(everyone)[start:start + n]
+        return (weights * losses).sum() * (everyone.shape[0] / max(n, 1))
 
 
 @register_method

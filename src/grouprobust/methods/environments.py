@@ -8,7 +8,7 @@ draw does in expectation; ``sampler=shuffle`` keeps ERM's shuffled batches.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -56,6 +56,9 @@ class EnvironmentMethod(WeightedSampling):
     """Base of the environment methods: reads the training groups, keeps every example's environment
     on the device (``self.env``) and draws environment-balanced batches unless ``sampler=shuffle``.
     Subclasses add ``ENV_PARAMS`` to their ``params``."""
+
+    distributed: ClassVar[str] = ("its penalty compares per-environment statistics of the batch, not shared across "
+                                  "processes yet")
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)

@@ -10,3 +10,4 @@ class ERM(Method):
     needs = "none"
     summary = "empirical risk minimisation: mean loss over shuffled minibatches"
     same_as = "SubpopBench ERM"
+    distributed = ""

@@ -57,7 +57,7 @@ group labels are read (for model selection, by the loop).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -187,6 +187,8 @@ GERNE_PARAMS: dict[str, Param] = {
 
 class _GERNEBase(Method):
     """GERNE's sampler and objective on whatever groups `_attributes` returns (true or pseudo)."""
+
+    distributed: ClassVar[str] = "its per-group losses of each batch are not summed across processes yet"
 
     def __init__(self, hparams, data, loss_fn, generator):
         super().__init__(hparams, data, loss_fn, generator)

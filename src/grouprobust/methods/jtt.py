@@ -24,6 +24,7 @@ class JTT(Method):
     """
 
     name = "jtt"
+    distributed = "its first stage and error set are not checked across processes yet"
     needs = "val"
     same_as = "SubpopBench JTT (lambda_up counts total copies: official --up_weight U = lambda_up - 1)"
     summary = "just train twice: ERM for stage1_epochs, then retrain from scratch with its errors upsampled lambda_up x"

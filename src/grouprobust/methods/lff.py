@@ -36,6 +36,8 @@ class LfF(Method):
     learning-rate factor); this uses GCE itself."""
 
     name = "lff"
+    distributed = ("its biased second model and per-example loss averages would learn from each process's part "
+                   "of the batch only")
     needs = "none"
     same_as = "LfF (Nam et al.); SubpopBench LfF uses the batch losses without moving averages"
     summary = "learning from failure: a GCE-trained biased model; main loss weighted by L_b / (L_b + L_d)"

@@ -8,7 +8,7 @@ mixed instead (mixup at the penultimate layer).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +35,8 @@ def lisa_partners(y: torch.Tensor, a: torch.Tensor, mode: str, generator: torch.
 
 class _Mixing(EnvironmentMethod):
     """Mixed inputs and the mixed loss; subclasses choose `partners`."""
+
+    distributed: ClassVar[str] = "it pairs examples within the batch, which processes split"
 
     alpha_name = "mix_alpha"
 

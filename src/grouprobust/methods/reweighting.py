@@ -50,6 +50,7 @@ class ImportanceWeighting(Method):
     summary = "importance weighting: per-example loss x inverse group frequency (balance=class: inverse class frequency)"
     same_as = "SubpopBench ReWeight"
     params = {"balance": _BALANCE_PARAM}
+    distributed = ""
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)
@@ -91,6 +92,7 @@ class Resample(WeightedSampling):
     summary = "group-balanced resampling (balance=class: class-balanced); GERNE's resampling baseline"
     same_as = "SubpopBench ReSample"
     params = {"balance": _BALANCE_PARAM}
+    distributed = ""
 
     def __init__(self, hparams: dict[str, Any], data: TrainData, loss_fn: LossFn, generator: torch.Generator):
         super().__init__(hparams, data, loss_fn, generator)

@@ -51,7 +51,7 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-def _point_id(config: dict[str, Any]) -> str:
+def point_id(config: dict[str, Any]) -> str:
     """Hash of a config without its seed: runs with the same point differ only by seed (and runs on
     other contents of the same input files are other points)."""
     keys = ("dataset", "data", "method", "hparams", "regime", "select") + (("inputs",) if config.get("inputs") else ())
@@ -109,7 +109,7 @@ def _read_run(path: Path, status: str) -> dict[str, Any]:
         "dataset": str(config["dataset"]), "data": canonical_json(config.get("data", {})),
         "inputs": canonical_json(config.get("inputs") or {}), "method": str(config["method"]),
         "seed": int(config["seed"]), "regime": config.get("regime", "full"), "select": config.get("select"),
-        "hparams": canonical_json(config.get("hparams", {})), "point": _point_id(config), "reason": None,
+        "hparams": canonical_json(config.get("hparams", {})), "point": point_id(config), "reason": None,
         "test_per_group": None, "stored_id": str(config.get("run_id") or path.name),
     }
     if status == "failed":

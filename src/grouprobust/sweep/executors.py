@@ -1,16 +1,22 @@
 """Running trials: `run_trial` (one trial, the single place a trial is executed) and two executors.
 
-`LocalExecutor` runs trials one after another in this process. `RayExecutor` hands them to Ray
-(a local instance with the requested number of workers, or an existing cluster): Ray does the
+`LocalExecutor` runs trials one after another in this process, or, on a machine with several GPUs,
+one per GPU (or per share of one) at a time in worker processes, each pinned to its GPU with
+``CUDA_VISIBLE_DEVICES``. `RayExecutor` hands them to Ray (a local instance with the requested number
+of workers, or an existing cluster) with the CPUs and GPUs each trial asks for: Ray does the
 scheduling; this module only submits tasks and yields their outcomes as they complete.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import socket
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,8 +27,10 @@ from grouprobust.output import read_json
 from grouprobust.rundir import RunBusyError, RunDirectory, directory_token, run_status
 from grouprobust.runs import run
 from grouprobust.tracking import make_tracker
+from grouprobust.sweep import placement
+from grouprobust.sweep.placement import Slot, check_cpus_per_trial, check_gpus_per_trial, cluster_slots, local_slots
 from grouprobust.sweep.trials import Trial
-from grouprobust.threads import apply_thread_policy
+from grouprobust.threads import apply_thread_policy, usable_cpus
 
 Outcome = dict[str, Any]
 EXECUTORS = ("local", "ray")
@@ -108,63 +116,122 @@ def trial_tracker(tracking: dict[str, Any] | None) -> Any:
         return None
 
 
+def lost_outcome(trial: Trial, reason: str) -> Outcome:
+    """The outcome of a trial whose worker process died (out of memory, a lost node): no run directory."""
+    return {"run_id": trial.run_id, "status": "lost", "ran": True, "reason": reason, "time_s": 0.0, "cpu_s": 0.0}
+
+
 class LocalExecutor:
-    """Runs trials serially in this process; ``threads`` None: each trial's count from the thread policy."""
+    """Runs trials on this machine: serially in this process with one slot, else in one worker process per
+    slot (`grouprobust.sweep.placement.local_slots`: one per visible GPU, or per ``gpus_per_trial`` of one),
+    each pinned to its GPU. ``threads`` None: each trial's count from the thread policy in this process,
+    the usable CPUs shared out among the workers otherwise."""
 
-    slots = 1
-
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, gpus_per_trial: float | None = None):
         self.threads = threads
+        self.placement: list[Slot] = local_slots(placement.visible_gpus(), gpus_per_trial)
+        self.slots = len(self.placement)
+        self._pools: list[ProcessPoolExecutor | None] = [None] * self.slots
 
     def run(self, trials: list[Trial], runs: Path, wait: bool = False, replace: dict[str, str] | None = None,
             tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
         """Yield each trial's outcome (`run_trial` with this executor's ``threads``, ``wait`` and ``tracking``;
-        ``replace``: run id -> token of a failed run to retry) as it finishes, in order."""
-        for trial in trials:
-            yield run_trial(trial.config.to_dict(), str(runs), self.threads, wait=wait,
-                            replace=(replace or {}).get(trial.run_id), tracking=tracking)
+        ``replace``: run id -> token of a failed run to retry) as it finishes: in order with one slot, in
+        completion order with several."""
+        replace = replace or {}
+        if self.slots == 1:
+            for trial in trials:
+                yield run_trial(trial.config.to_dict(), str(runs), self.threads, wait=wait,
+                                replace=replace.get(trial.run_id), tracking=tracking)
+            return
+        threads = self.threads or max(1, usable_cpus() // self.slots)
+        queue, free = list(trials), list(range(self.slots))
+        running: dict[Future, tuple[int, Trial]] = {}
+        while queue or running:
+            while queue and free:
+                slot, trial = free.pop(0), queue.pop(0)
+                task = self._pool(slot).submit(run_trial, trial.config.to_dict(), str(runs), threads, wait,
+                                               replace.get(trial.run_id), tracking)
+                running[task] = (slot, trial)
+            done, _ = wait_for(running, return_when=FIRST_COMPLETED)
+            for task in done:
+                slot, trial = running.pop(task)
+                free.append(slot)
+                try:
+                    yield task.result()
+                except BrokenProcessPool as err:
+                    self._pools[slot] = None  # a fresh worker for the next trial on this slot
+                    yield lost_outcome(trial, f"the worker process died ({err})")
+
+    def _pool(self, slot: int) -> ProcessPoolExecutor:
+        """The worker process of ``slot``, started (fresh, by spawn) on first use and pinned to its GPU."""
+        pool = self._pools[slot]
+        if pool is None:
+            gpu = self.placement[slot].gpu
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=placement.pin_gpu,
+                                       initargs=(placement.parent_device_id(gpu if gpu is not None else 0),))
+            self._pools[slot] = pool
+        return pool
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Stop the worker processes (none with one slot)."""
+        for pool in self._pools:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        self._pools = [None] * self.slots
 
 
 class RayExecutor:
-    """Runs trials as Ray tasks (``threads`` CPUs and torch threads each, default 1) on a local instance or a
-    cluster: Ray reserves the task's CPUs, so the task's share of its node is exactly that many.
+    """Runs trials as Ray tasks of ``cpus_per_trial`` CPUs (default ``threads``, else 1) and ``gpus_per_trial``
+    GPUs on a local instance or a cluster: Ray reserves them, so a task's share of its node is exactly
+    that; its torch threads are ``threads``, default its CPUs.
 
-    With ``address`` None a local instance with ``workers`` CPUs is started (and shut down by
-    `close`); otherwise the cluster at ``address`` is joined, and every node must see the output
-    directory (a shared file system). ``gpus_per_trial`` None gives each trial an equal share of
-    the cluster's GPUs (none if it has none).
+    With ``address`` None a local instance with ``workers`` CPUs and this machine's GPUs is started (and
+    shut down by `close`); otherwise the cluster at ``address`` is joined, and every node must see the
+    output directory (a shared file system). ``gpus_per_trial`` None gives each trial an equal share of
+    the cluster's GPUs (none if it has none; `default_gpu_share`). GPUs asked for where there are none,
+    or a trial no node can hold, are refused in one line (`grouprobust.sweep.placement.cluster_slots`).
     """
 
     def __init__(self, workers: int = 2, address: str | None = None, gpus_per_trial: float | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, cpus_per_trial: float | None = None):
+        check_gpus_per_trial(gpus_per_trial)
+        check_cpus_per_trial(cpus_per_trial)
         try:
             import ray
         except ImportError:
             raise GroupRobustError("the Ray executor needs Ray; install it with `pip install grouprobust[ray]` "
                                    "or use the local executor", subject="executor") from None
+        local_gpus = placement.visible_gpus() if address is None else 0
         if address is not None:
             _check_reachable(address)
+        elif gpus_per_trial and not local_gpus:  # refused before a local instance starts
+            local_slots(0, gpus_per_trial)
         self.ray = ray
         quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                  "configure_logging": True}
         try:
             if address is None:
-                ray.init(num_cpus=workers, **quiet)
+                ray.init(num_cpus=workers, num_gpus=local_gpus, **quiet)
             else:
                 ray.init(address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
         except Exception as err:  # noqa: BLE001 - Ray's own errors (connection, authentication) become one line
             target = f"the Ray cluster at {address}" if address else "a local Ray instance"
             raise GroupRobustError(_ray_failure(target, err), subject="address") from None
-        resources = ray.cluster_resources()
-        self.slots = max(1, int(resources.get("CPU", workers)))
-        gpus = float(resources.get("GPU", 0.0))
-        if gpus_per_trial is None:
-            gpus_per_trial = min(1.0, gpus / self.slots) if gpus else 0.0
-        self.threads = threads or 1
-        self.task = ray.remote(num_cpus=self.threads, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
+        self.cpus_per_trial = float(cpus_per_trial or threads or 1)
+        try:
+            nodes = cluster_nodes(ray)
+            self.gpus_per_trial = default_gpu_share(nodes, self.cpus_per_trial) if gpus_per_trial is None \
+                else float(gpus_per_trial)
+            self.placement = cluster_slots(nodes, self.gpus_per_trial, self.cpus_per_trial)
+        except GroupRobustError:
+            ray.shutdown()
+            raise
+        self.slots = len(self.placement)
+        self.threads = threads or max(1, int(self.cpus_per_trial))
+        self.task = ray.remote(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial,
+                               max_retries=0)(run_trial)
 
     def run(self, trials: list[Trial], runs: Path, wait: bool = False, replace: dict[str, str] | None = None,
             tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
@@ -182,13 +249,24 @@ class RayExecutor:
                 try:
                     yield ray.get(ref)
                 except ray.exceptions.RayError as err:  # the worker itself died (e.g. out of memory)
-                    trial = by_ref[ref]
-                    yield {"run_id": trial.run_id, "status": "lost", "ran": True, "reason": str(err).splitlines()[0],
-                           "time_s": 0.0, "cpu_s": 0.0}
+                    yield lost_outcome(by_ref[ref], str(err).splitlines()[0])
 
     def close(self) -> None:
         """Shut down the Ray connection (and the local instance, if this executor started one)."""
         self.ray.shutdown()
+
+
+def cluster_nodes(ray: Any) -> list[dict[str, float]]:
+    """The resources (``{"CPU": n, "GPU": m, ...}``) of each live node of the Ray cluster joined."""
+    return [dict(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive", True)]
+
+
+def default_gpu_share(nodes: list[dict[str, float]], cpus_per_trial: float) -> float:
+    """Each trial's equal share of the cluster's GPUs when none is asked for: its GPUs over the trials its
+    CPUs hold at once, at most one; 0 without GPUs."""
+    gpus = sum(node.get("GPU", 0.0) for node in nodes)
+    trials = max(1, sum(int(node.get("CPU", 0.0) // cpus_per_trial) for node in nodes))
+    return min(1.0, gpus / trials) if gpus else 0.0
 
 
 def _ray_failure(target: str, err: Exception) -> str:
@@ -215,21 +293,50 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                                subject="address") from None
 
 
-def check_executor(name: str, workers: int = 1, address: str | None = None) -> None:
-    """Raise a one-line error for an unknown executor or a bad combination of its options."""
+def check_executor(name: str, workers: int = 1, address: str | None = None, gpus_per_trial: float | None = None,
+                   cpus_per_trial: float | None = None) -> None:
+    """Raise a one-line error for an unknown executor or a bad combination of its options (without
+    looking at the machine: `executor_slots` does)."""
     if name not in EXECUTORS:
         raise GroupRobustError(f"unknown executor {name!r}; use local or ray", subject="executor")
     if workers < 1:
         raise GroupRobustError(f"workers must be >= 1, got {workers}", subject="workers")
+    check_gpus_per_trial(gpus_per_trial)
+    check_cpus_per_trial(cpus_per_trial)
     if name == "local":
         if workers > 1 or address:
-            raise GroupRobustError("the local executor runs one trial at a time in this process; "
-                                   "use executor ray for workers > 1 or an address", subject="executor")
+            raise GroupRobustError("the local executor runs one trial at a time in this process (one per GPU with "
+                                   "GPUs); use executor ray for workers > 1 or an address", subject="executor")
+        if cpus_per_trial is not None:
+            raise GroupRobustError("cpus_per_trial reserves CPUs on the Ray executor; the local executor's trials "
+                                   "take --threads torch threads each", subject="cpus_per_trial")
 
 
-def make_executor(name: str, workers: int = 1, address: str | None = None,
-                  threads: int | None = None) -> LocalExecutor | RayExecutor:
+def executor_slots(name: str, workers: int = 1, address: str | None = None, gpus_per_trial: float | None = None,
+                   cpus_per_trial: float | None = None, threads: int | None = None) -> list[Slot]:
+    """The slots the executor would run trials on, without starting it (a cluster at ``address`` is
+    joined to read its nodes, then left); raises like the executor would (GPUs asked for where there are none)."""
+    check_executor(name, workers, address, gpus_per_trial, cpus_per_trial)
+    if name == "local":
+        return local_slots(placement.visible_gpus(), gpus_per_trial)
+    cpus = float(cpus_per_trial or threads or 1)
+    if address is None:
+        nodes = [{"CPU": float(workers), "GPU": float(placement.visible_gpus())}]
+    else:
+        executor = RayExecutor(workers, address, gpus_per_trial, threads, cpus_per_trial)
+        executor.close()
+        return executor.placement
+    share = default_gpu_share(nodes, cpus) if gpus_per_trial is None else gpus_per_trial
+    return cluster_slots(nodes, share, cpus)
+
+
+def make_executor(name: str, workers: int = 1, address: str | None = None, threads: int | None = None,
+                  gpus_per_trial: float | None = None, cpus_per_trial: float | None = None
+                  ) -> LocalExecutor | RayExecutor:
     """The executor called ``name`` (``local`` or ``ray``), checked by `check_executor`; ``threads``: torch
-    threads per trial (None: the thread policy locally, one per Ray task)."""
-    check_executor(name, workers, address)
-    return LocalExecutor(threads) if name == "local" else RayExecutor(workers, address, threads=threads)
+    threads per trial (None: the thread policy locally, the trial's CPUs on Ray); ``gpus_per_trial`` and
+    ``cpus_per_trial`` as `LocalExecutor` and `RayExecutor` take them."""
+    check_executor(name, workers, address, gpus_per_trial, cpus_per_trial)
+    if name == "local":
+        return LocalExecutor(threads, gpus_per_trial)
+    return RayExecutor(workers, address, gpus_per_trial, threads, cpus_per_trial)

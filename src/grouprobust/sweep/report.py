@@ -20,14 +20,13 @@ import pandas as pd
 from grouprobust.errors import GroupRobustError
 from grouprobust.outdir import OutputDirectory, check_output_path
 from grouprobust.output import format_mean_std, read_json, write_atomic, write_json_atomic
-from grouprobust.selection import SELECTION_RULES, get_rule, select_best_index, selection_key
+from grouprobust.sweep.choice import chosen_points
 from grouprobust.sweep.collect import COPY, UNREADABLE, canonical_json, metric_column
 from grouprobust.sweep.expected import expected_cells, has_expected, latex_notes, summary_expected
 from grouprobust.sweep.frames import load_runs
 from grouprobust.sweep.store import read_manifest
 
 REPORTED = (("worst_group_acc", "worst-group"), ("group_balanced_acc", "group-balanced"), ("avg_acc", "average"))
-VARIANT = ["dataset", "data", "inputs", "method", "regime", "select"]
 TABLES = ("summary.csv", "per_group.csv", "failures.csv", "summary.tex", "report.md")
 REPORT_FILES = "report.json"  # the report's list of the files it wrote into its folder
 WRITTEN_BY = "grouprobust report"
@@ -92,28 +91,16 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
     """
     runs = runs.copy()
     runs["variant"] = _variant_label(runs)
-    finished = runs[runs["status"] == "finished"]
     summary_rows, chosen_rows, group_rows = [], [], []
-    for key, group in finished.groupby(VARIANT, sort=True):
-        dataset, _, _, method, regime, select = key
-        sel = get_rule(rule or select)
+    for key, group, sel, best, n_points in chosen_points(runs, rule):
+        _, _, _, method, regime, _ = key
         metric = metric_column(sel)
-        if group[metric].isna().all():
-            usable = [r.name for r in SELECTION_RULES.values() if group[metric_column(r)].notna().any()]
-            raise GroupRobustError(f"selection rule {sel.name!r} reads {sel.metric} on the {sel.split} split, which no "
-                                   f"run of {method} on {dataset} has; choose one of: {', '.join(usable) or '(none)'}",
-                                   subject="select")
-        tie = f"{sel.split}_avg_acc"
-        points = group.groupby("point").agg(score=(metric, "mean"), tie=(tie, "mean"), n=("seed", "size"))
-        # the project's one selection rule (grouprobust.selection), on the means over seeds
-        keys = [selection_key(sc, t, sel.higher_is_better) for sc, t in zip(points["score"], points["tie"])]
-        best = points.index[select_best_index(keys)]
         runs_best = group[group["point"] == best].sort_values("seed")
         varying = _varying_hparams(group["hparams"])
         chosen = json.loads(runs_best["hparams"].iloc[0])
         row: dict[str, Any] = {
             "dataset": runs_best["variant"].iloc[0], "method": method, "regime": regime, "rule": sel.name,
-            "n_points": len(points), "n_seeds": len(runs_best),
+            "n_points": n_points, "n_seeds": len(runs_best),
             "hparams": ", ".join(f"{k}={chosen[k]}" for k in varying) or "(one point)",
             f"val_{sel.metric}_mean": runs_best[metric].mean(),
         }

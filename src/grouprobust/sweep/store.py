@@ -77,6 +77,7 @@ class Plan:
     failed: list[Trial] = field(default_factory=list)
     retried: int = 0
     replace: dict[str, str] = field(default_factory=dict)  # run id -> token of the failed run to retry
+    kept: list[Trial] = field(default_factory=list)  # trials of the sweep left alone (``sweep --best-only``)
 
     @property
     def total(self) -> int:
@@ -115,12 +116,21 @@ def _ids_with_other_inputs(trials: list[Trial], entries: list[dict[str, Any]]) -
     return ids & {e.get("run_id") for e in entries}
 
 
+def _ids_on_other_seeds(trials: list[Trial], entries: list[dict[str, Any]]) -> set[str]:
+    """The run ids among manifest ``entries`` that are one of ``trials``' points on another seed (added by
+    ``sweep --best-only --seeds N``, or by a file listing more seeds): the same sweep, grown."""
+    seeds = {e.get("seed") for e in entries if isinstance(e.get("seed"), int)}
+    ids = {replace(t.config, seed=s).run_id for t in trials for s in seeds - {t.config.seed}}
+    return ids & {e.get("run_id") for e in entries}
+
+
 def unlisted_trials(out: Path, trials: list[Trial], spec_path: Path, force: bool = False) -> list[dict[str, Any]]:
     """Entries of ``out/sweep.json`` that are not among ``trials`` (none if there is no manifest yet).
 
     Such entries mean the directory holds another sweep: raises a one-line error unless ``force``.
     Entries that are one of ``trials`` but with other input file contents (the table was edited) are
-    not counted: they are this sweep before the edit, and the current trials replace them.
+    not counted: they are this sweep before the edit, and the current trials replace them. Nor are
+    entries that are one of ``trials``' points on another seed (``sweep --best-only --seeds N``).
     """
     path = Path(out) / MANIFEST
     manifest = read_manifest(out)
@@ -128,7 +138,8 @@ def unlisted_trials(out: Path, trials: list[Trial], spec_path: Path, force: bool
         return []
     earlier = manifest["trials"]
     ids = {t.run_id for t in trials}
-    superseded = _ids_with_other_inputs(trials, [e for e in earlier if e.get("run_id") not in ids])
+    others = [e for e in earlier if e.get("run_id") not in ids]
+    superseded = _ids_with_other_inputs(trials, others) | _ids_on_other_seeds(trials, others)
     extra = [e for e in earlier if e.get("run_id") not in ids and e.get("run_id") not in superseded]
     if extra and not force:
         raise GroupRobustError(f"{path} belongs to another sweep ({len(extra)} of its {len(earlier)} trials are not "
@@ -165,6 +176,7 @@ def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials:
     An existing manifest whose trials are all among ``trials`` (the same sweep, or a grown one, or one
     whose input files were edited since) is replaced. One listing trials that ``trials`` lacks belongs to another sweep: that is refused
     unless ``force``, which keeps every trial listed (the union, earlier specs under ``earlier_specs``).
+    Entries that are one of ``trials``' points on another seed are kept (a manifest never loses trials).
     """
     if manifest_is_current(out, spec_raw, spec_path, trials):
         return  # nothing to change: a finished sweep is reused on a read-only disk too
@@ -177,7 +189,9 @@ def write_manifest(out: Path, spec_raw: dict[str, Any], spec_path: Path, trials:
         earlier = read_manifest(out)
         extra = unlisted_trials(out, trials, spec_path, force)
         if earlier is not None:
-            entries += extra
+            listed = {e["run_id"] for e in entries}
+            grown = [e for e in earlier.get("trials", []) if e.get("run_id") not in listed]
+            entries += [e for e in grown if e.get("run_id") in _ids_on_other_seeds(trials, grown)] + extra
             if extra:
                 before = [{"spec_file": earlier.get("spec_file"), "spec": earlier.get("spec")}]
                 manifest["earlier_specs"] = earlier.get("earlier_specs", []) + before
