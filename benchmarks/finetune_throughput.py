@@ -43,9 +43,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-sys.path.insert(0, str(EXAMPLES))  # the small CNN is named as synthetic_waterbirds:small_cnn
+# the tiny BERT is the tests' (which also put examples/ on the path: the small CNN is synthetic_waterbirds:small_cnn)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from finetune_fixtures import tiny_bert_folder, write_synthetic_waterbirds  # noqa: E402
 from grouprobust.config import RunConfig, resolve_config  # noqa: E402
 from grouprobust.data import load_dataset  # noqa: E402
 from grouprobust.methods.base import TrainData  # noqa: E402
@@ -76,18 +77,12 @@ def resnet50_folder(folder: Path) -> str:
     return f"hf:{folder}"
 
 
-def tiny_bert_folder(folder: Path) -> str:
+def bert_folder(folder: Path) -> str:
     """A tiny BERT (2 layers of width 64, random weights) and a WordPiece tokenizer over the generated words."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    vocab = SPECIALS + FILLER + WORDS[0] + WORDS[1] + ["person", "people"]
-    torch.manual_seed(0)
-    config = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=128, vocab_size=len(vocab), max_position_embeddings=128)
-    transformers.BertModel(config).save_pretrained(str(folder))
-    transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(folder))
-    return f"hf:{folder}"
+    return tiny_bert_folder(folder, SPECIALS + FILLER + WORDS[0] + WORDS[1] + ["person", "people"], hidden=64, layers=2)
 
 
 def comments_table(path: Path, n: int, seed: int = 0) -> Path:
@@ -243,8 +238,6 @@ def main() -> None:
         os.environ["GROUPROBUST_CACHE"] = str(folder / "cache")  # empty: the first read decodes / tokenizes
         hparams = {"epochs": 1, "batch_size": args.batch_size}
         if args.images == "on":
-            from synthetic_waterbirds import write_synthetic_waterbirds
-
             start = time.perf_counter()
             root = write_synthetic_waterbirds(folder / "wb", n_train=args.n_images, n_eval_per_group=32,
                                               size=args.source_size)
@@ -257,7 +250,7 @@ def main() -> None:
         if args.texts == "on":
             table = comments_table(folder / "comments.csv", args.n_texts)
             data = {"path": str(table), "label": "toxic", "attribute": "group", "split": "split", "text": "comment"}
-            cfg = resolve_config("table", "erm", 0, data, {**hparams, "backbone": tiny_bert_folder(folder / "bert")})
+            cfg = resolve_config("table", "erm", 0, data, {**hparams, "backbone": bert_folder(folder / "bert")})
             measure(Workload("texts (tiny BERT)", cfg, "texts"), device, args.pairs, amp_modes)
     print("target: median ratio grouprobust / bare <= 1.15 with a warm cache on 2 CPU cores")
 
