@@ -30,15 +30,16 @@ def tiny_resnet_folder(folder: Path) -> str:
     return f"hf:{folder}"
 
 
-def tiny_bert_folder(folder: Path) -> str:
-    """A tiny transformers BERT (random weights, 32 features) and its WordPiece tokenizer saved in ``folder``."""
+def tiny_bert_folder(folder: Path, vocab: list[str] = VOCAB, hidden: int = 32, layers: int = 1) -> str:
+    """A tiny transformers BERT (random weights, ``hidden`` features, ``layers`` layers, sequences up to 64
+    tokens) and its WordPiece tokenizer over ``vocab`` (the special tokens first) saved in ``folder``."""
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=64, vocab_size=len(VOCAB), max_position_embeddings=64)
+    config = transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                                     intermediate_size=2 * hidden, vocab_size=len(vocab), max_position_embeddings=64)
     transformers.BertModel(config).save_pretrained(str(folder))
-    transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}).save_pretrained(str(folder))
+    transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(folder))
     return f"hf:{folder}"
 
 
