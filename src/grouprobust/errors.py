@@ -14,12 +14,15 @@ from __future__ import annotations
 class GroupRobustError(ValueError):
     """A user-caused error (bad input, unknown name, diverging run) with a one-line message.
 
-    ``subject`` (optional) names what the error is about; see the module docstring.
+    ``subject`` (optional) names what the error is about; see the module docstring. ``lists_choices``
+    says the message already ends with the valid names (an unknown name): a front end then adds no
+    hint of its own after them.
     """
 
-    def __init__(self, message: str = "", *, subject: str | None = None):
+    def __init__(self, message: str = "", *, subject: str | None = None, lists_choices: bool = False):
         super().__init__(message)
         self.subject = subject
+        self.lists_choices = lists_choices
 
 
 class DivergedError(GroupRobustError):

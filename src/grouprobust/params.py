@@ -307,7 +307,7 @@ def resolve_params(space: Mapping[str, Param], values: Mapping[str, Any] | None 
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         noun = "option" if what == "dataset option" else what
         raise GroupRobustError(f"unknown {noun} {unknown[0]!r}{where}{hint}; valid: {', '.join(sorted(space))}",
-                               subject=f"{subject_prefix}:{unknown[0]}")
+                               subject=f"{subject_prefix}:{unknown[0]}", lists_choices=True)
     resolved = {}
     for name, param in space.items():
         if name in values:

@@ -30,7 +30,7 @@ def unknown_name(kind: str, name: str, known: list[str], how: str = "", subject:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     tail = f" ({how})" if how else ""
     return GroupRobustError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(sorted(known))}{tail}",
-                            subject=subject)
+                            subject=subject, lists_choices=not how)
 
 
 class Registry(Mapping[str, T], Generic[T]):

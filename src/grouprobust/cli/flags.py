@@ -86,8 +86,8 @@ def in_flag_terms(message: str, subject: str | None) -> str:
 
 def describe_error(err: GroupRobustError) -> str:
     """The one line the command prints for ``err``: its message in flag terms, and the flag that sets its
-    subject."""
+    subject (left out when the message ends with the valid names of an unknown one: those end the line)."""
     subject = getattr(err, "subject", None)
     message = in_flag_terms(str(err), subject)
     flag = flag_for(subject)
-    return message if flag is None else f"{message} (set it with {flag})"
+    return message if flag is None or getattr(err, "lists_choices", False) else f"{message} (set it with {flag})"

@@ -9,7 +9,7 @@ import typer
 from grouprobust.errors import GroupRobustError
 from grouprobust.params import refuse_repeats
 
-SetOpt = typer.Option([], "--set", help="hyper-parameter key=value (repeatable); see `grouprobust methods`")
+SetOpt = typer.Option([], "--set", help="hyper-parameter key=value (repeatable); the names, defaults and ranges: `grouprobust methods NAME` (and `grouprobust losses NAME`)")
 DataOpt = typer.Option([], "--data", help="dataset option key=value (repeatable); see `grouprobust datasets`")
 TrackOpt = typer.Option(None, "--track", help="experiment tracking: mlflow, tensorboard or mlflow,tensorboard "
                         "(MLflow: MLFLOW_TRACKING_URI, else a local store mlruns/ beside the run; see docs/tracking.md)")

@@ -114,6 +114,16 @@ def datasets_table(rows: Iterable[dict[str, Any]]) -> Table:
     return table
 
 
+NEEDS_TEXT = {"none": "none", "val": "validation only", "full": "train + validation"}
+#: What each level of ``needs`` means a method reads, for `grouprobust methods NAME`.
+LABELS_READ = {"none": "none: no group labels anywhere (selection falls back to a label-free rule when the regime "
+                       "gives none)",
+               "val": "validation group labels only, for model selection (and, two-stage methods, to fit or tune "
+                      "the last layer); never training group labels",
+               "full": "training group labels (its objective or sampler uses them; or inferred groups from "
+                       "--groups) and validation group labels for model selection"}
+
+
 def methods_table(rows: Iterable[dict[str, Any]]) -> Table:
     """The rows of `grouprobust.methods.list_methods`: name, kind (loop or two-stage), the group labels each
     needs, what it does and the other libraries' names for it."""
@@ -123,9 +133,8 @@ def methods_table(rows: Iterable[dict[str, Any]]) -> Table:
     table.add_column("group labels needed")
     table.add_column("what it does", overflow="fold")
     table.add_column("same as", overflow="fold")
-    needs_text = {"none": "none", "val": "validation only", "full": "train + validation"}
     for row in rows:
-        table.add_row(row["name"], row["kind"], needs_text[row["needs"]], row["summary"], row.get("same_as") or "—")
+        table.add_row(row["name"], row["kind"], NEEDS_TEXT[row["needs"]], row["summary"], row.get("same_as") or "—")
     return table
 
 
@@ -138,6 +147,34 @@ def param_text(name: str, param: Any) -> str:
         kind, *args = param.search
         parts.append(f"search {kind}({', '.join(map(str, args[0] if kind == 'choice' else args))})")
     return "; ".join(parts) + (f": {param.help}" if param.help else "")
+
+
+def _search_text(param: Any) -> str:
+    if param.search is None:
+        return "fixed"
+    kind, *args = param.search
+    return f"{kind}({', '.join(map(str, args[0] if kind == 'choice' else args))})"
+
+
+def params_table(title: str, sections: Iterable[tuple[str, dict[str, Any]]]) -> Table:
+    """Parameters as rows: name, type, default, search range, constraint, help, and where each comes from.
+
+    ``sections`` are ``(source, {name: Param})`` pairs (e.g. ``("method", cls.params)``); a name declared in
+    an earlier section is not repeated by a later one (a method's redeclaration wins over the training default).
+    """
+    table = Table(title=title)
+    for col in ("parameter", "type", "default", "search range", "constraint", "from", "help"):
+        table.add_column(col, overflow="fold", no_wrap=col == "parameter")
+    seen: set[str] = set()
+    for source, params in sections:
+        for name, param in params.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            kind = getattr(param.kind, "__name__", "any")
+            constraint = "—" if param.constraint is None else param.constraint.describe(name)
+            table.add_row(name, kind, repr(param.default), _search_text(param), constraint, source, param.help or "—")
+    return table
 
 
 def losses_table(specs: Iterable[Any], shared: dict[str, Any]) -> Table:

@@ -68,7 +68,7 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
 def train(
     dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `grouprobust datasets`)",
                                 autocompletion=complete_dataset),
-    method: str = typer.Option("erm", "--method", "-m", help="method name (see `grouprobust methods`)",
+    method: str = typer.Option("erm", "--method", "-m", help="method name (list: `grouprobust methods`; its parameters: `grouprobust methods NAME`)",
                                autocompletion=complete_method),
     out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
     seed: int = typer.Option(0, "--seed"),

@@ -20,12 +20,18 @@ from grouprobust.methods.reweighting import WeightedSampling
 from grouprobust.methods.sampling import balanced_probabilities
 from grouprobust.params import NON_NEGATIVE, Interval, Param
 
-ENV_PARAMS: dict[str, Param] = {
-    "env": Param("group", ("choice", ["group", "attribute"]),
-                 "environments: the training groups, or the values of the spurious attribute"),
-    "sampler": Param("balanced", ("choice", ["balanced", "shuffle"]),
-                     "environment-balanced draws with replacement, or ERM's shuffled batches"),
-}
+
+def env_params(default_env: str = "group", env_help: str = "") -> dict[str, Param]:
+    """``env`` (with ``default_env``) and ``sampler``: the parameters every environment method takes."""
+    return {
+        "env": Param(default_env, ("choice", ["group", "attribute"]),
+                     env_help or "environments: the training groups, or the values of the spurious attribute"),
+        "sampler": Param("balanced", ("choice", ["balanced", "shuffle"]),
+                         "environment-balanced draws with replacement, or ERM's shuffled batches"),
+    }
+
+
+ENV_PARAMS: dict[str, Param] = env_params()
 
 
 def penalty_params(prefix: str, weight: float, weight_search: tuple, anneal: int) -> dict[str, Param]:
