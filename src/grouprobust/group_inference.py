@@ -32,6 +32,7 @@ quality of the inference (`inference_quality`) is reported, never used for train
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,35 @@ class InferredGroups:
     params: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    #: `rows_fingerprint` of the training split the groups label ("" in files written before it was kept).
+    rows: str = ""
+
+    def check_labels(self, train: GroupDataset, dataset: str, data: dict[str, Any], seed: int, path: Any) -> None:
+        """Refuse, with one line, to apply these groups to a training split other than the one they label.
+
+        Matched on the labelled rows themselves (`rows_fingerprint`), so the same data read under another
+        seed or another spelling of its options matches; a file without the fingerprint is matched on the
+        dataset, its options and the seed, and the message names what differs.
+        """
+        if self.rows:
+            mine = rows_fingerprint(train)
+            if mine == self.rows:
+                return
+            raise GroupRobustError(
+                f"train_groups {path} label another training split ({len(self.attribute)} rows, fingerprint "
+                f"{self.rows[:12]}) than this run's ({len(train)} rows, {mine[:12]}), made from {self.dataset} "
+                f"seed {self.seed}; infer them from a run on this data (same dataset options and, where the seed "
+                "draws the splits, the same seed)", subject="hparam:train_groups")
+        if (self.dataset, self.data, self.seed) == (dataset, data, seed):
+            return
+        differ = [f"{k}: {self.data.get(k)!r} there, {data.get(k)!r} here" for k in sorted({*self.data, *data})
+                  if self.data.get(k) != data.get(k)]
+        if self.dataset != dataset:
+            differ.insert(0, f"dataset: {self.dataset} there, {dataset} here")
+        if self.seed != seed:
+            differ.append(f"seed: {self.seed} there, {seed} here")
+        raise GroupRobustError(f"train_groups {path} were inferred for other data ({'; '.join(differ)}); infer them "
+                               "again", subject="hparam:train_groups")
 
     def save(self, path: Path | str) -> Path:
         """Write the groups file: ``PATH`` (npz: attribute, confidence) and ``PATH.json`` (what made them);
@@ -86,7 +116,7 @@ class InferredGroups:
             write_json_atomic(stage / meta.name, {
                 "format": FORMAT, "method": self.method, "n_attrs": self.n_attrs, "n_train": len(self.attribute),
                 "dataset": self.dataset, "data": self.data, "seed": self.seed, "params": self.params,
-                "source": self.source, "info": self.info})
+                "source": self.source, "info": self.info, "rows_fingerprint": self.rows})
             output.publish(stage, [path.name, meta.name])  # the pair appears whole, or not at all
         return path
 
@@ -100,6 +130,16 @@ class InferredGroups:
         names = Grouper(train.n_classes, self.n_attrs, None, [f"{self.method}={k}" for k in range(self.n_attrs)]).names
         return GroupDataset(plain.x, plain.y, self.attribute, plain.n_classes, self.n_attrs, plain.split, plain.name,
                             group_names=names, meta=dict(plain.meta), inputs=plain.inputs)
+
+
+def rows_fingerprint(train: GroupDataset) -> str:
+    """``sha256:...`` of a training split's inputs and labels (values, shapes and dtypes, in row order)."""
+    digest = hashlib.sha256()
+    for values in (train.x, train.y):
+        array = np.ascontiguousarray(values)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def check_new_groups_file(path: Path | str) -> Path:
@@ -140,7 +180,8 @@ def load_inferred_groups(path: Path | str) -> InferredGroups:
                                subject="hparam:train_groups") from None
     _check_groups_file(path, meta_path, meta, attribute, confidence, write_hint)
     return InferredGroups(attribute, confidence, int(meta["n_attrs"]), meta["method"], meta["dataset"], meta["data"],
-                          int(meta["seed"]), meta.get("params", {}), meta.get("source", ""), meta.get("info", {}))
+                          int(meta["seed"]), meta.get("params", {}), meta.get("source", ""), meta.get("info", {}),
+                          meta.get("rows_fingerprint", ""))
 
 
 def _check_groups_file(path: Path, meta_path: Path, meta: dict[str, Any], attribute: np.ndarray,
@@ -372,7 +413,8 @@ def infer_groups(method: str, reference: TrainedRun, params: dict[str, Any] | No
     attribute, confidence, n_attrs, info = spec.fn(reference, resolved, seed)
     groups = InferredGroups(np.asarray(attribute, dtype=np.int64), np.clip(np.asarray(confidence, float), 0, 1),
                             int(n_attrs), method, reference.config.dataset, dict(reference.config.data),
-                            reference.config.seed, resolved, str(reference.path), dict(info))
+                            reference.config.seed, resolved, str(reference.path), dict(info),
+                            rows_fingerprint(reference.splits.train))
     train = reference.splits.train
     if train.g is not None:
         groups.info["quality"] = inference_quality(groups.apply(train).g, train.g, train.n_groups, train.group_names)

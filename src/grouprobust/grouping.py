@@ -95,3 +95,32 @@ class Grouper:
         if g is None or a is None:
             return False
         return bool(np.array_equal(np.asarray(g), self.group_ids(y, a)))
+
+
+def split_group_names(names: list[str], n_classes: int, n_attrs: int) -> tuple[list[str], list[str]] | None:
+    """The class and attribute names that the ``n_classes * n_attrs`` group names ``"<class>,<attr>"`` (in
+    `Grouper` id order) were made of, or None when they cannot be told apart (one class, or names not of that form).
+
+    An attribute's name is the longest comma-led suffix its groups share across classes; a class's name is
+    what precedes it.
+    """
+    if n_classes < 2 or len(names) != n_classes * n_attrs:
+        return None
+    attrs = []
+    for a in range(n_attrs):
+        column = [names[c * n_attrs + a] for c in range(n_classes)]
+        shared = column[0]
+        for name in column[1:]:
+            while not name.endswith(shared):
+                shared = shared[1:]
+        cut = shared.find(",")
+        if cut < 0:
+            return None
+        attrs.append(shared[cut + 1:])
+    classes = []
+    for c in range(n_classes):
+        prefixes = {names[c * n_attrs + a][: -len(attrs[a]) - 1] for a in range(n_attrs)}
+        if len(prefixes) != 1:
+            return None
+        classes.append(prefixes.pop())
+    return classes, attrs

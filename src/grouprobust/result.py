@@ -24,7 +24,9 @@ class RunResult(Mapping):
     two-stage run adds ``target``); ``final``: the last epoch's validation figures (loop runs);
     ``extra``: method-family fields written at the top level (a two-stage run's ``stage1``,
     ``features``, ``val_halves``, ``n_heldout``, ``weights``); ``reused``: read back from a finished
-    run directory instead of trained (never written).
+    run directory instead of trained (never written). ``notes``: one line each on how the data was
+    read (e.g. which column gave the splits); ``warnings``: one line each on figures to distrust
+    (groups too small for the selection or the last-layer fit, `grouprobust.intervals`).
     """
 
     dataset: str
@@ -40,6 +42,8 @@ class RunResult(Mapping):
     train_group_counts: list[int] | None = None
     train_empty_groups: list[str] = field(default_factory=list)
     method_info: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
 

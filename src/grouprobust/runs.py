@@ -21,6 +21,8 @@ from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
 from grouprobust.distributed import is_main_process, join_torchrun
 from grouprobust.errors import GroupRobustError
+from grouprobust.grouping import split_group_names
+from grouprobust.intervals import add_intervals, small_group_warnings
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
@@ -72,8 +74,10 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
         raise GroupRobustError("tracking needs a run directory; give out", subject="track")
     if out is None:
         if not two_stage:  # nothing to write: train and return
-            return Trainer(config, splits or load_dataset(config.dataset, config.seed, **config.data), device,
-                           on_epoch=on_epoch, download=download).fit()
+            splits = splits or load_dataset(config.dataset, config.seed, **config.data)
+            result = Trainer(config, splits, device, on_epoch=on_epoch, download=download).fit()
+            annotate(result, [note for note in [splits.meta.get("split_note")] if note])
+            return result
         with tempfile.TemporaryDirectory() as tmp:  # a two-stage run reads its stage 1 back from disk
             return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model,
                        download=download)
@@ -116,12 +120,42 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
             stage1 = load_trained_run(reuse or stage1_dir, device, subject="stage1")
             result = fit_stage2(config, stage1, tracked.log, writer.file(WEIGHTS_FILE), reused_stage1=reuse is not None)
             result.time_s = time.perf_counter() - start
+            annotate(result, (stage1.result or {}).get("notes", []))
         else:
             trainer = Trainer(config, splits, device, log=tracked.log, on_epoch=on_epoch, download=download)
             result = trainer.fit()
+            annotate(result, [note for note in [splits.meta.get("split_note")] if note])
             if save_model and trainer.selected_state is not None:
                 state = trainer.selected_state
                 write_atomic(writer.file(MODEL_FILE), lambda fh: torch.save(state, fh))
         tracked.finish(result.to_dict())
         writer.finish(result.to_dict())
     return result
+
+
+def annotate(result: RunResult, notes: list[str]) -> None:
+    """Give ``result`` its 95% intervals (`grouprobust.intervals.add_intervals`, every split), class and
+    attribute names in ``per_class`` / ``per_attr`` (those of the groups), its small-group warnings and the
+    data ``notes``."""
+    for metrics in result.metrics.values():
+        if isinstance(metrics, dict):
+            name_classes_and_attributes(metrics)
+            add_intervals(metrics)
+    result.warnings = small_group_warnings(result.metrics)
+    result.notes = list(notes)
+
+
+def name_classes_and_attributes(metrics: dict) -> None:
+    """Name ``per_class`` and ``per_attr`` entries (``y=0``, ``a=1`` from `grouprobust.metrics`) after the class
+    and attribute names the group names are made of (``income=>50K``, ``race=White``), in place."""
+    per_group, per_class, per_attr = (metrics.get(k) or {} for k in ("per_group", "per_class", "per_attr"))
+    if not per_group or not per_class:
+        return
+    n_classes = len(per_class)
+    named = split_group_names([entry["name"] for entry in per_group.values()], n_classes, len(per_group) // n_classes)
+    if named is None:
+        return
+    for table, names in ((per_class, named[0]), (per_attr, named[1])):
+        if len(table) == len(names):
+            for entry, name in zip(table.values(), names):
+                entry["name"] = name

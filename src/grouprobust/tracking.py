@@ -291,7 +291,7 @@ def parse_track(track: str | Iterable[str] | None) -> list[str]:
     """The tracker names in ``track`` (``"mlflow"``, ``"mlflow,tensorboard"``, a list, or None/"" for none)."""
     if track is None:
         return []
-    items = track.split(",") if isinstance(track, str) else list(track)
+    items = [part for item in ([track] if isinstance(track, str) else track) for part in str(item).split(",")]
     names: list[str] = []
     for item in items:
         name = str(item).strip().lower()

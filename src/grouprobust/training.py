@@ -226,12 +226,7 @@ class Trainer:
     def _inferred_train_set(self, train: GroupDataset) -> GroupDataset:
         """The training split with the inferred groups of the ``train_groups`` file (labels only otherwise)."""
         groups = load_inferred_groups(self.hparams["train_groups"])
-        mine = self.config
-        if (groups.dataset, groups.data, groups.seed) != (mine.dataset, mine.data, mine.seed):
-            raise GroupRobustError(
-                f"train_groups {self.hparams['train_groups']} were inferred for {groups.dataset} {groups.data} seed "
-                f"{groups.seed}, not for this run's {mine.dataset} {mine.data} seed {mine.seed}; infer them again",
-                subject="hparam:train_groups")
+        groups.check_labels(train, self.config.dataset, self.config.data, self.config.seed, self.hparams["train_groups"])
         inferred = groups.apply(train)
         self.group_inference = {"method": groups.method, "params": groups.params, "source": groups.source,
                                 "file": str(self.hparams["train_groups"]), "n_attrs": groups.n_attrs}

@@ -11,7 +11,8 @@ from grouprobust.params import refuse_repeats
 
 SetOpt = typer.Option([], "--set", help="hyper-parameter key=value (repeatable); the names, defaults and ranges: `grouprobust methods NAME` (and `grouprobust losses NAME`)")
 DataOpt = typer.Option([], "--data", help="dataset option key=value (repeatable); see `grouprobust datasets`")
-TrackOpt = typer.Option(None, "--track", help="experiment tracking: mlflow, tensorboard or mlflow,tensorboard "
+TrackOpt = typer.Option([], "--track", help="experiment tracking: mlflow, tensorboard or mlflow,tensorboard; repeat "
+                        "to add one (--track mlflow --track tensorboard tracks both) "
                         "(MLflow: MLFLOW_TRACKING_URI, else a local store mlruns/ beside the run; see docs/tracking.md)")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: chosen from the CPUs this process "
                           "may use and how busy they are; OMP_NUM_THREADS wins)")

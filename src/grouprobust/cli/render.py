@@ -14,6 +14,13 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _pct_ci(value: float | None, interval: list[float] | None) -> str:
+    """``72.4 [65.0, 78.8]``: a percentage with its 95% interval when there is one."""
+    if value is None or not interval:
+        return _pct(value)
+    return f"{_pct(value)} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
 def selected_text(selected: dict[str, Any]) -> str:
     """``selected epoch 3 by RULE`` for a loop run; a two-stage run names what its estimator chose instead
     (``selected step 12`` for GSR, ``selected C 0.3`` for DFR), never ``epoch None``."""
@@ -52,7 +59,7 @@ def per_group_table(result: dict[str, Any], max_rows: int = 12) -> Table:
     table = Table(title=title + (" [ORACLE]" if sel.get("oracle") else ""))
     count_header, fit_counts, caption = _fit_counts(result)
     for col, justify in (("group", "left"), (count_header, "right"), ("val n", "right"), ("val acc %", "right"),
-                         ("test n", "right"), ("test acc %", "right")):
+                         ("test n", "right"), ("test acc % [95% CI]", "right")):
         table.add_column(col, justify=justify)
     test_groups = test.get("per_group") or {}
     val_groups = val.get("per_group") or {}
@@ -61,8 +68,10 @@ def per_group_table(result: dict[str, Any], max_rows: int = 12) -> Table:
         tg, vg = test_groups[g], val_groups.get(g, {})
         n_fit = fit_counts.get(str(g))
         table.add_row(tg["name"], "—" if n_fit is None else str(n_fit), str(vg.get("n", "—")), _pct(vg.get("acc")),
-                      str(tg["n"]), _pct(tg["acc"]))
+                      str(tg["n"]), _pct_ci(tg["acc"], tg.get("ci95")))
     notes = [caption] if caption else []
+    if any("ci95" in tg for tg in test_groups.values()):
+        notes.append("95% CI: Wilson score interval")
     if len(rows) > max_rows:
         notes.append(f"{len(rows) - max_rows} more groups not shown (worst {max_rows} by test accuracy listed)")
     if notes:
@@ -78,7 +87,7 @@ def summary_table(result: dict[str, Any]) -> Table:
         table.add_column(col, justify="right")
     for split in ("val", "test"):
         m = result["metrics"][split]
-        table.add_row(split, _pct(m.get("worst_group_acc")), _pct(m.get("group_balanced_acc")), _pct(m.get("avg_acc")),
+        table.add_row(split, _pct_ci(m.get("worst_group_acc"), m.get("worst_group_acc_ci95")), _pct(m.get("group_balanced_acc")), _pct(m.get("avg_acc")),
                       _pct(m.get("worst_class_acc")))
     return table
 
@@ -88,6 +97,10 @@ def print_result(result: dict[str, Any], console: Console | None = None) -> None
     console = console or Console()
     console.print(per_group_table(result))
     console.print(summary_table(result))
+    for note in result.get("notes") or []:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    for warning in result.get("warnings") or []:
+        console.print(f"warning: {warning}", markup=False, highlight=False, style="yellow")
 
 
 def comparison_table(results: dict[str, dict[str, Any]]) -> Table:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.markdown import Markdown
@@ -26,7 +26,7 @@ def sweep(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed trials again"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run, run nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
-    track: Optional[str] = TrackOpt,
+    track: List[str] = TrackOpt,
     force: bool = typer.Option(False, "--force", help="add this sweep's trials to an OUT that holds another sweep"),
     threads: Optional[int] = ThreadsOpt,
     gpus_per_trial: Optional[float] = typer.Option(
@@ -76,7 +76,7 @@ def sweep(
 
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
                             on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan,
-                            track=track, force=force, threads=threads, gpus_per_trial=gpus_per_trial,
+                            track=",".join(track) or None, force=force, threads=threads, gpus_per_trial=gpus_per_trial,
                             cpus_per_trial=cpus_per_trial, best_only=best_only, seeds=seeds)
     elsewhere = f" ({summary.elsewhere} more ran in other processes sharing {out})" if summary.elsewhere else ""
     console.print(f"ran {summary.ran}: {summary.finished} finished, {len(summary.failed)} failed{elsewhere}. "

@@ -81,7 +81,7 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: CUDA when present)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="gsr/gsr-hf/dfr: reuse this run's model as stage 1"),
-    track: Optional[str] = TrackOpt,
+    track: List[str] = TrackOpt,
     threads: Optional[int] = ThreadsOpt,
     groups: Optional[Path] = typer.Option(None, "--groups", help="inferred training groups written by "
                                           "`grouprobust infer-groups` (shortcut for --set train_groups=FILE)"),
@@ -97,7 +97,7 @@ def train(
 ) -> None:
     """Train one method on one dataset and write a run directory (hyper-parameters: `grouprobust methods NAME`)."""
     train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir,
-                     track=track, threads=threads, backbone=backbone, weights=weights, root=root, download=download,
+                     track=",".join(track) or None, threads=threads, backbone=backbone, weights=weights, root=root, download=download,
                      groups=groups)
 
 

@@ -8,9 +8,11 @@
   comma-separated names), named ``"sex=Female"`` or ``"sex=Female & race=Black"`` for several; the
   groups are label x attribute combinations, numbered and named by `grouprobust.grouping.Grouper`
   (``"income=>50K,sex=Female"``);
-* **splits** come from the ``split`` column (values train / val / test) or, without one, from
-  seeded fractions ``val_fraction`` / ``test_fraction`` drawn within each group (so every split
-  keeps the groups' proportions);
+* **splits** come from the ``split`` option's column (values train / val / test); by default
+  (``split="auto"``) a column named ``split`` whose values are all train / val / test is that column
+  (said in ``meta["split_note"]``, which the command line prints), and without one, or with
+  ``split="none"``, the splits are seeded fractions ``val_fraction`` / ``test_fraction`` drawn within
+  each group (so every split keeps the groups' proportions);
 * **inputs** are every other column (or only ``features``), minus ``drop``: numeric columns are
   standardised and categorical ones (text, category, boolean) one-hot encoded by a scikit-learn
   ``ColumnTransformer`` fitted on the training split only.
@@ -239,16 +241,29 @@ def _drawn_splits(groups: np.ndarray, val_fraction: float, test_fraction: float,
     return out
 
 
+#: The ``split`` values that do not name a column: find a ``split`` column, or draw the splits.
+AUTO_SPLIT, NO_SPLIT = "auto", "none"
+
+
+def _auto_split_column(frame: pd.DataFrame) -> str | None:
+    """``"split"`` if the table has a column of that name whose values are all train / val / test."""
+    if "split" not in frame.columns or frame["split"].isna().any():
+        return None
+    values = set(frame["split"].map(lambda v: str(v).strip().lower()))
+    return "split" if values and values <= set(SPLITS) else None
+
+
 def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str | Sequence[str],
-               split: str | None = None, features: str | Sequence[str] | None = None,
+               split: str | None = AUTO_SPLIT, features: str | Sequence[str] | None = None,
                drop: str | Sequence[str] | None = None, val_fraction: float = 0.2, test_fraction: float = 0.2,
                seed: int = 0, max_levels: int = 50, name: str = "table", image: str = "", text: str = "",
                root: str | Path = "", image_size: int = 0, tokenizer: str = "", max_length: int = 0) -> DatasetSplits:
     """Train/val/test `GroupDataset` splits of a table with one row per sample (see the module docstring).
 
     ``table``: a DataFrame or a path (``.csv``, ``.tsv``, ``.parquet``); ``label``: the class column;
-    ``attribute``: the spurious attribute column(s); ``split``: a column of train/val/test (else
-    seeded fractions, drawn with ``seed``); ``features``: the input columns (default every other
+    ``attribute``: the spurious attribute column(s); ``split``: a column of train/val/test, ``"auto"``
+    (a column named ``split`` with only those values, if there is one) or ``"none"``/None (seeded
+    fractions, drawn with ``seed``, whatever the columns); ``features``: the input columns (default every other
     column); ``drop``: columns to leave out; ``max_levels``: most distinct values allowed in the
     label or attribute columns, and most one-hot columns per categorical feature.
 
@@ -274,6 +289,14 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
     if label in attributes:
         raise GroupRobustError(f"column {label!r} is both the label and an attribute; pick another attribute",
                                subject="data:attribute")
+    split_note = ""
+    if split == AUTO_SPLIT:
+        split = _auto_split_column(frame)
+        if split:
+            split_note = ("splits: the table's column 'split' (train/val/test) gives them; set split=none to draw "
+                          "them at random instead")
+    elif split == NO_SPLIT:
+        split = None
     if split:
         _require(frame, [split], "split")
     if image and text:
@@ -343,7 +366,7 @@ def from_table(table: pd.DataFrame | Path | str, *, label: str, attribute: str |
     encoding = TableEncoding(label, attributes, class_names, attr_names, numeric, categorical, encoder,
                              [str(n) for n in encoder.get_feature_names_out()])
     x = encoding.transform(frame)
-    meta = {"table": encoding, "feature_names": encoding.feature_names,
+    meta = {"table": encoding, "feature_names": encoding.feature_names, "split_note": split_note,
             "source": {"path": str(table) if isinstance(table, (str, Path)) else "(DataFrame)"}}
     parts = [GroupDataset(x[split_of == s], y[split_of == s], a[split_of == s], grouper.n_classes, grouper.n_attrs,
                           s, name, group_names=grouper.names, meta={"feature_names": encoding.feature_names})
@@ -388,7 +411,9 @@ def table_dataset(seed: int = 0, *,
                   path: Annotated[str, "the table: .csv, .tsv or .parquet"] = "",
                   label: Annotated[str, "column holding the class"] = "",
                   attribute: Annotated[str, "spurious attribute column(s), comma-separated"] = "",
-                  split: Annotated[str, "column of train/val/test (default: seeded fractions)"] = "",
+                  split: Annotated[str, "column of train/val/test; auto: the column named split if its values "
+                                        "are all train/val/test, else seeded fractions; none: seeded fractions"
+                                   ] = AUTO_SPLIT,
                   features: Annotated[str, "input columns, comma-separated (default: every other column)"] = "",
                   drop: Annotated[str, "columns to leave out, comma-separated"] = "",
                   val_fraction: Annotated[float, FRACTION, "validation share without a split column"] = 0.2,
@@ -408,7 +433,7 @@ def table_dataset(seed: int = 0, *,
     if not path:
         raise GroupRobustError("dataset 'table' needs a file: set the dataset option path=FILE (a .csv, .tsv or "
                                ".parquet table)", subject="data:path")
-    return from_table(path, label=label, attribute=attribute, split=split or None, features=features or None,
+    return from_table(path, label=label, attribute=attribute, split=split or NO_SPLIT, features=features or None,
                       drop=drop or None, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                       max_levels=max_levels, image=image, text=text, root=root, image_size=image_size,
                       tokenizer=tokenizer, max_length=max_length)
