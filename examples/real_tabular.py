@@ -14,7 +14,8 @@ dataset's documentation says; the label is ``income`` (<=50K / >50K), the attrib
 Run:  python examples/real_tabular.py --out runs/adult [--attribute sex] [--seeds 0,1,2] [--methods erm,jtt]
 Prints a markdown table (test worst-group accuracy with its mean 95% Wilson half-width, test average
 accuracy, label use, wall time; mean ± std over seeds, ordered by validation worst-group accuracy), the
-table of docs/results.md ("Real tabular data"). Runs already finished under --out are reused.
+table of docs/results.md ("Real tabular data"). Runs already finished under --out are reused;
+`grouprobust report OUT --per-seed` reports them too.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main() -> None:
         for seed in seeds:
             start = time.perf_counter()
             result = run(resolve_config("table", method, seed, data, regime=regime),
-                         out=out / args.attribute / method / str(seed))
+                         out=out / "runs" / f"{args.attribute}-{method}-{seed}")
             results.append((result, time.perf_counter() - start))
             print(f"{method} seed {seed}: test worst-group {100 * result['metrics']['test']['worst_group_acc']:.1f}",
                   flush=True)

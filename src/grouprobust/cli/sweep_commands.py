@@ -94,15 +94,19 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to write the report (default DIRECTORY/report)"),
     select: Optional[str] = typer.Option(None, "--select", help="selection rule to use instead of the runs' own"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write figures"),
+    per_seed: bool = typer.Option(False, "--per-seed", help="add each seed's test worst-group accuracy to the table "
+                                  "(summary.csv always has every seed's values)"),
 ) -> None:
-    """Choose hyper-parameters on validation and tabulate test accuracies (mean ± std over seeds)."""
+    """Choose hyper-parameters on validation and tabulate test accuracies (mean ± std over seeds), best first."""
     # Lazy: the report imports pandas and matplotlib, which `grouprobust --help` does not need.
-    from grouprobust.sweep.report import display_table, write_report
+    from grouprobust.sweep.report import best_lines, display_table, write_report
 
     with err_console.status(f"reading the runs under {directory} and writing the report"):
-        result, folder = write_report(directory, out, select, plots)
+        result, folder = write_report(directory, out, select, plots, per_seed)
     if len(result.summary):
-        console.print(Markdown(display_table(result.summary).to_markdown(index=False)))
+        console.print(Markdown(display_table(result.summary, per_seed=per_seed).to_markdown(index=False)))
+        for line in best_lines(result.summary):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     if len(result.failures):
         console.print(f"[red]{len(result.failures)} failed runs[/]:")
         for row in result.failures.itertuples():

@@ -1,12 +1,15 @@
 """Feature-distribution matching across environments on the model's ``features``: MMD and CORAL
 (DomainBed's / SubpopBench's ``MMD`` and ``CORAL``).
 
-Environments default to the values of the spurious attribute (``env=attribute``), as in SubpopBench
-and DomainBed (where an environment is a domain). With ``env=group`` the environments are
-(class, attribute) groups: matching the feature distributions of groups of *different classes*
-asks for features that carry no class information, and a strong enough penalty drives the model to
-a constant prediction (MMD on a census table: worst-group accuracy 2 %, every example of the
-minority class wrong).
+MMD's environments default to the values of the spurious attribute (``env=attribute``), as in
+SubpopBench and DomainBed (where an environment is a domain). With ``env=group`` the environments
+are (class, attribute) groups: matching the feature distributions of groups of *different classes*
+asks for features that carry no class information, and MMD's penalty (a sum of seven Gaussian
+kernels, weight 1) is strong enough to drive the model to a constant prediction (on UCI Adult,
+income x sex: test worst-group accuracy 2 %, every example of the minority class wrong). CORAL keeps
+``env=group``: its penalty (first and second moments only) leaves the class signal in place there,
+and the group-balanced risk it then minimises is what makes it better than ERM on that table
+(worst-group 78 % with groups, 59-65 % with attribute values, against ERM's 70 %).
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from typing import Any
 import torch
 
 from grouprobust.methods.base import Batch, last_values
-from grouprobust.methods.environments import EnvironmentMethod, env_params, environment_risks
+from grouprobust.methods.environments import ENV_PARAMS, EnvironmentMethod, env_params, environment_risks
 from grouprobust.methods.registry import register_method
 from grouprobust.params import NON_NEGATIVE, Param
 
-#: ``env`` and ``sampler`` of the feature-matching methods: environments are attribute values by default.
-MATCHING_ENV_PARAMS = env_params("attribute", "environments whose feature distributions are matched: the values "
+#: MMD's ``env`` and ``sampler``: environments are attribute values by default.
+MMD_ENV_PARAMS = env_params("attribute", "environments whose feature distributions are matched: the values "
                                  "of the spurious attribute (SubpopBench), or the training groups (groups of "
                                  "different classes then get the same features: a strong penalty collapses "
                                  "the model to one class)")
@@ -116,7 +119,7 @@ class MMD(_FeatureMatching):
     needs = "full"
     same_as = "SubpopBench MMD (environments = attribute values there too; objective the batch mean), DomainBed MMD"
     summary = "MMD: mean environment risk + gamma * Gaussian-kernel MMD of the features between pairs of attribute values"
-    params = {**MATCHING_ENV_PARAMS,
+    params = {**MMD_ENV_PARAMS,
               "mmd_gamma": Param(1.0, ("log_uniform", 0.1, 10.0), "weight of the MMD penalty", NON_NEGATIVE)}
     weight_name = "mmd_gamma"
 
@@ -131,10 +134,9 @@ class CORAL(_FeatureMatching):
 
     name = "coral"
     needs = "full"
-    same_as = "SubpopBench CORAL (environments = attribute values there too; objective the batch mean), DomainBed CORAL"
-    summary = ("CORAL: mean environment risk + gamma * squared differences of feature means and covariances between "
-               "attribute values")
-    params = {**MATCHING_ENV_PARAMS,
+    same_as = "SubpopBench CORAL (there env=attribute, objective the batch mean), DomainBed CORAL"
+    summary = "CORAL: mean group risk + gamma * squared differences of feature means and covariances between groups"
+    params = {**ENV_PARAMS,
               "coral_gamma": Param(1.0, ("log_uniform", 0.1, 10.0), "weight of the CORAL penalty", NON_NEGATIVE)}
     weight_name = "coral_gamma"
 

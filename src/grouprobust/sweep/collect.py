@@ -126,6 +126,11 @@ def _read_run(path: Path, status: str) -> dict[str, Any]:
                              if isinstance(g, dict)} if isinstance(per_group, dict) else {}
     selected = result.get("selected")
     row["selected_epoch"] = selected.get("epoch") if isinstance(selected, dict) else None
+    row["time_s"] = _number(result.get("time_s"))
+    interval = test.get("worst_group_acc_ci95") if isinstance(test, dict) else None
+    row["test_worst_group_acc_ci95_half"] = (_number(interval[1]) - _number(interval[0])) / 2 \
+        if isinstance(interval, list) and len(interval) == 2 else np.nan
+    row["train_groups"] = bool(json.loads(row["hparams"]).get("train_groups"))
     return row
 
 
@@ -177,9 +182,12 @@ def collect_runs(directory: Path) -> pd.DataFrame:
         raise GroupRobustError(f"no finished or failed runs under {root}; run the sweep into {directory} first")
     df = pd.DataFrame(_mark_copies(rows))
     for column in ("dataset", "data", "inputs", "method", "seed", "regime", "select", "hparams", "point",
-                   "selected_epoch"):
+                   "selected_epoch", "train_groups"):
         if column not in df:
             df[column] = None
+    for column in ("time_s", "test_worst_group_acc_ci95_half"):
+        if column not in df:
+            df[column] = np.nan
     for column in _metric_columns():
         if column not in df:
             df[column] = np.nan

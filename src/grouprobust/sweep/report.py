@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.outdir import OutputDirectory, check_output_path
 from grouprobust.output import format_mean_std, read_json, write_atomic, write_json_atomic
+from grouprobust.selection import SelectionRule
 from grouprobust.sweep.choice import chosen_points
 from grouprobust.sweep.collect import COPY, UNREADABLE, canonical_json, metric_column
 from grouprobust.sweep.expected import expected_cells, has_expected, latex_notes, summary_expected
@@ -100,13 +102,20 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
         chosen = json.loads(runs_best["hparams"].iloc[0])
         row: dict[str, Any] = {
             "dataset": runs_best["variant"].iloc[0], "method": method, "regime": regime, "rule": sel.name,
+            "labels": label_use(method, regime, bool(runs_best["train_groups"].fillna(False).any()), sel),
             "n_points": n_points, "n_seeds": len(runs_best),
             "hparams": ", ".join(f"{k}={chosen[k]}" for k in varying) or "(one point)",
+            "selection_figure": runs_best[metric].mean(),
             f"val_{sel.metric}_mean": runs_best[metric].mean(),
         }
         for name, _ in REPORTED:
             row[f"test_{name}_mean"] = runs_best[f"test_{name}"].mean()
             row[f"test_{name}_std"] = runs_best[f"test_{name}"].std(ddof=1)
+            row[f"test_{name}_per_seed"] = ";".join(f"{v:.4f}" for v in runs_best[f"test_{name}"])
+        row["seeds"] = ";".join(str(int(v)) for v in runs_best["seed"])
+        row["test_worst_group_acc_ci95_half_mean"] = runs_best["test_worst_group_acc_ci95_half"].mean()
+        row["time_s_mean"] = runs_best["time_s"].mean()
+        row["higher_is_better"] = sel.higher_is_better
         row.update(summary_expected(group))
         summary_rows.append(row)
         chosen_rows.append(runs_best.assign(variant=row["dataset"]))
@@ -114,7 +123,7 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
         group_rows += [{"dataset": row["dataset"], "method": method, "group": g, "test_acc_mean": acc}
                        for g, acc in per_group.items()]
     failures = runs[runs["status"] == "failed"][["run_id", "variant", "method", "seed", "hparams", "reason"]]
-    summary = pd.DataFrame(summary_rows)
+    summary = _by_selection_figure(pd.DataFrame(summary_rows))
     unreadable = runs[runs["status"] == UNREADABLE][["run_id", "path", "reason"]].reset_index(drop=True)
     copies = runs[runs["status"] == COPY][["run_id", "path", "reason"]].reset_index(drop=True)
     return Report(runs, summary, pd.DataFrame(group_rows),
@@ -122,18 +131,69 @@ def select_and_aggregate(runs: pd.DataFrame, rule: str | None = None) -> Report:
                   pd.concat(chosen_rows) if chosen_rows else runs.iloc[:0], rule, unreadable, copies)
 
 
-def display_table(summary: pd.DataFrame, pm: str = " ± ") -> pd.DataFrame:
-    """The summary with test accuracies as ``mean ± std`` strings in percent (std "—" for one seed); where a
-    row carries a published result, an ``expected worst-group %`` column beside the measured one, its
+#: Which group labels a method reads, by its ``needs`` (`grouprobust.methods.base.MethodDeclaration`).
+LABEL_USE = {"none": "none", "val": "val only", "full": "train + val"}
+
+
+def label_use(method: str, regime: str, inferred: bool, rule: SelectionRule) -> str:
+    """The group labels a method's runs read: ``train + val``, ``val only`` or ``none`` (``inferred train +
+    val`` on inferred training groups; a label-free method selected by a rule that reads groups: ``val only``)."""
+    from grouprobust.methods.registry import get_method  # the method classes import torch: only when reporting
+
+    try:
+        needs = get_method(method).needs
+    except GroupRobustError:  # a method this version does not know: what the regime gave
+        needs = regime
+    if needs == "full" and inferred:
+        return "inferred train + val"
+    if needs == "none" and rule.needs != "none" and regime != "none":
+        return "val only"
+    return LABEL_USE.get(needs, needs)
+
+
+def _by_selection_figure(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with each dataset's rows ordered best first by the selection figure (the mean over seeds
+    of the rule's validation metric, in the rule's own direction)."""
+    if summary.empty:
+        return summary
+    order = summary["selection_figure"].where(summary["higher_is_better"], -summary["selection_figure"])
+    return (summary.assign(_order=-order).sort_values(["dataset", "_order", "method"], kind="stable")
+            .drop(columns="_order").reset_index(drop=True))
+
+
+def best_lines(summary: pd.DataFrame) -> list[str]:
+    """One line per dataset: the method that the selection rule puts first, with its figures (percent)."""
+    lines = []
+    for dataset, rows in summary.groupby("dataset", sort=True):
+        top = rows.iloc[0]
+        rules = sorted(set(rows["rule"]))
+        lines.append(f"best method on {dataset} by {', '.join(rules)}: {top['method']} (validation "
+                     f"{100 * top['selection_figure']:.1f}; test worst-group "
+                     f"{format_mean_std(top['test_worst_group_acc_mean'], top['test_worst_group_acc_std'], 1, 100)} %)")
+    return lines
+
+
+def display_table(summary: pd.DataFrame, pm: str = " ± ", per_seed: bool = False) -> pd.DataFrame:
+    """The summary with test accuracies as ``mean ± std`` strings in percent (std "—" for one seed), the labels
+    each method reads, the selection figure rows are ordered by, the mean 95% Wilson half-width of the
+    worst-group accuracy, wall time per run and, with ``per_seed``, the worst-group accuracy of every seed;
+    where a row carries a published result, an ``expected worst-group %`` column beside the measured one, its
     values marked with the number of their source (`expected_notes` lists them)."""
-    out = summary[["dataset", "method", "rule", "n_seeds", "hparams"]].copy()
+    out = summary[["dataset", "method", "labels", "rule", "n_seeds", "hparams"]].copy()
+    out["selection %"] = [f"{100 * v:.1f}" for v in summary["selection_figure"]]
     for name, label in REPORTED:
         out[f"{label} %"] = [format_mean_std(m, s, 1, 100, pm)
                              for m, s in zip(summary[f"test_{name}_mean"], summary[f"test_{name}_std"])]
-        if name == "worst_group_acc" and has_expected(summary):
-            out["expected worst-group %"] = expected_cells(summary)[0]
+        if name == "worst_group_acc":
+            if has_expected(summary):
+                out["expected worst-group %"] = expected_cells(summary)[0]
+            out["worst-group 95% CI ±"] = ["—" if np.isnan(h) else f"{100 * h:.1f}"
+                                           for h in summary["test_worst_group_acc_ci95_half_mean"]]
+            if per_seed:
+                out["worst-group per seed %"] = [" / ".join(f"{100 * float(v):.1f}" for v in cell.split(";"))
+                                                 for cell in summary["test_worst_group_acc_per_seed"]]
+    out["time s"] = ["—" if np.isnan(t) else f"{t:.1f}" for t in summary["time_s_mean"]]
     return out
-
 
 def expected_notes(summary: pd.DataFrame) -> list[str]:
     """The numbered sources of the ``expected worst-group %`` column (``[1] paper, table (backbone)``)."""
@@ -202,7 +262,8 @@ def claim_report_dir(out: Path, wait: bool = False) -> Any:
     return OutputDirectory(out, "report folder").claim(wait)
 
 
-def write_report(directory: Path, out: Path | None = None, rule: str | None = None, plots: bool = True) -> tuple[Report, Path]:
+def write_report(directory: Path, out: Path | None = None, rule: str | None = None, plots: bool = True,
+                 per_seed: bool = False) -> tuple[Report, Path]:
     """Write ``report.md``, ``summary.csv``, ``summary.tex``, ``per_group.csv``, ``failures.csv`` and plots.
 
     Files go to ``out`` (default ``directory/report``; a link to a folder writes into that folder);
@@ -232,20 +293,20 @@ def write_report(directory: Path, out: Path | None = None, rule: str | None = No
         earlier = check_report_out(out, names)
         with claim.staging() as stage:
             _write_report_files(report, directory, stage, plan_plots(report, stage) if plans else {},
-                                sorted(earlier | set(names)))
+                                sorted(earlier | set(names)), per_seed)
             claim.publish(stage, [*names, REPORT_FILES])  # the list last: it names only files in place
     return report, out
 
 
 def _write_report_files(report: Report, directory: Path, folder: Path, plans: dict[str, Any],
-                        listed: list[str]) -> None:
+                        listed: list[str], per_seed: bool = False) -> None:
     """Write every file of the report into ``folder`` (the staging folder), ``report.json`` listing ``listed``."""
     write_json_atomic(folder / REPORT_FILES, {"written_by": WRITTEN_BY, "sweep": str(directory), "files": listed})
     write_atomic(folder / "summary.csv", report.summary.to_csv(index=False))
     write_atomic(folder / "per_group.csv", report.per_group.to_csv(index=False))
     write_atomic(folder / "failures.csv", report.failures.to_csv(index=False))
-    table = display_table(report.summary) if len(report.summary) else report.summary
-    latex = display_table(report.summary, r" $\pm$ ") if len(report.summary) else report.summary
+    table = display_table(report.summary, per_seed=per_seed) if len(report.summary) else report.summary
+    latex = display_table(report.summary, r" $\pm$ ", per_seed) if len(report.summary) else report.summary
     text_cols = [c for c in ("dataset", "method", "rule", "hparams") if c in latex]
     styler = latex.style.hide(axis="index").format(escape="latex", subset=text_cols).format_index(escape="latex", axis=1)
     notes = expected_notes(report.summary) if len(report.summary) else []
@@ -258,9 +319,13 @@ def _write_report_files(report: Report, directory: Path, folder: Path, plans: di
              + (f", {missing} not run yet" if missing else "") + ".", "",
              "Hyper-parameters are chosen for each dataset and method by the mean over seeds of the validation "
              "metric of the selection rule (column `rule`; each run at its own selected epoch). Test accuracies "
-             "are mean ± sample std (ddof=1) over the seeds of the chosen configuration, in %.", ""]
+             "are mean ± sample std (ddof=1) over the seeds of the chosen configuration, in %; `worst-group 95% CI ±` "
+             "is the mean half-width of each run's 95% Wilson interval of its test worst-group accuracy; rows are "
+             "ordered by the selection figure (`selection %`, validation); `labels` says which group labels each "
+             "method read; `time s` is the wall time of one run. Per-seed values: summary.csv "
+             "(`*_per_seed`, seeds in `seeds`).", ""]
     if len(report.summary):
-        lines += [table.to_markdown(index=False), ""]
+        lines += [*best_lines(report.summary), "", table.to_markdown(index=False), ""]
         if notes:
             lines += ["Expected worst-group: the test worst-group accuracy the literature reports, in %; "
                       "sources:", "", *(f"- {note}" for note in notes), ""]
