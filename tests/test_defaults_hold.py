@@ -3,8 +3,6 @@ checks it learns, and that the default it replaced did not (so the test would fa
 
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from grouprobust import resolve_config, run
@@ -62,3 +60,19 @@ def test_jtt_default_keeps_a_large_error_set_from_dominating_the_draws(census, t
         assert info["error_set_fraction"] > 0.1
         shares[name] = info["error_set_draw_share"]
     assert 0.4 < shares["default"] <= 0.6 < shares["old"]
+
+
+def test_groupdro_says_when_its_weight_sits_on_groups_it_cannot_fit(census, tmp_path):
+    from grouprobust.group_inference import infer_groups
+    from grouprobust.trained import load_trained_run
+
+    run(resolve_config("table", "erm", 0, census["data"], {"epochs": 2}), out=tmp_path / "ref")
+    groups = infer_groups("spare", load_trained_run(tmp_path / "ref")).save(tmp_path / "g.npz")
+    # Clusters of the reference's outputs within each class: the confidently wrong cluster of one class shares its
+    # region with the other class, and the weight goes to such a pair, which no classifier fits at once.
+    inferred = run(resolve_config("table", "groupdro", 0, census["data"], {"epochs": 8, "train_groups": str(groups)},
+                                  "val"), out=tmp_path / "inferred")
+    assert any("ended at chance" in w for w in inferred["warnings"])
+    true = run(resolve_config("table", "groupdro", 0, census["data"], {"epochs": 8}), out=tmp_path / "true")
+    assert not any("ended at chance" in w for w in true["warnings"])
+    assert len(true["method_info"]["final_group_losses"]) == 4

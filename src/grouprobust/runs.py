@@ -141,7 +141,7 @@ def annotate(result: RunResult, notes: list[str]) -> None:
         if isinstance(metrics, dict):
             name_classes_and_attributes(metrics)
             add_intervals(metrics)
-    result.warnings = small_group_warnings(result.metrics)
+    result.warnings = [*small_group_warnings(result.metrics), *result.method_info.get("warnings", [])]
     result.notes = list(notes)
 
 

@@ -36,5 +36,6 @@ def infer_groups_command(
     quality = groups.info.get("quality")
     if quality is not None:
         console.print(inference_quality_table(quality))
-    console.print(f"train on them: `grouprobust train --dataset {groups.dataset} --method groupdro --regime val "
-                  f"--groups {out} ...`")
+    console.print(f"train on them: `grouprobust train --dataset {groups.dataset} --method resample --regime val "
+                  f"--groups {out} ...` (group-balanced sampling, SPARE's and JTT's use of such groups; GroupDRO "
+                  "can stall at chance on groups inferred from a model's outputs or errors)")

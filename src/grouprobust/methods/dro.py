@@ -96,8 +96,52 @@ class GroupDRO(WeightedSampling):
     def epoch_log(self) -> dict[str, Any]:
         return {"group_weights": to_list(self.q)}
 
+    def end_epoch(self, model: torch.nn.Module, epoch: int) -> None:
+        """After the last epoch, the training loss of every group under the final model (one pass over train)."""
+        if epoch != self.hparams["epochs"]:
+            return
+        with torch.no_grad():
+            losses = torch.cat([self.loss_fn(model(self.data.x[idx]), self.data.y[idx]).float()
+                                for idx in torch.arange(self.data.n, device=self.data.device).split(4096)])
+        sums = torch.zeros(self.n_groups, device=losses.device).index_add_(0, self.data.g, losses)
+        counts = torch.bincount(self.data.g, minlength=self.n_groups).clamp_min(1)
+        self._final_group_losses = (sums / counts).cpu().numpy()
+
     def run_info(self) -> dict[str, Any]:
-        return {"final_group_weights": to_list(self.q)}
+        info: dict[str, Any] = {"final_group_weights": to_list(self.q)}
+        losses = getattr(self, "_final_group_losses", None)
+        if losses is not None:
+            info["final_group_losses"] = [float(v) for v in losses]
+            stalled = stalled_at_chance(self.q.cpu().numpy(), losses, self.data.n_classes)
+            if stalled:
+                names = self.data.dataset.group_names or [str(g) for g in range(self.n_groups)]
+                heavy = ", ".join(f"{names[g]} (q {self.q[g].item():.2f}, loss {losses[g]:.2f})" for g in stalled)
+                info["warnings"] = [
+                    f"groupdro's objective ended at chance (ln {self.data.n_classes} = "
+                    f"{math.log(self.data.n_classes):.2f}) on the groups holding most of q: {heavy}; no classifier fits "
+                    "them at once (on inferred groups: groups of opposite labels in the same region, made from a "
+                    "reference model's outputs or errors), so the minimax solution predicts near-constant "
+                    "probabilities there; use resample on these groups, or groups that a classifier can fit"]
+        return info
+
+
+#: A group's final training loss counts as "at chance" above this fraction of ``ln(classes)``.
+CHANCE_FRACTION = 0.9
+
+
+def stalled_at_chance(q: np.ndarray, group_losses: np.ndarray, n_classes: int) -> list[int]:
+    """The groups (ids, heaviest first) that together hold at least half of ``q`` when every one of them ends
+    with a training loss of at least `CHANCE_FRACTION` of ``ln(n_classes)`` (cross-entropy of a uniform
+    prediction); empty when GroupDRO's weight sits on groups it fits better than chance."""
+    order = np.argsort(-q, kind="stable")
+    heavy, mass = [], 0.0
+    for g in order:
+        heavy.append(int(g))
+        mass += float(q[g])
+        if mass >= 0.5:
+            break
+    chance = CHANCE_FRACTION * math.log(n_classes)
+    return heavy if all(group_losses[g] >= chance for g in heavy) else []
 
 
 def group_mean_losses(losses: torch.Tensor, g: torch.Tensor, n_groups: int) -> torch.Tensor:
