@@ -10,13 +10,15 @@ inside [0, 1] and is not empty at 0 or n correct; its coverage is close to 95 % 
 
 `small_group_warnings` names the groups a run selected its model on (validation) or fitted a last
 layer on (a two-stage run's target half) that have fewer than `MIN_GROUP_ROWS` examples.
-This is a leaf module (numpy only).
+It imports only `grouprobust.grouping`.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from grouprobust.grouping import split_group_names
 
 #: z of a two-sided 95 % interval.
 Z95 = 1.959963984540054
@@ -80,3 +82,25 @@ def small_group_warnings(metrics: dict[str, Any], threshold: int = MIN_GROUP_ROW
             lines.append(f"{use} read groups with fewer than {threshold} {split} examples: {', '.join(small)}; "
                          "their accuracies (and the selection) carry wide sampling error, see the 95% intervals")
     return lines
+
+
+def name_classes_and_attributes(metrics: dict[str, Any]) -> None:
+    """Name ``per_class`` and ``per_attr`` entries (``y=0``, ``a=1`` from `grouprobust.metrics`) after the class
+    and attribute names the group names are made of (``income=>50K``, ``race=White``), in place."""
+    per_group, per_class, per_attr = (metrics.get(k) or {} for k in ("per_group", "per_class", "per_attr"))
+    if not per_group or not per_class:
+        return
+    n_classes = len(per_class)
+    named = split_group_names([entry["name"] for entry in per_group.values()], n_classes, len(per_group) // n_classes)
+    if named is None:
+        return
+    for table, names in ((per_class, named[0]), (per_attr, named[1])):
+        if len(table) == len(names):
+            for entry, name in zip(table.values(), names):
+                entry["name"] = name
+
+
+def annotate_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One split's ``M`` (changed in place and returned) with class and attribute names and 95% intervals."""
+    name_classes_and_attributes(metrics)
+    return add_intervals(metrics)

@@ -21,8 +21,7 @@ from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
 from grouprobust.distributed import is_main_process, join_torchrun
 from grouprobust.errors import GroupRobustError
-from grouprobust.grouping import split_group_names
-from grouprobust.intervals import add_intervals, small_group_warnings
+from grouprobust.intervals import annotate_metrics, small_group_warnings
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.models import pick_device
@@ -134,28 +133,11 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
 
 
 def annotate(result: RunResult, notes: list[str]) -> None:
-    """Give ``result`` its 95% intervals (`grouprobust.intervals.add_intervals`, every split), class and
-    attribute names in ``per_class`` / ``per_attr`` (those of the groups), its small-group warnings and the
-    data ``notes``."""
+    """Give ``result`` its 95% intervals and class and attribute names (`grouprobust.intervals.annotate_metrics`,
+    every split; a loop run's are already there), its small-group warnings and the data ``notes``."""
     for metrics in result.metrics.values():
         if isinstance(metrics, dict):
-            name_classes_and_attributes(metrics)
-            add_intervals(metrics)
+            annotate_metrics(metrics)
     result.warnings = [*small_group_warnings(result.metrics), *result.method_info.get("warnings", [])]
     result.notes = list(notes)
 
-
-def name_classes_and_attributes(metrics: dict) -> None:
-    """Name ``per_class`` and ``per_attr`` entries (``y=0``, ``a=1`` from `grouprobust.metrics`) after the class
-    and attribute names the group names are made of (``income=>50K``, ``race=White``), in place."""
-    per_group, per_class, per_attr = (metrics.get(k) or {} for k in ("per_group", "per_class", "per_attr"))
-    if not per_group or not per_class:
-        return
-    n_classes = len(per_class)
-    named = split_group_names([entry["name"] for entry in per_group.values()], n_classes, len(per_group) // n_classes)
-    if named is None:
-        return
-    for table, names in ((per_class, named[0]), (per_attr, named[1])):
-        if len(table) == len(names):
-            for entry, name in zip(table.values(), names):
-                entry["name"] = name

@@ -25,6 +25,7 @@ from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
 from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import get_method
+from grouprobust.intervals import annotate_metrics
 from grouprobust.metrics import dataset_metrics
 from grouprobust.output import write_atomic
 from grouprobust.params import TRAIN_PARAMS
@@ -127,7 +128,7 @@ def evaluate(model: torch.nn.Module, dataset: GroupDataset, device: torch.device
     ``group_counts()``) adds the training-proportion-weighted average accuracy.
     """
     probs = torch.softmax(predict_logits(model, dataset.x, device).double(), dim=1).numpy()
-    return dataset_metrics(dataset, probs, train_group_counts)
+    return annotate_metrics(dataset_metrics(dataset, probs, train_group_counts))
 
 
 def stage1_model_file(config: RunConfig, hparams: dict[str, Any], epochs: int, n_train: int) -> Path:
