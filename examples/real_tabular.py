@@ -32,11 +32,12 @@ from grouprobust import resolve_config, run
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.registry import get_method, method_names
 from grouprobust.output import format_mean_std, markdown_table
+from grouprobust.selection import get_rule
+from grouprobust.sweep.report import label_use
 
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
            "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",
            "income"]
-LABEL_USE = {"none": "none", "val": "val only", "full": "train + val"}
 
 
 def adult_folder(given: str | None) -> Path:
@@ -86,13 +87,14 @@ def main() -> None:
             results.append((result, time.perf_counter() - start))
             print(f"{method} seed {seed}: test worst-group {100 * result['metrics']['test']['worst_group_acc']:.1f}",
                   flush=True)
-        rows.append(summary_row(method, needs, [r for r, _ in results]))
+        labels = label_use(method, regime, False, get_rule(results[0][0]["selected"]["rule"]))
+        rows.append(summary_row(method, labels, [r for r, _ in results]))
     rows.sort(key=lambda r: -r[0])
-    print(markdown_table(["method", "label use", "val worst-group %", "test worst-group %", "± 95% (Wilson, mean)",
+    print(markdown_table(["method", "group labels read", "val worst-group %", "test worst-group %", "± 95% (Wilson, mean)",
                           "test average %", "time s"], [r[1:] for r in rows]))
 
 
-def summary_row(method: str, needs: str, results: list) -> list:
+def summary_row(method: str, labels: str, results: list) -> list:
     """``[sort key, cells...]`` of one method: mean ± std over seeds of its figures (percent)."""
     def figure(split: str, key: str) -> np.ndarray:
         return np.array([r["metrics"][split][key] for r in results], dtype=float)
@@ -103,7 +105,7 @@ def summary_row(method: str, needs: str, results: list) -> list:
     val_wga = figure("val", "worst_group_acc")
     half = [(hi - lo) / 2 for r in results for lo, hi in [r["metrics"]["test"].get("worst_group_acc_ci95") or (0, 0)]]
     times = np.array([r["time_s"] for r in results], dtype=float)
-    return [float(val_wga.mean()), method, LABEL_USE[needs], mean_std(val_wga), mean_std(figure("test", "worst_group_acc")),
+    return [float(val_wga.mean()), method, labels, mean_std(val_wga), mean_std(figure("test", "worst_group_acc")),
             f"{100 * np.mean(half):.1f}", mean_std(figure("test", "avg_acc")), f"{times.mean():.0f}"]
 
 
