@@ -6,7 +6,12 @@ SubpopBench and DomainBed (where an environment is a domain). With ``env=group``
 are (class, attribute) groups: matching the feature distributions of groups of *different classes*
 asks for features that carry no class information, and MMD's penalty (a sum of seven Gaussian
 kernels, weight 1) is strong enough to drive the model to a constant prediction (on UCI Adult,
-income x sex: test worst-group accuracy 2 %, every example of the minority class wrong). CORAL keeps
+income x sex: test worst-group accuracy 2 %, every example of the minority class wrong). Where the
+attribute nearly determines the class (colored-digits: color gives the digit in 99 % of training
+images) attribute environments are nearly class environments too: at weight 1 the CNN maps every
+image to one feature vector in its first epoch (MMD 0, loss ln 10, 10 % accuracy); the default
+weight is 0.1 (the low end of SubpopBench's and DomainBed's range, 10^U(-1, 1)), which trains there
+(validation group-balanced accuracy 69.5 %, ERM's about 61 %). CORAL keeps
 ``env=group``: its penalty (first and second moments only) leaves the class signal in place there,
 and the group-balanced risk it then minimises is what makes it better than ERM on that table
 (worst-group 78 % with groups, 59-65 % with attribute values, against ERM's 70 %).
@@ -120,7 +125,9 @@ class MMD(_FeatureMatching):
     same_as = "SubpopBench MMD (environments = attribute values there too; objective the batch mean), DomainBed MMD"
     summary = "MMD: mean environment risk + gamma * Gaussian-kernel MMD of the features between pairs of attribute values"
     params = {**MMD_ENV_PARAMS,
-              "mmd_gamma": Param(1.0, ("log_uniform", 0.1, 10.0), "weight of the MMD penalty", NON_NEGATIVE)}
+              "mmd_gamma": Param(0.1, ("log_uniform", 0.1, 10.0), "weight of the MMD penalty (0.1, the low end of "
+                                 "SubpopBench's range: at 1 the CNN on colored-digits maps every image to one "
+                                 "feature vector in the first epoch)", NON_NEGATIVE)}
     weight_name = "mmd_gamma"
 
     def penalty(self, features: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
