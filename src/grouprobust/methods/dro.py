@@ -15,6 +15,7 @@ from grouprobust.methods.base import Batch, Method, TrainData, to_list
 from grouprobust.methods.registry import register_method
 from grouprobust.methods.reweighting import WeightedSampling
 from grouprobust.methods.sampling import balanced_probabilities
+from grouprobust.models import predict_logits
 from grouprobust.params import NON_NEGATIVE, Interval, Param
 
 
@@ -100,12 +101,12 @@ class GroupDRO(WeightedSampling):
         """After the last epoch, the training loss of every group under the final model (one pass over train)."""
         if epoch != self.hparams["epochs"]:
             return
+        logits = predict_logits(model, self.data.dataset.x, self.data.device).float().to(self.data.device)
         with torch.no_grad():
-            losses = torch.cat([self.loss_fn(model(self.data.x[idx]), self.data.y[idx]).float()
-                                for idx in torch.arange(self.data.n, device=self.data.device).split(4096)])
-        sums = torch.zeros(self.n_groups, device=losses.device).index_add_(0, self.data.g, losses)
-        counts = torch.bincount(self.data.g, minlength=self.n_groups).clamp_min(1)
-        self._final_group_losses = (sums / counts).cpu().numpy()
+            losses = self.loss_fn(logits, self.data.y).float().cpu().numpy()
+        groups = np.asarray(self.data.dataset.g)
+        counts = np.maximum(np.bincount(groups, minlength=self.n_groups), 1)
+        self._final_group_losses = np.bincount(groups, weights=losses, minlength=self.n_groups) / counts
 
     def run_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"final_group_weights": to_list(self.q)}
