@@ -98,19 +98,26 @@ class GroupDRO(WeightedSampling):
         return {"group_weights": to_list(self.q)}
 
     def end_epoch(self, model: torch.nn.Module, epoch: int) -> None:
-        """After the last epoch, the training loss of every group under the final model (one pass over train)."""
-        if epoch != self.hparams["epochs"]:
-            return
+        """Keep the model after the last epoch: `run_info` reads its per-group training losses (after the loop,
+        so that no step of it waits for the host)."""
+        if epoch == self.hparams["epochs"]:
+            self._final_model = model
+
+    def _final_group_losses(self) -> np.ndarray | None:
+        """Mean training loss of every group under the model after the last epoch (one pass over train)."""
+        model = getattr(self, "_final_model", None)
+        if model is None:
+            return None
         logits = predict_logits(model, self.data.dataset.x, self.data.device).float().to(self.data.device)
         with torch.no_grad():
             losses = self.loss_fn(logits, self.data.y).float().cpu().numpy()
         groups = np.asarray(self.data.dataset.g)
         counts = np.maximum(np.bincount(groups, minlength=self.n_groups), 1)
-        self._final_group_losses = np.bincount(groups, weights=losses, minlength=self.n_groups) / counts
+        return np.bincount(groups, weights=losses, minlength=self.n_groups) / counts
 
     def run_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"final_group_weights": to_list(self.q)}
-        losses = getattr(self, "_final_group_losses", None)
+        losses = self._final_group_losses()
         if losses is not None:
             info["final_group_losses"] = [float(v) for v in losses]
             stalled = stalled_at_chance(self.q.cpu().numpy(), losses, self.data.n_classes)
