@@ -24,9 +24,10 @@ FAST = {"epochs": 1, "batch_size": 16, "jtt": {"stage1_epochs": 1}, "gerne-pseud
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
-    os.environ["GROUPROBUST_CACHE"] = str(root / "cache")
-    return {"images": small_waterbirds(root / "wb"), "resnet": tiny_resnet_folder(root / "resnet"),
-            "bert": tiny_bert_folder(root / "bert"), "texts": text_table(root / "texts.csv")}
+    with pytest.MonkeyPatch.context() as patch:  # this module's caches (images, tokens, stage 1) in its own folder
+        patch.setenv("GROUPROBUST_CACHE", str(root / "cache"))
+        yield {"images": small_waterbirds(root / "wb"), "resnet": tiny_resnet_folder(root / "resnet"),
+               "bert": tiny_bert_folder(root / "bert"), "texts": text_table(root / "texts.csv")}
 
 
 def _hparams(method: str, backbone: str) -> dict:
