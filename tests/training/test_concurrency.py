@@ -27,8 +27,8 @@ from grouprobust.sweep import run_sweep
 from grouprobust.sweep.executors import run_trial
 from grouprobust.sweep.store import MANIFEST, runs_dir
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-WORKER = str(Path(__file__).with_name("concurrent_worker.py"))
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+WORKER = str(Path(__file__).resolve().parents[1] / "concurrent_worker.py")
 TINY = {"n": 200, "n_val": 100, "n_test": 100}
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
 

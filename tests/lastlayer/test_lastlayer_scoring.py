@@ -12,7 +12,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validat
 from grouprobust.errors import GroupRobustError
 from grouprobust.lastlayer import DFR, GSR, group_balanced_accuracy, worst_group_accuracy, worst_group_scorer
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "lastlayer.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "lastlayer.md"
 
 
 def test_metrics_on_a_worked_example():

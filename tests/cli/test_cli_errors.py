@@ -8,7 +8,7 @@ from grouprobust.cli import main
 from grouprobust.cli.flags import describe_error, flag_for
 from grouprobust.errors import GroupRobustError
 
-SWEEP = Path(__file__).resolve().parents[1] / "examples" / "sweep-toy.yaml"
+SWEEP = Path(__file__).resolve().parents[2] / "examples" / "sweep-toy.yaml"
 
 
 def _error_line(argv, capsys):

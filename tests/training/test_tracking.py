@@ -215,7 +215,7 @@ def test_no_tracking_library_is_imported_when_tracking_is_off(tmp_path):
         " or m == 'torch.utils.tensorboard']\n"
         "print('LOADED', loaded)\n"
     )
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "PYTHONPATH": src})
     assert out.returncode == 0, out.stderr[-2000:]

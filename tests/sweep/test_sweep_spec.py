@@ -15,7 +15,7 @@ from grouprobust.sweep import expand, load_sweep
 TINY = {"n": 200, "n_val": 100, "n_test": 100}
 
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def write(tmp_path, data, name="sweep.yaml"):
@@ -134,5 +134,5 @@ def test_unreachable_ray_address_fails_fast_without_starting_ray(tmp_path):
 def test_example_sweep_files_are_valid(name, count):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / name
+    path = Path(__file__).resolve().parents[2] / "examples" / name
     assert len(expand(load_sweep(path))) == count
