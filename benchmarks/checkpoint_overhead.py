@@ -55,9 +55,11 @@ def measure(dataset: str, method: str, data: dict, hparams: dict) -> tuple[float
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.pt"
         plain, checkpointed, size = [], [], 0
-        for _ in range(REPEATS):
-            plain.append(seconds_per_epoch(Trainer(cfg, splits, torch.device("cpu")), epochs))
-            checkpointed.append(seconds_per_epoch(Trainer(cfg, splits, torch.device("cpu"), checkpoint=path), epochs))
+        Trainer(cfg, splits, torch.device("cpu")).fit()  # warm-up: lazy imports and allocations, untimed
+        for repeat in range(REPEATS):
+            for with_file in (False, True) if repeat % 2 == 0 else (True, False):  # neither always goes first
+                trainer = Trainer(cfg, splits, torch.device("cpu"), checkpoint=path if with_file else None)
+                (checkpointed if with_file else plain).append(seconds_per_epoch(trainer, epochs))
             size = path.stat().st_size
             remove_checkpoint(path)  # else the next run would resume from it
     return statistics.median(plain), statistics.median(checkpointed), statistics.median(WRITES), size
