@@ -25,7 +25,7 @@ from grouprobust.losses import get_loss
 from grouprobust.methods.base import REGIMES, TwoStageMethod
 from grouprobust.methods.registry import get_method
 from grouprobust.models import device_environment
-from grouprobust.params import LATER_TRAIN_PARAMS, TRAIN_PARAMS, Param, resolve_params, sample_params
+from grouprobust.params import LATER_TRAIN_PARAMS, RUN_ONLY_PARAMS, TRAIN_PARAMS, Param, resolve_params, sample_params
 from grouprobust.selection import DEFAULT_RULE, DEFAULT_RULE_NO_GROUPS, check_rule_for_regime, get_rule
 from grouprobust.threads import thread_environment
 
@@ -57,7 +57,8 @@ class RunConfig:
         if not fields_["inputs"]:  # left out when empty: run ids from before input fingerprints stay the same
             del fields_["inputs"]
         for name in LATER_TRAIN_PARAMS:  # likewise for training parameters added later, while at their default
-            if name in fields_["hparams"] and fields_["hparams"][name] == TRAIN_PARAMS[name].default:
+            if name in fields_["hparams"] and (name in RUN_ONLY_PARAMS
+                                               or fields_["hparams"][name] == TRAIN_PARAMS[name].default):
                 del fields_["hparams"][name]
         entry = get_dataset_entry(self.dataset)
         defaults = entry.option_defaults()

@@ -1,4 +1,5 @@
-"""The project's exception: raised for every error a user can cause.
+"""The project's exceptions: `GroupRobustError`, raised for every error a user can cause, and
+`RunInterrupted`, raised when a signal stopped training after a checkpoint.
 
 The message is one line naming the problem and the fix, in the library's own terms (parameter and
 option names, never command-line flags). ``subject`` says what the error is about, so that a front
@@ -9,6 +10,8 @@ line (`grouprobust.cli`) prints the message and the flag that sets the subject, 
 """
 
 from __future__ import annotations
+
+import signal
 
 
 class GroupRobustError(ValueError):
@@ -27,3 +30,23 @@ class GroupRobustError(ValueError):
 
 class DivergedError(GroupRobustError):
     """Training produced a non-finite loss; the run is marked failed with this reason."""
+
+
+class RunInterrupted(BaseException):
+    """Training stopped on a signal after writing a checkpoint; re-running the same command resumes it.
+
+    A `BaseException` like `KeyboardInterrupt`, so that code recording errors (a sweep's failed
+    trials) never mistakes it for a failure. ``signum`` is the signal; ``epoch`` and ``step`` say
+    where the run stopped (the epoch in progress, optimizer steps done).
+    """
+
+    def __init__(self, signum: int, epoch: int, step: int):
+        self.signum, self.epoch, self.step = signum, epoch, step
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name} at epoch {epoch} step {step}; a checkpoint is saved: run the same "
+                         "command again to resume")
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status for a process ended by this signal: ``128 + signum`` (143 SIGTERM, 130 SIGINT)."""
+        return 128 + self.signum

@@ -374,9 +374,19 @@ TRAIN_PARAMS: dict[str, Param] = {
                        "decay to 0) or cosine (warm-up then cosine decay to 0)", Choice(["none", "linear", "cosine"])),
     "warmup_frac": Param(0.0, None, "fraction of the run's steps over which the learning rate rises linearly "
                          "from 0 (linear and cosine schedules)", Interval(0, 1, hi_open=True)),
+    # -- checkpoints inside a run (docs/long-runs.md); they never change a run's numbers --
+    "checkpoint_every": Param(1, None, "write a resumable checkpoint every this many epochs (0: only when "
+                              "interrupted by SIGTERM or SIGINT)", Interval(0, 10**9)),
+    "checkpoint_every_steps": Param(0, None, "write a resumable checkpoint every this many optimizer steps instead "
+                                    "of every checkpoint_every epochs (0: count epochs)", Interval(0, 10**9)),
 }
 
 #: Training parameters added after run ids were first published: left out of the run id while they hold their
 #: default, so that a run (or sweep) written before they existed keeps its id and is reused.
 LATER_TRAIN_PARAMS = ("backbone", "weights", "finetune", "lora_rank", "lora_alpha", "augment", "max_steps",
-                      "eval_every_steps", "accumulate", "grad_clip", "scheduler", "warmup_frac")
+                      "eval_every_steps", "accumulate", "grad_clip", "scheduler", "warmup_frac", "checkpoint_every",
+                      "checkpoint_every_steps")
+
+#: Training parameters that say how a run is carried out, not what it computes (a resumed run is identical to
+#: an uninterrupted one): never part of a run id, at any value, so that changing them resumes or reuses the run.
+RUN_ONLY_PARAMS = ("checkpoint_every", "checkpoint_every_steps")

@@ -23,10 +23,12 @@ class RunResult(Mapping):
     chose, e.g. ``step`` or ``C``); ``metrics``: ``{"val": M, "test": M}`` at the selected point (a
     two-stage run adds ``target``); ``final``: the last epoch's validation figures (loop runs);
     ``extra``: method-family fields written at the top level (a two-stage run's ``stage1``,
-    ``features``, ``val_halves``, ``n_heldout``, ``weights``); ``reused``: read back from a finished
-    run directory instead of trained (never written). ``notes``: one line each on how the data was
-    read (e.g. which column gave the splits); ``warnings``: one line each on figures to distrust
-    (groups too small for the selection or the last-layer fit, `grouprobust.intervals`).
+    ``features``, ``val_halves``, ``n_heldout``, ``weights``); ``resumed_at``: ``{"epoch", "step"}``,
+    the epochs finished and optimizer steps done before the last restart from a checkpoint (written
+    only for a resumed run); ``reused``: read back from a finished run directory instead of trained
+    (never written). ``notes``: one line each on how the data was read (e.g. which column gave the
+    splits); ``warnings``: one line each on figures to distrust (groups too small for the selection or
+    the last-layer fit, `grouprobust.intervals`).
     """
 
     dataset: str
@@ -44,6 +46,7 @@ class RunResult(Mapping):
     method_info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    resumed_at: dict[str, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
 
@@ -60,7 +63,7 @@ class RunResult(Mapping):
             if f.name in ("extra", "reused"):
                 continue
             value = getattr(self, f.name)
-            if f.name == "final" and value is None:
+            if f.name in ("final", "resumed_at") and value is None:
                 continue
             out[f.name] = value
         out.update(self.extra)

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 
+from grouprobust.checkpoint import checkpoint_path, remove_checkpoint
 from grouprobust.config import RunConfig, check_argument_types
 from grouprobust.data.disk_cache import cache_dir
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.registry import load_dataset
 from grouprobust.distributed import is_main_process, join_torchrun
-from grouprobust.errors import GroupRobustError
+from grouprobust.errors import DivergedError, GroupRobustError
 from grouprobust.intervals import annotate_metrics, small_group_warnings
 from grouprobust.methods.base import TwoStageMethod
 from grouprobust.methods.registry import get_method
@@ -38,12 +39,15 @@ from grouprobust.two_stage import STAGE1_DIR, WEIGHTS_FILE, fit_stage2, plan_sta
 def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits | None = None,
         device: torch.device | str | None = None, on_epoch: EpochCallback | None = None,
         save_model: bool = True, tracker: Tracker | None = None, wait: bool = False,
-        download: bool = False) -> RunResult:
+        download: bool = False, keep_checkpoints: bool = False) -> RunResult:
     """Run one resolved config and write its run directory at ``out`` (if given); returns its `RunResult`.
 
     If ``out`` already holds this finished run, its stored result is returned without training
     (``result.reused`` is True). A diverging run is written with ``error.json`` and raises
-    `DivergedError`; an interrupted one leaves nothing at ``out``. ``on_epoch(epoch, train_loss)``
+    `DivergedError`; an interrupted one leaves nothing at ``out``. A loop method's run at ``out`` writes
+    checkpoints beside it (`grouprobust.checkpoint.checkpoint_path`) and resumes from the latest when
+    run again; SIGTERM or SIGINT while it trains writes one and raises `RunInterrupted`. They are
+    removed when the run finishes or diverges, unless ``keep_checkpoints``. ``on_epoch(epoch, train_loss)``
     reports progress (a two-stage method's stage 1 reports through it too). ``splits`` replaces
     the dataset built from the config (loop methods only). ``tracker`` (`grouprobust.tracking`) receives
     the config, every history entry and the result of a run written at ``out`` (not of a reused run,
@@ -55,7 +59,8 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     network when no local copy exists (never otherwise).
     """
     check_argument_types(config=(config, RunConfig), out=(out, (str, os.PathLike)), splits=(splits, DatasetSplits),
-                         device=(device, (str, torch.device)), wait=(wait, bool), save_model=(save_model, bool))
+                         device=(device, (str, torch.device)), wait=(wait, bool), save_model=(save_model, bool),
+                         keep_checkpoints=(keep_checkpoints, bool))
     if on_epoch is not None and not callable(on_epoch):
         raise GroupRobustError(f"on_epoch must be a function (epoch, train_loss), got {type(on_epoch).__name__}",
                                subject="on_epoch")
@@ -63,6 +68,8 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     method_cls = get_method(config.method)
     # under torchrun: the process group and this rank's device; only rank 0 writes the run and tracks it
     device = join_torchrun(pick_device(device), config.method, method_cls.distributed)
+    # every rank resumes from the run's checkpoint; rank 0 alone writes it
+    checkpoint = None if out is None else checkpoint_path(out, config.run_id)
     if not is_main_process():
         out, tracker = None, None
     two_stage = issubclass(method_cls, TwoStageMethod)
@@ -74,7 +81,8 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
     if out is None:
         if not two_stage:  # nothing to write: train and return
             splits = splits or load_dataset(config.dataset, config.seed, **config.data)
-            result = Trainer(config, splits, device, on_epoch=on_epoch, download=download).fit()
+            result = Trainer(config, splits, device, on_epoch=on_epoch, download=download,
+                             checkpoint=checkpoint).fit()
             annotate(result, [note for note in [splits.meta.get("split_note")] if note])
             return result
         with tempfile.TemporaryDirectory() as tmp:  # a two-stage run reads its stage 1 back from disk
@@ -87,12 +95,13 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
             return RunResult.from_dict(stored)
     writer.check_writable()
     with writer.claim(wait=wait):
-        return _run_claimed(config, writer, splits, device, on_epoch, save_model, two_stage, tracker, download)
+        return _run_claimed(config, writer, splits, device, on_epoch, save_model, two_stage, tracker, download,
+                            keep_checkpoints)
 
 
 def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits | None, device: torch.device,
                  on_epoch: EpochCallback | None, save_model: bool, two_stage: bool,
-                 tracker: Tracker | None, download: bool) -> RunResult:
+                 tracker: Tracker | None, download: bool, keep_checkpoints: bool) -> RunResult:
     """The body of `run` once the run directory is claimed: reuse a finished run or write a new one."""
     stored = writer.reusable_result()
     if stored is not None:
@@ -109,7 +118,7 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
                 if config.hparams.get("backbone"):  # a fine-tuned stage 1: trained once, shared by every method
                     shared = cache_dir("stage1") / plan.config.run_id
                     run(plan.config, shared, splits=plan.splits, device=device, on_epoch=on_epoch,
-                        download=download, wait=True)
+                        download=download, wait=True, keep_checkpoints=keep_checkpoints)
                     plan.write_holdout(shared)
                     link_tree(shared, stage1_dir)
                 else:
@@ -121,14 +130,23 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
             result.time_s = time.perf_counter() - start
             annotate(result, (stage1.result or {}).get("notes", []))
         else:
-            trainer = Trainer(config, splits, device, log=tracked.log, on_epoch=on_epoch, download=download)
-            result = trainer.fit()
+            checkpoint = checkpoint_path(writer.path, config.run_id)
+            trainer = Trainer(config, splits, device, log=tracked.log, on_epoch=on_epoch, download=download,
+                              checkpoint=checkpoint)
+            try:
+                result = trainer.fit()
+            except DivergedError:  # resuming would diverge again
+                if not keep_checkpoints:
+                    remove_checkpoint(checkpoint)
+                raise
             annotate(result, [note for note in [splits.meta.get("split_note")] if note])
             if save_model and trainer.selected_state is not None:
                 state = trainer.selected_state
                 write_atomic(writer.file(MODEL_FILE), lambda fh: torch.save(state, fh))
         tracked.finish(result.to_dict())
         writer.finish(result.to_dict())
+    if not two_stage and not keep_checkpoints:
+        remove_checkpoint(checkpoint)
     return result
 
 

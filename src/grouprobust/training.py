@@ -9,17 +9,21 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from grouprobust.checkpoint import (StopRequest, global_rng_states, load_checkpoint, module_rng_states,
+                                    save_checkpoint, set_global_rng_states, set_module_rng_states)
 from grouprobust.config import RunConfig
 from grouprobust.data.disk_cache import cache_dir
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
-from grouprobust.distributed import global_share, mean_over_ranks, shard_batch, wrap_model
-from grouprobust.errors import DivergedError, GroupRobustError
+from grouprobust.distributed import (global_share, is_distributed, is_main_process, mean_over_ranks, shard_batch,
+                                     wrap_model)
+from grouprobust.errors import DivergedError, GroupRobustError, RunInterrupted
 from grouprobust.group_inference import inference_quality, load_inferred_groups
 from grouprobust.losses import make_loss
 from grouprobust.methods.base import Method, TrainData
@@ -27,8 +31,8 @@ from grouprobust.methods.erm import ERM
 from grouprobust.methods.registry import get_method
 from grouprobust.intervals import annotate_metrics
 from grouprobust.metrics import dataset_metrics
-from grouprobust.output import write_atomic
-from grouprobust.params import TRAIN_PARAMS
+from grouprobust.output import dumps, write_atomic
+from grouprobust.params import RUN_ONLY_PARAMS, TRAIN_PARAMS
 from grouprobust.models import Classifier, autocast_dtype, build_network, memory_format, pick_device, predict_logits
 from grouprobust.result import RunResult
 from grouprobust.selection import check_rule_for_split, get_rule, rule_key, select_best_index
@@ -138,12 +142,78 @@ def stage1_model_file(config: RunConfig, hparams: dict[str, Any], epochs: int, n
     gerne-pseudo and every value of their own parameters share one fine-tuned stage 1."""
     # the method's own parameters, and those the stage-1 loop does not read (it trains ``epochs`` epochs)
     ignored = (set(get_method(config.method).params) - set(TRAIN_PARAMS)) | {"epochs", "max_steps", "eval_every",
-                                                                             "eval_every_steps"}
+                                                                             "eval_every_steps", *RUN_ONLY_PARAMS}
     training = {k: v for k, v in hparams.items() if k not in ignored}
     key = {"dataset": config.dataset, "data": config.data, "inputs": config.dataset_inputs(), "seed": config.seed,
            "hparams": training, "epochs": epochs, "n_train": n_train}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_dir("stage1") / f"{digest}.pt"
+
+
+@dataclass
+class LoopCheckpoints:
+    """How `Trainer.run_epochs` checkpoints: ``save(state)`` stores the loop's part of a checkpoint (its
+    position, the optimizer, scheduler and grad scaler) with whatever the caller adds, every
+    ``every_epochs`` epochs, or every ``every_steps`` optimizer steps when that is set (0 and 0: only
+    on a stop request); ``resume`` is such a state to continue from; ``stop`` records SIGTERM/SIGINT."""
+
+    save: Callable[[dict[str, Any]], None]
+    every_epochs: int = 1
+    every_steps: int = 0
+    resume: dict[str, Any] | None = None
+    stop: StopRequest | None = None
+
+
+class _LoopState:
+    """Where the training loop is: the epoch in progress (or last finished), optimizer steps and
+    minibatches done, the epoch's batches (None between epochs) and the position in them, and the loss
+    sums not yet reported (kept on the device, as they are summed, so a resumed run sums alike)."""
+
+    def __init__(self, device: torch.device, stage: str):
+        self.device, self.stage = device, stage
+        self.epoch = self.step = self.minibatches = 0
+        self.batches: list[torch.Tensor] | None = None
+        self.position = self.count = self.since_count = 0
+        self.total = torch.zeros((), dtype=torch.float64, device=device)  # this epoch's loss sum
+        self.since = torch.zeros((), dtype=torch.float64, device=device)  # loss sum since the last after_steps
+        self.recent: list[torch.Tensor] = []  # losses not yet checked, still on the device
+
+    def begin_epoch(self, batches: list[torch.Tensor]) -> None:
+        self.epoch += 1
+        self.batches, self.position, self.count = batches, 0, 0
+        self.total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.recent = []
+
+    def check_recent(self) -> None:
+        """Check the unchecked losses (`_checked_sum`) and add them to the epoch's and the report's sums."""
+        if not self.recent:
+            return
+        window = _checked_sum(self.recent, self.count, self.epoch, self.stage)
+        self.total += window
+        self.since += window
+        self.since_count += len(self.recent)
+        self.recent = []
+
+    def take_since(self) -> float:
+        """The mean loss since the last call (host read), and start a new sum."""
+        mean = float(mean_over_ranks(self.since)) / max(self.since_count, 1)
+        self.since.zero_()
+        self.since_count = 0
+        return mean
+
+    def state_dict(self) -> dict[str, Any]:
+        batches = None if self.batches is None else [b.cpu() for b in self.batches[self.position:]]
+        return {"epoch": self.epoch, "step": self.step, "minibatches": self.minibatches, "batches": batches,
+                "count": self.count, "since_count": self.since_count, "total": self.total, "since": self.since,
+                "recent": list(self.recent)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.device
+        self.epoch, self.step, self.minibatches = state["epoch"], state["step"], state["minibatches"]
+        self.batches = None if state["batches"] is None else [b.to(device) for b in state["batches"]]
+        self.position, self.count, self.since_count = 0, state["count"], state["since_count"]
+        self.total, self.since = state["total"].to(device), state["since"].to(device)
+        self.recent = [t.to(device) for t in state["recent"]]
 
 
 class TrainerContext:
@@ -191,15 +261,19 @@ class TrainerContext:
 class Trainer:
     """Trains one configured run on given splits; its method sees it only through a `TrainerContext`.
 
-    ``log`` receives each ``history.jsonl`` entry. Splits are cut to what the label regime gives:
+    ``log`` receives each ``history.jsonl`` entry (on a resumed run, first those written before it
+    stopped). ``checkpoint``: see `fit`. Splits are cut to what the label regime gives:
     the method sees training groups only if it needs them and the regime is ``full``; validation
     groups are hidden when the regime is ``none``.
     """
 
     def __init__(self, config: RunConfig, splits: DatasetSplits, device: torch.device | None = None,
                  log: Callable[[dict[str, Any]], None] | None = None, on_epoch: EpochCallback | None = None,
-                 download: bool = False):
+                 download: bool = False, checkpoint: Path | None = None):
         self.config = config
+        #: The run's checkpoint file (`grouprobust.checkpoint.checkpoint_path`): resumed from when it exists,
+        #: written while training; None: no checkpoints.
+        self.checkpoint = checkpoint
         self.hparams = config.hparams
         #: Whether a backbone's pretrained weights may be fetched from the network (``--download``).
         self.download = download
@@ -275,7 +349,8 @@ class Trainer:
                    optimizer: torch.optim.Optimizer | None = None,
                    after_epoch: Callable[[int, float], None] | None = None, stage: str = "train",
                    max_steps: int = 0, every_steps: int = 0,
-                   after_steps: Callable[[int, int, float], None] | None = None) -> None:
+                   after_steps: Callable[[int, int, float], None] | None = None,
+                   checkpoints: LoopCheckpoints | None = None) -> None:
         """The training loop: ``epochs`` passes (or, with ``max_steps``, that many optimizer steps) of
         ``method``'s batches and objective over ``model``.
 
@@ -290,6 +365,10 @@ class Trainer:
         ``GradScaler`` where the precision is float16 (GPUs without bfloat16). Under torchrun each process
         trains on its part of every global batch (`grouprobust.distributed`); the reported losses are the
         global batch's.
+
+        With ``checkpoints`` (`LoopCheckpoints`) the loop resumes from its ``resume`` state, hands its
+        state to ``save`` after every ``every_epochs`` epochs (or ``every_steps`` steps) and, once
+        ``stop`` records a signal, at the next step boundary, then raises `RunInterrupted`.
         """
         hp = method.hparams
         optimizer = optimizer or make_optimizer(model, hp)
@@ -302,70 +381,86 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         # One autocast object re-entered each step (a disabled one still costs ~5 us a step on a CPU).
         precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        loop = _LoopState(device, stage)
+        if checkpoints is not None and checkpoints.resume is not None:
+            saved = checkpoints.resume
+            loop.load_state_dict(saved["loop"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            scaler.load_state_dict(saved["scaler"])
+            if loop.batches is not None and hasattr(method.loss_fn, "on_epoch"):
+                method.loss_fn.on_epoch(loop.epoch)  # resumed inside an epoch
+
+        def checkpoint_if_due(due: bool) -> None:
+            if (loop.batches is None and loop.epoch >= epochs) if not max_steps else (loop.step >= max_steps):
+                return  # training is over: nothing left to resume
+            stop = checkpoints.stop.signum if checkpoints.stop is not None else 0
+            if due or stop:
+                checkpoints.save({"loop": loop.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "scheduler": None if scheduler is None else scheduler.state_dict(),
+                                  "scaler": scaler.state_dict()})
+            if stop:
+                raise RunInterrupted(stop, loop.epoch, loop.step)
+
         model.train()
         trained = wrap_model(model)  # DistributedDataParallel under torchrun, else the model itself
-        step = minibatches = 0
-        since = torch.zeros((), dtype=torch.float64, device=device)  # loss sum since the last after_steps call
-        since_count = 0
-        epoch = 0
-        while (epoch < epochs) if not max_steps else (step < max_steps):
-            epoch += 1
-            total = torch.zeros((), dtype=torch.float64, device=device)
-            recent: list[torch.Tensor] = []  # this window's losses, still on the device
-            count = 0
-            if hasattr(method.loss_fn, "on_epoch"):  # epoch-dependent losses (e.g. deferred re-weighting)
-                method.loss_fn.on_epoch(epoch)
-            optimizer.zero_grad(set_to_none=True)
-            for idx in method.batches():
+        while True:
+            if loop.batches is None:  # between epochs
+                if (loop.epoch >= epochs) if not max_steps else (loop.step >= max_steps):
+                    break
+                loop.begin_epoch(list(method.batches()))
+                if hasattr(method.loss_fn, "on_epoch"):  # epoch-dependent losses (e.g. deferred re-weighting)
+                    method.loss_fn.on_epoch(loop.epoch)
+                optimizer.zero_grad(set_to_none=True)
+            while loop.position < len(loop.batches):
+                idx = loop.batches[loop.position]
+                loop.position += 1
                 local = shard_batch(idx)  # this process's part of the global batch (all of it in one process)
                 with precision:
                     loss = global_share(method.loss(trained, method.data.batch(local)), len(local), len(idx))
-                recent.append(loss.detach())
+                loop.recent.append(loss.detach())
                 scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
-                count += 1
-                minibatches += 1
-                if len(recent) == DIVERGENCE_CHECK_EVERY:
-                    window = _checked_sum(recent, count, epoch, stage)
-                    total += window
-                    since += window
-                    since_count += len(recent)
-                    recent = []
-                if minibatches % accumulate:
+                loop.count += 1
+                loop.minibatches += 1
+                if len(loop.recent) == DIVERGENCE_CHECK_EVERY:
+                    loop.check_recent()
+                if loop.minibatches % accumulate:
                     continue
                 _optimizer_step(optimizer, scaler, model, clip, scheduler)
-                step += 1
-                if every_steps and after_steps is not None and step % every_steps == 0:
-                    if recent:
-                        window = _checked_sum(recent, count, epoch, stage)
-                        total += window
-                        since += window
-                        since_count += len(recent)
-                        recent = []
-                    after_steps(step, epoch, float(mean_over_ranks(since)) / max(since_count, 1))
-                    since.zero_()
-                    since_count = 0
-                if max_steps and step >= max_steps:
-                    break
-            if minibatches % accumulate:  # gradients of a last, partial accumulation: one more step
+                loop.step += 1
+                if every_steps and after_steps is not None and loop.step % every_steps == 0:
+                    loop.check_recent()
+                    after_steps(loop.step, loop.epoch, loop.take_since())
+                if max_steps and loop.step >= max_steps:
+                    loop.position = len(loop.batches)
+                if checkpoints is not None:
+                    checkpoint_if_due(bool(checkpoints.every_steps) and loop.step % checkpoints.every_steps == 0)
+            if loop.minibatches % accumulate:  # gradients of a last, partial accumulation: one more step
                 _optimizer_step(optimizer, scaler, model, clip, scheduler)
-                minibatches += accumulate - minibatches % accumulate
-                step += 1
-            if recent:
-                window = _checked_sum(recent, count, epoch, stage)
-                total += window
-                since += window
-                since_count += len(recent)
-            method.end_epoch(model, epoch)
+                loop.minibatches += accumulate - loop.minibatches % accumulate
+                loop.step += 1
+            loop.check_recent()
+            method.end_epoch(model, loop.epoch)
             if after_epoch is not None:
-                after_epoch(epoch, float(mean_over_ranks(total)) / max(count, 1))
-        if every_steps and after_steps is not None and step % every_steps:
-            after_steps(step, epoch, float(mean_over_ranks(since)) / max(since_count, 1))
+                after_epoch(loop.epoch, float(mean_over_ranks(loop.total)) / max(loop.count, 1))
+            loop.batches = None
+            if checkpoints is not None:
+                every = checkpoints.every_epochs
+                checkpoint_if_due(not checkpoints.every_steps and bool(every) and loop.epoch % every == 0)
+        if every_steps and after_steps is not None and loop.step % every_steps:
+            after_steps(loop.step, loop.epoch, loop.take_since())
 
     # -- the run -----------------------------------------------------------------------------------
     def fit(self) -> RunResult:
         """Train, evaluate every ``eval_every`` epochs, select by the rule; returns the `RunResult`.
 
-        The selected model's weights are kept in ``self.selected_state``.
+        The selected model's weights are kept in ``self.selected_state``. With a ``checkpoint`` file the
+        run resumes from it when it exists (the result's ``resumed_at`` says from where) and writes it
+        every ``checkpoint_every`` epochs (or ``checkpoint_every_steps`` steps): model, optimizer,
+        scheduler, grad scaler, the method's state, the loop's position, every RNG state, the history
+        and the selection so far, so that the resumed run is the uninterrupted one. While it trains,
+        SIGTERM and SIGINT write a checkpoint at the next step boundary and raise `RunInterrupted`.
         """
         start = time.perf_counter()
         seed_everything(self.config.seed)
@@ -386,6 +481,35 @@ class Trainer:
         train_counts = self.full_train.group_counts() if self.full_train.has_groups else None
         if self.group_inference is not None:
             self.log({"group_inference": self.group_inference})
+        saved = None if self.checkpoint is None else load_checkpoint(self.checkpoint, self.config.run_id)
+        elapsed, resumed_at = 0.0, None
+        if saved is not None:
+            entries.extend(json.loads(saved["history"]))
+            for entry in entries:
+                self.log(entry)
+            if saved["best"] is not None:
+                best["entry"] = entries[saved["best"]]
+                best["key"] = rule_key(best["entry"], self.rule)
+                self.selected_state = {k: v.to(self.device) for k, v in saved["selected_state"].items()}
+            model.load_state_dict(saved["model"])
+            method.load_state_dict(saved["method"])
+            set_module_rng_states(model, saved["module_rng"])
+            set_global_rng_states(saved["rng"])
+            elapsed = saved["elapsed_s"]
+            position = saved["loop"]
+            resumed_at = {"epoch": position["epoch"] - (position["batches"] is not None), "step": position["step"]}
+
+        def save(loop_state: dict[str, Any]) -> None:
+            """Write the checkpoint: the loop's state with the model's, the method's and the run's (under
+            torchrun, rank 0's: every rank holds the same model, optimizer and method state)."""
+            if not is_main_process():
+                return
+            chosen = next((i for i, e in enumerate(entries) if e is best["entry"]), None)
+            save_checkpoint(self.checkpoint, {
+                "run_id": self.config.run_id, **loop_state, "model": model.state_dict(),
+                "method": method.state_dict(), "history": dumps(entries, indent=None), "best": chosen,
+                "selected_state": self.selected_state, "module_rng": module_rng_states(model),
+                "rng": global_rng_states(self.device), "elapsed_s": elapsed + time.perf_counter() - start})
 
         def record(entry: dict[str, Any], evaluate_now: bool) -> None:
             """Add the evaluation (when due), keep the best state by the rule, log the history line."""
@@ -419,8 +543,14 @@ class Trainer:
         # the epoch a run counted in steps ends in (optimizer steps per epoch: minibatches / accumulate)
         last_epoch = epochs if not max_steps else \
             math.ceil(max_steps / math.ceil(method.batches_per_epoch() / self.hparams["accumulate"]))
-        self.run_epochs(method, model, epochs, after_epoch=after_epoch, max_steps=max_steps,
-                        every_steps=every_steps, after_steps=after_steps)
+        # Under torchrun the ranks could see a signal at different steps: it acts there as it always did.
+        stoppable = self.checkpoint is not None and not is_distributed()
+        with StopRequest() if stoppable else contextlib.nullcontext() as stop:
+            checkpoints = None if self.checkpoint is None else LoopCheckpoints(
+                save, self.hparams.get("checkpoint_every", 1), self.hparams.get("checkpoint_every_steps", 0), saved,
+                stop)
+            self.run_epochs(method, model, epochs, after_epoch=after_epoch, max_steps=max_steps,
+                            every_steps=every_steps, after_steps=after_steps, checkpoints=checkpoints)
         chosen = best["entry"]
         if chosen is None:
             raise GroupRobustError(f"selection rule {self.rule.name!r} found no value on {self.rule.split}; "
@@ -439,5 +569,6 @@ class Trainer:
             train_empty_groups=self.full_train.empty_groups(),
             method_info={**method.run_info(),
                          **({"group_inference": self.group_inference} if self.group_inference else {})},
-            time_s=time.perf_counter() - start,
+            time_s=elapsed + time.perf_counter() - start,
+            resumed_at=resumed_at,
         )

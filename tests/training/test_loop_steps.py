@@ -100,7 +100,8 @@ def test_parameters_added_later_keep_existing_run_ids():
     from dataclasses import asdict
     fields = asdict(plain)
     for name in ("backbone", "weights", "finetune", "lora_rank", "lora_alpha", "augment", "max_steps",
-                 "eval_every_steps", "accumulate", "grad_clip", "scheduler", "warmup_frac"):
+                 "eval_every_steps", "accumulate", "grad_clip", "scheduler", "warmup_frac", "checkpoint_every",
+                 "checkpoint_every_steps"):
         del fields["hparams"][name]
     del fields["inputs"]
     old_id = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]

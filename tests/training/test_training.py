@@ -64,7 +64,9 @@ def test_interrupted_run_leaves_nothing(tmp_path, tiny_gaussian):
 
     with pytest.raises(KeyboardInterrupt):
         run(cfg, out=tmp_path / "r", on_epoch=interrupt)
-    assert list(tmp_path.iterdir()) == []  # not even the claim's lock file
+    # nothing but the checkpoint that resumes it (of epoch 1), beside the run: not even the claim's lock file
+    assert [p.name for p in tmp_path.iterdir()] == [".r.ckpt"]
+    assert [p.name for p in (tmp_path / ".r.ckpt").iterdir()] == [f"{cfg.run_id}.pt"]
 
 
 def test_finished_run_is_reused_and_different_run_refused(tmp_path, tiny_gaussian):

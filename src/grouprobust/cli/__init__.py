@@ -29,7 +29,7 @@ if "torch" not in sys.modules:
 
 from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.flags import describe_error
-from grouprobust.errors import GroupRobustError
+from grouprobust.errors import GroupRobustError, RunInterrupted
 from grouprobust.outdir import disk_error
 
 # Importing a command module registers its commands on `app`, in this order in `grouprobust --help`.
@@ -76,6 +76,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         err_console.print(f"error: {converted}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except RunInterrupted as err:  # a checkpoint is written: the same command resumes the run
+        err_console.print(str(err), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(err.exit_status)
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing was written for the unfinished run (a sweep run again resumes "
                           "where it stopped)")

@@ -16,6 +16,8 @@ TrackOpt = typer.Option([], "--track", help="experiment tracking: mlflow, tensor
                         "(MLflow: MLFLOW_TRACKING_URI, else a local store mlruns/ beside the run; see docs/tracking.md)")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: chosen from the CPUs this process "
                           "may use and how busy they are; OMP_NUM_THREADS wins)")
+KeepCheckpointsOpt = typer.Option(False, "--keep-checkpoints", help="keep a run's checkpoints (.OUT.ckpt/ beside its "
+                                  "directory) when it finishes; by default they are removed")
 
 
 def parse_assignments(items: Iterable[str], flag: str, join: bool = True) -> dict[str, str]:

@@ -101,6 +101,8 @@ class SweepProgress:
         """Count one finished (or failed) trial (an outcome of `grouprobust.sweep.executors`)."""
         if outcome["status"] == "finished":
             self.done += 1
+        elif outcome["status"] == "interrupted":  # the sweep stops here; the trial is left to resume
+            pass
         else:
             self.failed += 1
             self.progress.console.print(f"[red]failed[/] {outcome['run_id']}: {outcome['reason']}",

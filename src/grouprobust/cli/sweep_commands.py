@@ -10,7 +10,7 @@ import typer
 from rich.markdown import Markdown
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import ThreadsOpt, TrackOpt
+from grouprobust.cli.options import KeepCheckpointsOpt, ThreadsOpt, TrackOpt
 from grouprobust.cli.progress import SweepProgress
 from grouprobust.threads import check_threads
 from grouprobust.tracking import check_trackers
@@ -37,8 +37,12 @@ def sweep(
     best_only: bool = typer.Option(False, "--best-only", help="rerun only the point each dataset and method chooses "
                                    "on the finished grid (as `grouprobust report` chooses), on --seeds seeds"),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="grow the file's seeds to this many (0, 1, 2, ...)"),
+    keep_checkpoints: bool = KeepCheckpointsOpt,
 ) -> None:
-    """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed)."""
+    """Run every trial of a sweep file; re-running skips finished trials (and failed ones unless --retry-failed).
+
+    SIGTERM or SIGINT checkpoints the running trial and stops the sweep (exit 128 + signal); re-running
+    resumes that trial from its checkpoint (docs/long-runs.md)."""
     # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
     from grouprobust.sweep.executors import check_executor, executor_slots
     from grouprobust.sweep.placement import describe_placement
@@ -76,8 +80,15 @@ def sweep(
 
         summary = run_sweep(file, out, executor, workers, address, retry_failed, on_start=on_start,
                             on_outcome=lambda outcome: display[0].update(outcome), on_plan=on_plan,
-                            track=",".join(track) or None, force=force, threads=threads, gpus_per_trial=gpus_per_trial,
-                            cpus_per_trial=cpus_per_trial, best_only=best_only, seeds=seeds)
+                            track=",".join(track) or None, force=force, threads=threads,
+                            gpus_per_trial=gpus_per_trial,
+                            cpus_per_trial=cpus_per_trial, best_only=best_only, seeds=seeds,
+                            keep_checkpoints=keep_checkpoints)
+    stopped = summary.interrupted
+    if stopped is not None:
+        err_console.print(f"sweep stopped: trial {stopped['run_id']} {stopped['reason']}", markup=False,
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + stopped["signal"])
     elsewhere = f" ({summary.elsewhere} more ran in other processes sharing {out})" if summary.elsewhere else ""
     console.print(f"ran {summary.ran}: {summary.finished} finished, {len(summary.failed)} failed{elsewhere}. "
                   f"Results in {out}/runs; summarise with `grouprobust report {out}`")

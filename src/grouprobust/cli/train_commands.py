@@ -9,8 +9,8 @@ from typing import List, Optional
 import typer
 
 from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import (DataOpt, SetOpt, ThreadsOpt, TrackOpt, complete_dataset, complete_method,
-                                     merge_shortcut, parse_assignments)
+from grouprobust.cli.options import (DataOpt, KeepCheckpointsOpt, SetOpt, ThreadsOpt, TrackOpt, complete_dataset,
+                                     complete_method, merge_shortcut, parse_assignments)
 from grouprobust.cli.progress import training_progress
 from grouprobust.cli.render import comparison_table, print_result
 from grouprobust.threads import apply_thread_policy
@@ -22,7 +22,7 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
                      quiet: bool = False, from_dir: Optional[Path] = None, show: bool = True,
                      track: Optional[str] = None, threads: Optional[int] = None, backbone: Optional[str] = None,
                      weights: Optional[Path] = None, root: Optional[Path] = None, download: bool = False,
-                     groups: Optional[Path] = None) -> dict:
+                     groups: Optional[Path] = None, keep_checkpoints: bool = False) -> dict:
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
     # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
     from grouprobust.config import resolve_config
@@ -48,7 +48,8 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     total, unit = ((config.hparams["max_steps"], "steps") if config.hparams["eval_every_steps"]
                    else (config.hparams["epochs"], "epochs"))
     with training_progress(f"{method} on {dataset} ({unit})", total, err_console, disable=quiet) as on_epoch:
-        result = run(config, out, device=device, on_epoch=on_epoch, tracker=tracker, download=download)
+        result = run(config, out, device=device, on_epoch=on_epoch, tracker=tracker, download=download,
+                     keep_checkpoints=keep_checkpoints)
     if not main:
         return result
     if result.get("reused"):
@@ -94,11 +95,15 @@ def train(
                                            "model folder (default: the backbone's own local weights)"),
     download: bool = typer.Option(False, "--download", help="allow fetching the backbone's pretrained weights from "
                                   "the network when no local copy exists"),
+    keep_checkpoints: bool = KeepCheckpointsOpt,
 ) -> None:
-    """Train one method on one dataset and write a run directory (hyper-parameters: `grouprobust methods NAME`)."""
+    """Train one method on one dataset and write a run directory (hyper-parameters: `grouprobust methods NAME`).
+
+    The run checkpoints every epoch (--set checkpoint_every=N) beside OUT; running the same command again
+    after a kill or SIGTERM/SIGINT resumes it (docs/long-runs.md)."""
     train_and_report(dataset, method, seed, sets, data, out, regime, select, device, epochs, quiet, from_dir,
                      track=",".join(track) or None, threads=threads, backbone=backbone, weights=weights, root=root, download=download,
-                     groups=groups)
+                     groups=groups, keep_checkpoints=keep_checkpoints)
 
 
 @app.command()

@@ -88,6 +88,9 @@ class Method(MethodDeclaration):
     checked and typed in ``hparams``), and override only what differs:
     `batches` (the sampler), `loss` (the objective), `setup` (work before training, e.g. JTT's
     first stage), `end_epoch` (after each epoch) and `epoch_log` (state written to ``history.jsonl``).
+    A method that keeps state changing during training (beyond its ``generator``) adds it to
+    `state_dict` and `load_state_dict`, so that a resumed run continues exactly where it stopped; what
+    `setup` computes is computed again on resume (it must be deterministic) unless stored there too.
     """
 
     kind: ClassVar[str] = "loop"
@@ -104,7 +107,9 @@ class Method(MethodDeclaration):
         `grouprobust.methods.context.MethodContext` (build models, train a stage 1, the validation split)."""
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """One epoch of index tensors: `epoch_order` cut into minibatches (views, on the device)."""
+        """One epoch of index tensors: `epoch_order` cut into minibatches (views, on the device).
+
+        The loop draws the whole epoch when it begins (a checkpoint keeps the batches still to come)."""
         return iter(self.epoch_order().split(self.batch_size))
 
     def batches_per_epoch(self) -> int:
@@ -130,6 +135,15 @@ class Method(MethodDeclaration):
     def run_info(self) -> dict[str, Any]:
         """Extra fields for ``result.json`` (JSON-serialisable), e.g. derived quantities."""
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this method at a step boundary (tensors, numbers, strings, lists, tuples,
+        dicts): here the sampler's generator state; subclasses with more state extend it."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (called after `setup`, on a resumed run)."""
+        self.generator.set_state(state["generator"].cpu())
 
 
 def to_list(values: torch.Tensor | np.ndarray) -> list:

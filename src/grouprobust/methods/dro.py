@@ -115,6 +115,13 @@ class GroupDRO(WeightedSampling):
         counts = np.maximum(np.bincount(groups, minlength=self.n_groups), 1)
         return np.bincount(groups, weights=losses, minlength=self.n_groups) / counts
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "log_q": self.log_q}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.log_q = state["log_q"].to(self.log_q.device)
+
     def run_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"final_group_weights": to_list(self.q)}
         losses = self._final_group_losses()

@@ -85,6 +85,16 @@ class EnvironmentMethod(WeightedSampling):
             self.sample_probs = balanced_probabilities(labels, self.n_envs)
         self.steps = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        # ``_last``: the last step's logged figures (a subclass's), read by the epoch's history line
+        return {**super().state_dict(), "steps": self.steps, "last": getattr(self, "_last", None)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.steps = state["steps"]
+        if state["last"] is not None:
+            self._last = state["last"]
+
     def batch_env(self, batch: Batch) -> torch.Tensor:
         """The environment of every example of ``batch``."""
         return self.env[batch.idx]

@@ -309,6 +309,17 @@ class _GERNEBase(Method):
             self._epoch_betas = []
         return {"gerne": line}
 
+    def state_dict(self) -> dict[str, Any]:
+        # the adaptive schedule (beta, its loss moving averages and gap) and this epoch's logged sums
+        return {**super().state_dict(), "beta": self.beta, "ema": self._ema, "gap": self.gap, "sums": self._sums,
+                "steps": self._steps, "epoch_betas": list(self._epoch_betas)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.beta, self._ema, self.gap = state["beta"], state["ema"], state["gap"]
+        self._sums.copy_(state["sums"])
+        self._steps, self._epoch_betas = state["steps"], list(state["epoch_betas"])
+
     def run_info(self) -> dict[str, Any]:
         k = self.c * (self.beta + 1)
         return {**self._range_info(), "group_counts": self.counts.tolist(),

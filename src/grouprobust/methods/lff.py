@@ -92,3 +92,17 @@ class LfF(Method):
     def epoch_log(self) -> dict[str, Any]:
         weight = getattr(self, "_mean_weight", None)
         return {"mean_weight": None if weight is None else float(weight)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "biased": self.biased.state_dict(),
+                "biased_optimizer": self.biased_optimizer.state_dict(), "ema_biased": self.ema_biased,
+                "ema_main": self.ema_main, "seen": self.seen, "mean_weight": getattr(self, "_mean_weight", None)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.biased.load_state_dict(state["biased"])
+        self.biased_optimizer.load_state_dict(state["biased_optimizer"])
+        for name in ("ema_biased", "ema_main", "seen"):
+            getattr(self, name).copy_(state[name])
+        if state["mean_weight"] is not None:
+            self._mean_weight = state["mean_weight"]

@@ -48,6 +48,13 @@ class _Mixing(EnvironmentMethod):
     def partners(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.rng.bit_generator.state = state["rng"]
+
     #: One mixing weight per batch (Mixup), or one per example (LISA).
     per_example_lam = False
 

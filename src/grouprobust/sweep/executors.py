@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from grouprobust.config import RunConfig
-from grouprobust.errors import DivergedError, GroupRobustError
+from grouprobust.errors import DivergedError, GroupRobustError, RunInterrupted
 from grouprobust.outdir import DiskError
 from grouprobust.output import read_json
 from grouprobust.rundir import RunBusyError, RunDirectory, directory_token, run_status
@@ -37,7 +37,8 @@ EXECUTORS = ("local", "ray")
 
 
 def run_trial(config: dict[str, Any], runs: str, threads: int | None = None, wait: bool = False,
-              replace: str | None = None, tracking: dict[str, Any] | None = None) -> Outcome:
+              replace: str | None = None, tracking: dict[str, Any] | None = None,
+              keep_checkpoints: bool = False) -> Outcome:
     """Claim and run one trial into ``runs/<run_id>``; returns
     ``{"run_id", "status", "ran", "reason", "time_s", "cpu_s"}``.
 
@@ -51,7 +52,10 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None, wai
 
     ``status`` is otherwise ``finished`` or ``failed``; a failure of any kind (a diverging loss, a bad
     combination only found while training, a bug) is written as a failed run directory with its
-    reason instead of stopping the sweep. ``time_s`` is wall-clock and ``cpu_s`` this process's CPU
+    reason instead of stopping the sweep. A trial stopped by SIGTERM or SIGINT after writing a
+    checkpoint (`grouprobust.errors.RunInterrupted`) is ``interrupted``, with its ``signal``: nothing
+    is written at its run directory, and the next sweep resumes it from the checkpoint
+    (kept after the trial finishes with ``keep_checkpoints``). ``time_s`` is wall-clock and ``cpu_s`` this process's CPU
     time, in seconds. ``threads`` sets torch's intra-op thread count (None: the policy of
     `grouprobust.threads`, applied by `grouprobust.runs.run`). Every trial, loop or two-stage, runs
     through `grouprobust.runs.run`. ``tracking`` holds `grouprobust.tracking.make_tracker`'s
@@ -68,18 +72,21 @@ def run_trial(config: dict[str, Any], runs: str, threads: int | None = None, wai
             done = _done_elsewhere(out, replace)
             if done is not None:
                 return {"run_id": cfg.run_id, "ran": False, "time_s": 0.0, "cpu_s": 0.0, **done}
-            return _run_claimed_trial(cfg, writer, start, cpu, tracking)
+            return _run_claimed_trial(cfg, writer, start, cpu, tracking, keep_checkpoints)
     except RunBusyError:  # raised only by the claim: errors of the run itself are recorded as failed
         return {"run_id": cfg.run_id, "status": "busy", "ran": False, "reason": None, "time_s": 0.0, "cpu_s": 0.0}
 
 
 def _run_claimed_trial(cfg: RunConfig, writer: RunDirectory, start: float, cpu: float,
-                       tracking: dict[str, Any] | None) -> Outcome:
+                       tracking: dict[str, Any] | None, keep_checkpoints: bool = False) -> Outcome:
     """Run the claimed trial; any failure is written as a failed run directory (see `run_trial`)."""
     try:
-        run(cfg, writer.path, tracker=trial_tracker(tracking))
+        run(cfg, writer.path, tracker=trial_tracker(tracking), keep_checkpoints=keep_checkpoints)
         return {"run_id": cfg.run_id, "status": "finished", "ran": True, "reason": None,
                 "time_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
+    except RunInterrupted as err:  # checkpointed: the next sweep resumes it
+        return {"run_id": cfg.run_id, "status": "interrupted", "ran": True, "reason": str(err),
+                "signal": err.signum, "time_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
     except DivergedError as err:  # `run` has already written error.json
         reason = str(err)
     except DiskError:  # a full or read-only disk is no fault of the trial: the sweep stops, the trial stays to run
@@ -134,15 +141,16 @@ class LocalExecutor:
         self._pools: list[ProcessPoolExecutor | None] = [None] * self.slots
 
     def run(self, trials: list[Trial], runs: Path, wait: bool = False, replace: dict[str, str] | None = None,
-            tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
-        """Yield each trial's outcome (`run_trial` with this executor's ``threads``, ``wait`` and ``tracking``;
-        ``replace``: run id -> token of a failed run to retry) as it finishes: in order with one slot, in
-        completion order with several."""
+            tracking: dict[str, Any] | None = None, keep_checkpoints: bool = False) -> Iterator[Outcome]:
+        """Yield each trial's outcome (`run_trial` with this executor's ``threads``, ``wait``, ``tracking`` and
+        ``keep_checkpoints``; ``replace``: run id -> token of a failed run to retry) as it finishes: in order
+        with one slot, in completion order with several."""
         replace = replace or {}
         if self.slots == 1:
             for trial in trials:
                 yield run_trial(trial.config.to_dict(), str(runs), self.threads, wait=wait,
-                                replace=replace.get(trial.run_id), tracking=tracking)
+                                replace=replace.get(trial.run_id), tracking=tracking,
+                                keep_checkpoints=keep_checkpoints)
             return
         threads = self.threads or max(1, usable_cpus() // self.slots)
         queue, free = list(trials), list(range(self.slots))
@@ -151,7 +159,7 @@ class LocalExecutor:
             while queue and free:
                 slot, trial = free.pop(0), queue.pop(0)
                 task = self._pool(slot).submit(run_trial, trial.config.to_dict(), str(runs), threads, wait,
-                                               replace.get(trial.run_id), tracking)
+                                               replace.get(trial.run_id), tracking, keep_checkpoints)
                 running[task] = (slot, trial)
             done, _ = wait_for(running, return_when=FIRST_COMPLETED)
             for task in done:
@@ -234,14 +242,14 @@ class RayExecutor:
                                max_retries=0)(run_trial)
 
     def run(self, trials: list[Trial], runs: Path, wait: bool = False, replace: dict[str, str] | None = None,
-            tracking: dict[str, Any] | None = None) -> Iterator[Outcome]:
-        """Submit every trial (`run_trial` with ``wait``, ``replace`` and ``tracking`` as in
-        `LocalExecutor.run`) and yield outcomes in completion order."""
+            tracking: dict[str, Any] | None = None, keep_checkpoints: bool = False) -> Iterator[Outcome]:
+        """Submit every trial (`run_trial` with ``wait``, ``replace``, ``tracking`` and ``keep_checkpoints`` as
+        in `LocalExecutor.run`) and yield outcomes in completion order."""
         ray = self.ray
         runs_text = str(Path(runs).resolve())
         replace = replace or {}
-        pending = [self.task.remote(t.config.to_dict(), runs_text, self.threads, wait, replace.get(t.run_id), tracking)
-                   for t in trials]
+        pending = [self.task.remote(t.config.to_dict(), runs_text, self.threads, wait, replace.get(t.run_id), tracking,
+                                    keep_checkpoints) for t in trials]
         by_ref = dict(zip(pending, trials))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -36,7 +36,13 @@ class SweepSummary:
     @property
     def failed(self) -> list[Outcome]:
         """Outcomes of the trials that this invocation ran and that failed."""
-        return [o for o in self.outcomes if o["status"] != "finished" and o.get("ran", True)]
+        return [o for o in self.outcomes if o["status"] not in ("finished", "interrupted") and o.get("ran", True)]
+
+    @property
+    def interrupted(self) -> Outcome | None:
+        """The outcome of the trial that SIGTERM or SIGINT stopped (with a checkpoint), which ended this
+        invocation; None if none did."""
+        return next((o for o in self.outcomes if o["status"] == "interrupted"), None)
 
     @property
     def ran(self) -> int:
@@ -120,8 +126,8 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
               on_outcome: Callable[[Outcome], None] | None = None,
               on_plan: Callable[[Plan], None] | None = None, track: str | list[str] | None = None,
               force: bool = False, threads: int | None = None, gpus_per_trial: float | None = None,
-              cpus_per_trial: float | None = None, best_only: bool = False, seeds: int | None = None
-              ) -> SweepSummary:
+              cpus_per_trial: float | None = None, best_only: bool = False, seeds: int | None = None,
+              keep_checkpoints: bool = False) -> SweepSummary:
     """Run the sweep in ``spec_path`` into ``out``; returns what was skipped and what ran.
 
     Everything is validated before the first trial starts, and before anything is written (the
@@ -134,6 +140,9 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
     trial's torch thread count (default: `grouprobust.threads`' policy). ``gpus_per_trial`` (a fraction
     of one GPU) and ``cpus_per_trial`` (Ray only) say what each trial takes (`make_executor`);
     ``best_only`` and ``seeds`` rerun each (dataset, method)'s chosen point on more seeds (`prepare`).
+    A trial stopped by SIGTERM or SIGINT (checkpointed, ``interrupted``) ends the invocation there
+    (`SweepSummary.interrupted`); the next one resumes it. ``keep_checkpoints`` keeps each trial's
+    checkpoints when it finishes.
 
     Other processes may run the same sweep into ``out`` at the same time (on other machines too, with
     a shared file system): each trial is claimed when it starts, trials claimed elsewhere are left
@@ -164,13 +173,16 @@ def run_sweep(spec_path: Path, out: Path, executor: str = "local", workers: int 
         by_id = {t.run_id: t for t in todo.to_run}
         busy = []
         for wait, trials in ((False, todo.to_run), (True, busy)):  # free trials first, then wait for the busy ones
-            for outcome in runner.run(trials, runs_dir(out), wait=wait, replace=todo.replace, tracking=tracking):
+            for outcome in runner.run(trials, runs_dir(out), wait=wait, replace=todo.replace, tracking=tracking,
+                                      keep_checkpoints=keep_checkpoints):
                 if outcome["status"] == "busy":
                     busy.append(by_id[outcome["run_id"]])
                     continue
                 summary.outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
+                if outcome["status"] == "interrupted":  # preempted: stop here, the next sweep resumes
+                    return summary
     finally:
         if runner is not None:
             runner.close()
