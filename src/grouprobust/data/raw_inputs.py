@@ -12,7 +12,7 @@ reports its progress through `grouprobust.data.progress`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Sequence
 
 import numpy as np
 
@@ -21,9 +21,16 @@ from grouprobust.data.fingerprint import fingerprint_path
 from grouprobust.data.progress import task_progress
 from grouprobust.data.rows import IndexedRows
 from grouprobust.errors import GroupRobustError
+from grouprobust.params import Interval
 
 if TYPE_CHECKING:  # the readers package imports this module
     from grouprobust.data.readers.table import BenchmarkTable
+
+#: The dataset options of every dataset that reads raw inputs end to end (declared once, used in builders'
+#: signatures): the resolution, the most tokens per text, where the tokenizer is read from.
+ImageSizeOption = Annotated[int, Interval(0, 4096), "input resolution in px end to end (0: the backbone's own)"]
+MaxLengthOption = Annotated[int, Interval(0, 65536), "most tokens per text end to end (0: the backbone's own limit)"]
+TokenizerOption = Annotated[str, "where the texts' tokenizer is read from (empty: the backbone's own)"]
 
 
 def input_splits(table: "BenchmarkTable", *, image_size: int, tokenizer: str, max_length: int,

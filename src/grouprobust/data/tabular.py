@@ -42,6 +42,8 @@ import numpy as np
 import pandas as pd
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
+from grouprobust.data.raw_inputs import ImageSizeOption, MaxLengthOption, TokenizerOption, input_splits
+from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.data.registry import register_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.grouping import Grouper
@@ -378,9 +380,6 @@ def _raw_input_splits(frame: pd.DataFrame, column: str, images: bool, base: Path
                       split_of: np.ndarray, grouper: Grouper, name: str, *, image_size: int, tokenizer: str,
                       max_length: int) -> DatasetSplits:
     """The splits of a table whose input is one column of image paths (relative to ``base``) or texts."""
-    from grouprobust.data.raw_inputs import input_splits
-    from grouprobust.data.readers.table import BenchmarkTable
-
     if frame[column].isna().any():
         row = int(np.flatnonzero(frame[column].isna().to_numpy())[0])
         raise GroupRobustError(f"column {column!r} is empty in row {row}; every row needs its "
@@ -422,12 +421,7 @@ def table_dataset(seed: int = 0, *,
                   image: Annotated[str, "column of image paths, trained end to end through a backbone"] = "",
                   text: Annotated[str, "column of texts, trained end to end through a backbone"] = "",
                   root: Annotated[str, "folder the image paths are relative to (default: the table's)"] = "",
-                  image_size: Annotated[int, Interval(0, 4096), "input resolution in px end to end (0: the "
-                                        "backbone's own)"] = 0,
-                  max_length: Annotated[int, Interval(0, 65536), "most tokens per text end to end (0: the "
-                                        "backbone's own limit)"] = 0,
-                  tokenizer: Annotated[str, "where the texts' tokenizer is read from (empty: the backbone's "
-                                       "own)"] = "",
+                  image_size: ImageSizeOption = 0, max_length: MaxLengthOption = 0, tokenizer: TokenizerOption = "",
                   ) -> DatasetSplits:
     """The table at ``path`` as a grouped dataset (`from_table`); the seed draws the splits without ``split``."""
     if not path:

@@ -13,7 +13,7 @@ from typing import Annotated
 import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
-from grouprobust.data.raw_inputs import tokenized
+from grouprobust.data.raw_inputs import MaxLengthOption, TokenizerOption, tokenized
 from grouprobust.data.registry import register_dataset
 from grouprobust.data.token_cache import texts_key
 from grouprobust.params import FRACTION, MAX_DIMS, SAMPLES, Interval
@@ -102,9 +102,7 @@ def toxic_templates(seed: int = 0, *,
                     second_identity: Annotated[float, FRACTION] = 0.35,
                     core_rate: Annotated[float, FRACTION] = 0.7, core_noise: Annotated[float, FRACTION] = 0.05,
                     n_features: Annotated[int, Interval(16, MAX_DIMS * 256), "hashed features"] = 1024,
-                    tokenizer: Annotated[str, "a text backbone's tokenizer: the comments as token ids, fine-tuned "
-                                         "end to end (set from --backbone)"] = "",
-                    max_length: Annotated[int, Interval(0, 65536), "most tokens per comment end to end"] = 0,
+                    tokenizer: TokenizerOption = "", max_length: MaxLengthOption = 0,
                     ) -> DatasetSplits:
     """Train/val/test splits of hashed template comments.
 

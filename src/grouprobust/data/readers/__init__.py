@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable
 
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.feature_store import load_feature_splits
-from grouprobust.data.raw_inputs import input_splits
+from grouprobust.data.raw_inputs import ImageSizeOption, MaxLengthOption, TokenizerOption, input_splits
 from grouprobust.data.readers.celeba import read_celeba
 from grouprobust.data.readers.civilcomments import read_civilcomments
 from grouprobust.data.readers.dfa_layout import read_bffhq, read_colored_cifar10, read_colored_mnist
@@ -99,11 +99,7 @@ def _benchmark_builder(name: str) -> Callable[..., DatasetSplits]:
     def build(seed: int = 0, *,
               features: Annotated[str, "a feature directory written by `grouprobust features`"] = "",
               root: Annotated[str, "the benchmark's own folder, trained end to end through a backbone"] = "",
-              image_size: Annotated[int, Interval(0, 4096), "input resolution in px end to end (0: the "
-                                    "backbone's own)"] = 0,
-              max_length: Annotated[int, Interval(0, 65536), "most tokens per text end to end (0: the "
-                                    "backbone's own limit)"] = 0,
-              tokenizer: Annotated[str, "where the texts' tokenizer is read from (empty: the backbone's own)"] = "",
+              image_size: ImageSizeOption = 0, max_length: MaxLengthOption = 0, tokenizer: TokenizerOption = "",
               **reader_options: Any) -> DatasetSplits:
         if features and root:
             raise GroupRobustError(f"{name}: give either features=DIR (extracted features) or root=DIR (the files, "
