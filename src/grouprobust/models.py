@@ -93,11 +93,12 @@ class BackboneFeatures(nn.Module):
 
 def build_network(hparams: dict, input_shape: tuple[int, ...], n_classes: int, inputs: str = "features",
                   image_size: int | None = None, pretrained: bool = True, download: bool = False,
-                  device: torch.device | None = None) -> Classifier:
+                  device: torch.device | None = None, seed: int = 0) -> Classifier:
     """The run's network, freshly initialised (seed torch first): the small network ``hparams["model"]`` on
     feature vectors, or ``hparams["backbone"]`` (with its ``weights`` when ``pretrained``; architecture only
     otherwise, for a run whose saved state replaces every weight) and a new linear head, fine-tuned as
-    ``finetune`` says. ``inputs`` and ``image_size`` describe the data (`GroupDataset.inputs`)."""
+    ``finetune`` says. ``inputs`` and ``image_size`` describe the data (`GroupDataset.inputs`); ``seed`` seeds the
+    image input stage's augmentation draws."""
     spec = hparams.get("backbone") or ""
     if not spec:
         if inputs != "features":
@@ -118,6 +119,7 @@ def build_network(hparams: dict, input_shape: tuple[int, ...], n_classes: int, i
     if inputs == "image":
         stage: nn.Module = ImageInput(image_size or info.input.image_size, info.input.mean, info.input.std,
                                       augment=bool(hparams.get("augment")))
+        stage.seed(seed)
     else:
         stage = nn.Identity()
     channels_last = device is not None and device.type == "cuda" and info.family == "conv"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import math
 import time
@@ -19,7 +18,7 @@ import torch
 from grouprobust.checkpoint import (StopRequest, global_rng_states, load_checkpoint, module_rng_states,
                                     save_checkpoint, set_global_rng_states, set_module_rng_states)
 from grouprobust.config import RunConfig
-from grouprobust.data.disk_cache import cache_dir
+from grouprobust.data.disk_cache import cache_dir, entry_name
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.distributed import (global_share, is_distributed, is_main_process, mean_over_ranks, shard_batch,
                                      wrap_model)
@@ -146,8 +145,7 @@ def stage1_model_file(config: RunConfig, hparams: dict[str, Any], epochs: int, n
     training = {k: v for k, v in hparams.items() if k not in ignored}
     key = {"dataset": config.dataset, "data": config.data, "inputs": config.dataset_inputs(), "seed": config.seed,
            "hparams": training, "epochs": epochs, "n_train": n_train}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return cache_dir("stage1") / f"{digest}.pt"
+    return cache_dir("stage1") / f"{entry_name(key)[:16]}.pt"
 
 
 @dataclass
@@ -315,10 +313,7 @@ class Trainer:
         backbone with a new head), on the device; its augmentation draws are seeded by the run's seed."""
         model = build_network(self.hparams, self.train_set.input_shape, self.train_set.n_classes,
                               self.train_set.inputs, self.config.data.get("image_size") or None,
-                              download=self.download, device=self.device)
-        seed_inputs = getattr(model.features, "inputs", None)
-        if hasattr(seed_inputs, "seed"):
-            seed_inputs.seed(self.config.seed)
+                              download=self.download, device=self.device, seed=self.config.seed)
         return model.to(self.device, memory_format=memory_format(self.device, self.architecture))
 
     def new_optimizer(self, model: torch.nn.Module, hparams: dict[str, Any] | None = None) -> torch.optim.Optimizer:

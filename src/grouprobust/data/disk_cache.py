@@ -58,8 +58,9 @@ def cache_folder(root: Path | str | None, kind: str) -> Path:
 
 
 def entry_name(*parts: Any) -> str:
-    """Hex SHA-256 of ``parts`` (JSON-encoded): the name of the entry they describe."""
-    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
+    """Hex SHA-256 of ``parts`` (JSON-encoded, mappings by sorted key, other values as text): the name of the
+    entry they describe."""
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":"), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def entry_lock(folder: Path, name: str) -> FileLock:

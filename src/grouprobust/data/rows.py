@@ -18,9 +18,6 @@ class IndexedRows:
     """Rows ``index`` of ``base`` (an array or memmap), read on indexing; shape and dtype as an array's."""
 
     def __init__(self, base: np.ndarray, index: np.ndarray | None = None):
-        if isinstance(base, IndexedRows):
-            index = base.index if index is None else base.index[np.asarray(index)]
-            base = base.base
         self.base = base
         self.index = np.arange(len(base)) if index is None else np.asarray(index, dtype=np.int64)
 
