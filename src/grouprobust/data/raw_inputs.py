@@ -26,6 +26,9 @@ from grouprobust.params import Interval
 if TYPE_CHECKING:  # the readers package imports this module
     from grouprobust.data.readers.table import BenchmarkTable
 
+#: Most tokens per text when neither the option nor the backbone sets a limit.
+DEFAULT_MAX_LENGTH = 512
+
 #: The dataset options of every dataset that reads raw inputs end to end (declared once, used in builders'
 #: signatures): the resolution, the most tokens per text, where the tokenizer is read from.
 ImageSizeOption = Annotated[int, Interval(0, 4096), "input resolution in px end to end (0: the backbone's own)"]
@@ -73,8 +76,9 @@ def _token_splits(table: "BenchmarkTable", tokenizer: str, max_length: int, key:
 
 def tokenized(texts: Sequence[str], tokenizer: str, max_length: int, key: str, name: str) -> np.ndarray:
     """``texts`` as int32 ``(n, 2, L)`` token ids and attention masks (`grouprobust.data.token_cache`), read by the
-    tokenizer in ``tokenizer`` (a model folder or name), at most ``max_length`` tokens; ``key`` fingerprints the
-    texts' source for the cache, ``name`` names the dataset in the progress bar."""
+    tokenizer in ``tokenizer`` (a model folder or name), at most ``max_length`` tokens (0: `DEFAULT_MAX_LENGTH`);
+    ``key`` fingerprints the texts' source for the cache, ``name`` names the dataset in the progress bar."""
+    max_length = max_length or DEFAULT_MAX_LENGTH
     from grouprobust.backbones import load_tokenizer  # transformers only when texts are read
     from grouprobust.data.token_cache import cached_tokens
 

@@ -392,7 +392,7 @@ def _raw_input_splits(frame: pd.DataFrame, column: str, images: bool, base: Path
         rows.insert(0, "text", frame[column].astype(str).to_numpy())
     table = BenchmarkTable(name, rows, grouper.n_classes, grouper.n_attrs, grouper.class_names, grouper.attr_names,
                            base, input_kind="image" if images else "text")
-    return input_splits(table, image_size=image_size, tokenizer=tokenizer, max_length=max_length or 512,
+    return input_splits(table, image_size=image_size, tokenizer=tokenizer, max_length=max_length,
                         source=base)
 
 

@@ -123,7 +123,7 @@ def toxic_templates(seed: int = 0, *,
         eval_groups = (mentions[:, :, None] & (y[:, None, None] == np.arange(2))).reshape(size, -1)
         if tokenizer:  # end to end: the comments as token ids for a text backbone
             key = "toxic-templates:" + texts_key(texts)
-            x, inputs = tokenized(texts, tokenizer, max_length or 512, key, "toxic-templates"), "tokens"
+            x, inputs = tokenized(texts, tokenizer, max_length, key, "toxic-templates"), "tokens"
         else:
             x, inputs = encode_texts(texts, n_features), "features"
         parts.append(GroupDataset(x, y, mentions.any(axis=1).astype(np.int64), 2, 2,

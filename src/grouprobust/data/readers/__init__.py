@@ -106,7 +106,7 @@ def _benchmark_builder(name: str) -> Callable[..., DatasetSplits]:
                                    "trained end to end), not both", subject="root")
         if root:
             table = read_benchmark(name, root, **reader_options)
-            return input_splits(table, image_size=image_size, tokenizer=tokenizer, max_length=max_length or 512,
+            return input_splits(table, image_size=image_size, tokenizer=tokenizer, max_length=max_length,
                                 source=root)
         if not features:
             raise GroupRobustError(f"{name} is read from your own copy: give its folder with --root PATH and a "
