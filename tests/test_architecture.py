@@ -1,6 +1,7 @@
 """The layering of the library, as the import-linter contracts of ``pyproject.toml``: each contract
 must be kept. Run them by hand with ``lint-imports`` (from the repository root)."""
 
+import ast
 import os
 import pkgutil
 import re
@@ -68,3 +69,32 @@ def test_every_top_level_module_is_layered_or_command_line_code():
     modules = {info.name for info in pkgutil.iter_modules([str(SRC / "grouprobust")])}
     assert modules - CLI_MODULES == layered, ("a top-level module is missing from the layers contract in "
                                               f"pyproject.toml: {sorted(modules - CLI_MODULES - layered)}")
+
+
+#: Imports of grouprobust modules inside functions: each keeps a dependency off a path that must not load it.
+MAX_LOCAL_IMPORTS = 15
+
+
+def _local_imports() -> list[tuple[str, int, bool]]:
+    """``(file, line, commented)`` for each import of a grouprobust module inside a function, where
+    ``commented`` says whether a comment on the line or the two lines above it gives the reason."""
+    found = []
+    for path in sorted((SRC / "grouprobust").rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                         else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                if (isinstance(node, ast.ImportFrom) and node.level) or any(n.split(".")[0] == "grouprobust"
+                                                                           for n in names):
+                    around = lines[max(0, node.lineno - 3):node.lineno]
+                    found.append((path.name, node.lineno, any("#" in line for line in around)))
+    return sorted(set(found))
+
+
+def test_function_local_imports_are_few_and_each_says_why():
+    found = _local_imports()
+    assert len(found) <= MAX_LOCAL_IMPORTS, found
+    assert [f for f in found if not f[2]] == []

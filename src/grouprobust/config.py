@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping
 
+from grouprobust.backbones import check_input_kind, describe_backbone
 from grouprobust.data.fingerprint import fingerprints
 from grouprobust.data.registry import get_dataset_entry, input_fingerprints, resolve_dataset_options
 from grouprobust.errors import GroupRobustError
@@ -150,8 +151,6 @@ def training_defaults(entry: Any, hparams: dict[str, Any], data: dict[str, Any])
     spec = str(hparams.get("backbone") or entry.train_defaults.get("backbone") or "")
     if not spec:
         return dict(entry.train_defaults)
-    from grouprobust.backbones import check_input_kind, describe_backbone  # reads the backbone's config files only
-
     info = describe_backbone(spec, hparams.get("weights") or None)
     options = entry.option_params()
     if "image_size" in options and not data.get("image_size") and info.input.kind == "image":

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from grouprobust.backbones import ImageInput, apply_lora, check_input_kind, load_backbone
 from grouprobust.errors import GroupRobustError
 
 
@@ -107,8 +108,6 @@ def build_network(hparams: dict, input_shape: tuple[int, ...], n_classes: int, i
                                    "docs/finetuning.md), or train on extracted features (--data features=DIR)",
                                    subject="hparam:backbone")
         return build_model(hparams["model"], input_shape, n_classes, hparams["hidden"])
-    from grouprobust.backbones import ImageInput, apply_lora, check_input_kind, load_backbone
-
     loaded = load_backbone(spec, hparams.get("weights") or None, download=download, pretrained=pretrained,
                            image_size=image_size)
     info = loaded.info

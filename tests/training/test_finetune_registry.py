@@ -9,7 +9,7 @@ import os
 import pytest
 
 from grouprobust.config import resolve_config
-from grouprobust.methods.base import REGIMES, Method
+from grouprobust.methods.base import Method
 from grouprobust.methods.registry import get_method, method_names
 from grouprobust.runs import run
 

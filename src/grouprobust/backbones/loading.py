@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from grouprobust.backbones import hf
+from grouprobust.backbones.modules import feature_module, module_family, run_probe
+from grouprobust.backbones.sources import build_network
 from grouprobust.backbones.spec import Backbone, BackboneInfo, classify_spec
 from grouprobust.errors import GroupRobustError
 
@@ -26,12 +29,7 @@ def describe_source(spec: str, source: str, weights: str | Path | None = None,
     """`describe_backbone` for a spec whose ``source`` is already known (`classify_spec`)."""
     path = _weights_path(weights)
     if source in TRANSFORMERS_SOURCES:
-        from grouprobust.backbones import hf
-
         return hf.describe(spec, source, hf.resolve_folder(spec, source, path, download=False), image_size)
-    from grouprobust.backbones.modules import module_family
-    from grouprobust.backbones.sources import build_network
-
     network = build_network(spec, source, path, pretrained=False, image_size=image_size)
     return BackboneInfo(spec, source, module_family(network.model), network.input)
 
@@ -47,17 +45,11 @@ def load_source(spec: str, source: str, weights: str | Path | None = None, *, do
     """`load_backbone` for a spec whose ``source`` is already known (`classify_spec`)."""
     path = _weights_path(weights)
     if source in TRANSFORMERS_SOURCES:
-        from grouprobust.backbones import hf
-        from grouprobust.backbones.modules import run_probe
-
         folder = hf.resolve_folder(spec, source, path, download)
         info = hf.describe(spec, source, folder, image_size)
         module, report = hf.build(info, folder, pretrained)
         dim = int(run_probe(module, hf.probe_batch(info), spec).shape[1])
         return Backbone(module, dim, info, report)
-    from grouprobust.backbones.modules import feature_module, module_family
-    from grouprobust.backbones.sources import build_network
-
     network = build_network(spec, source, path, download, pretrained, image_size)
     info = BackboneInfo(spec, source, module_family(network.model), network.input)
     module, dim, cut = feature_module(network.model, spec, info.input.image_size, frozen_mode=source == "export",
@@ -80,8 +72,6 @@ def load_backbone(spec: str, weights: str | Path | None = None, *, download: boo
 
 def load_tokenizer(spec: str, weights: str | Path | None = None, *, download: bool = False) -> Any:
     """The transformers tokenizer of text backbone ``spec`` (saved beside its model)."""
-    from grouprobust.backbones import hf
-
     source = classify_spec(spec, kind="text")
     if source not in TRANSFORMERS_SOURCES:
         raise GroupRobustError(f"backbone {spec!r} reads images and has no tokenizer; use a text backbone "

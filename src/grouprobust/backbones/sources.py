@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from grouprobust.backbones.fetch import offline_message, require, unreachable
+from grouprobust.backbones.files import exported_input_shape, exported_program, torchscript_module
 from grouprobust.backbones.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from grouprobust.backbones.weights import fit_weights_file
 from grouprobust.errors import GroupRobustError
@@ -120,8 +121,6 @@ def _torchvision(name: str, weights: Path | None, download: bool, pretrained: bo
 
 
 def _exported(path: Path, image_size: int | None) -> Network:
-    from grouprobust.backbones.files import exported_input_shape, exported_program
-
     program = exported_program(path)
     shape = exported_input_shape(program, path)
     size = shape[-1] if len(shape) == 4 and isinstance(shape[-1], int) else None
@@ -144,8 +143,6 @@ def build_network(spec: str, source: str, weights: Path | None = None, download:
         raise GroupRobustError(f"backbone {spec} is a {'TorchScript' if source == 'torchscript' else 'torch.export'} "
                                "file, which carries its own weights; leave weights unset", subject="weights")
     if source == "torchscript":
-        from grouprobust.backbones.files import torchscript_module
-
         return Network(torchscript_module(Path(spec)), InputSpec("image", image_size or 224), scripted=True)
     if source == "export":
         return _exported(Path(spec), image_size)

@@ -2,10 +2,11 @@
 
 `app` is the typer application; `main(argv)` runs it and turns a `GroupRobustError` into one
 ``error: ...`` line on stderr naming the flag that sets what the error is about (exit status 2).
-Commands live in one module per area: `train_commands` (train, demo), `catalog_commands`
-(datasets, methods, selection-rules), `feature_commands` (features), `sweep_commands` (sweep,
-report), `analysis_commands` (analyze ...). Tables are drawn in `render`, progress bars in
-`progress`, the subject-to-flag translation is `flags`.
+Commands live in one module per area, loaded when one of their commands runs (`application.COMMANDS`):
+`train_commands` (train, demo), `dataset_commands` (datasets), `catalog_commands` (methods, losses,
+selection-rules), `feature_commands` (features), `sweep_commands` (sweep, report),
+`inference_commands` (infer-groups), `analysis_commands` (analyze ...). Tables are drawn in `render`,
+progress bars in `progress`, the subject-to-flag translation is `flags`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ try:  # recent typer vendors click as typer._click; its usage errors are not re-
 except ImportError:  # pragma: no cover - typer on top of click
     from click.exceptions import NoArgsIsHelpError, UsageError
 
-# OpenMP reads OMP_WAIT_POLICY once, when torch is first imported: set it before any module below imports torch.
+# OpenMP reads OMP_WAIT_POLICY once, when torch is first imported: set it before a command's module imports torch.
 if "torch" not in sys.modules:
     prefer_passive_wait()
 
@@ -31,14 +32,6 @@ from grouprobust.cli.application import app, console, err_console
 from grouprobust.cli.flags import describe_error
 from grouprobust.errors import GroupRobustError, RunInterrupted
 from grouprobust.outdir import disk_error
-
-# Importing a command module registers its commands on `app`, in this order in `grouprobust --help`.
-from grouprobust.cli import train_commands  # noqa: F401,I001
-from grouprobust.cli import catalog_commands  # noqa: F401
-from grouprobust.cli import feature_commands  # noqa: F401
-from grouprobust.cli import analysis_commands  # noqa: F401
-from grouprobust.cli import sweep_commands  # noqa: F401
-from grouprobust.cli import inference_commands  # noqa: F401
 
 __all__ = ["app", "console", "err_console", "main"]
 
@@ -64,7 +57,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         err_console.print("aborted; nothing was written for the unfinished run")
         sys.exit(1)
     except GroupRobustError as err:
-        from grouprobust.distributed import is_main_process  # under torchrun every rank refuses; rank 0 says it
+        # Under torchrun every rank refuses; rank 0 says it. Imported here: distributed imports torch, which a
+        # command refused before it loaded torch (a bad flag, `report` on a wrong folder) must not load.
+        from grouprobust.distributed import is_main_process
 
         if is_main_process():
             line = " ".join(describe_error(err).splitlines())  # one line, even when a value quoted in it holds a newline

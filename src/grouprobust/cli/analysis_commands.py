@@ -7,14 +7,17 @@ from typing import List, Optional
 
 import typer
 
-from grouprobust.cli.application import app, console, err_console
+from grouprobust.analysis.runs import run_alignment, run_completeness, run_implicit_bias_experiment
+from grouprobust.cli.application import command_group, console, err_console
 from grouprobust.cli.options import ThreadsOpt, parse_assignments, parse_list
 from grouprobust.cli.progress import step_progress
 from grouprobust.threads import apply_thread_policy
 
+commands = command_group()
+
 analyze_app = typer.Typer(no_args_is_help=True, help="Mechanism analyses: head alignment and strong convexity, "
                           "completeness of representations, implicit bias of reweighting.")
-app.add_typer(analyze_app, name="analyze")
+commands.add_typer(analyze_app, name="analyze")
 
 ForceOpt = typer.Option(False, "--force", help="replace an earlier analysis's files (report.md, info.json, ...) in OUT")
 SEEDS_HELP = "comma-separated seeds (each seed redraws the embedded data and the initialisation)"
@@ -41,8 +44,6 @@ def alignment(
     threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Head-only fine-tuning: cosine with spurious/oracle heads, strong convexity and the gap bound over L2."""
-    # Lazy: the analyses import torch, which `grouprobust --help` does not need.
-    from grouprobust.analysis.runs import run_alignment
 
     apply_thread_policy(threads)
 
@@ -68,8 +69,6 @@ def completeness(
     threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """DCI disentanglement, completeness and informativeness of end-to-end representations."""
-    # Lazy: the analyses import torch, which `grouprobust --help` does not need.
-    from grouprobust.analysis.runs import run_completeness
 
     apply_thread_policy(threads)
 
@@ -94,8 +93,6 @@ def implicit_bias(
     threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """The GRW paper's 6-image experiment: distance of IW and GroupDRO weights from ERM's over training."""
-    # Lazy: the analyses import torch, which `grouprobust --help` does not need.
-    from grouprobust.analysis.runs import run_implicit_bias_experiment
 
     apply_thread_policy(threads)
 

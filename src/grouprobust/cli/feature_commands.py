@@ -7,14 +7,17 @@ from typing import List, Optional
 
 import typer
 
-from grouprobust.cli.application import app, console, err_console
+from grouprobust.cli.application import command_group, console, err_console
 from grouprobust.cli.options import DataOpt, ThreadsOpt, parse_assignments
 from grouprobust.cli.progress import count_progress
-from grouprobust.threads import apply_thread_policy
+from grouprobust.data.extract import extract_benchmark_features, extract_embedded_features, is_embedded
 from grouprobust.errors import GroupRobustError
+from grouprobust.threads import apply_thread_policy
+
+commands = command_group()
 
 
-@app.command()
+@commands.command()
 def features(
     dataset: str = typer.Option(..., "--dataset", "-d", help="benchmark name (docs/datasets.md), or an embedded "
                                                              "dataset with texts or images (toxic-templates ...)"),
@@ -40,8 +43,6 @@ def features(
                                           "in this process)"),
 ) -> None:
     """Extract backbone features of a benchmark into a directory that `train` and the last-layer methods read."""
-    # Lazy: extraction imports pandas and the backbones torch, which `grouprobust --help` does not need.
-    from grouprobust.data.extract import extract_benchmark_features, extract_embedded_features, is_embedded
 
     apply_thread_policy(threads)
 

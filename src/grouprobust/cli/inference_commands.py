@@ -7,12 +7,16 @@ from typing import List
 
 import typer
 
-from grouprobust.cli.application import app, console
+from grouprobust.cli.application import command_group, console
 from grouprobust.cli.options import SetOpt, parse_assignments
 from grouprobust.cli.render import inference_quality_table
+from grouprobust.group_inference import check_new_groups_file, infer_groups
+from grouprobust.trained import load_trained_run
+
+commands = command_group()
 
 
-@app.command("infer-groups")
+@commands.command("infer-groups")
 def infer_groups_command(
     reference: Path = typer.Option(..., "--from", help="a finished run (usually ERM) whose model infers the groups"),
     method: str = typer.Option("eiil", "--method", "-m", help="errors, confidence, cluster, spare, eiil or ssa"),
@@ -22,9 +26,6 @@ def infer_groups_command(
     seed: int = typer.Option(0, "--seed", help="seed of the inference (clustering, EIIL's start)"),
 ) -> None:
     """Infer training groups without training group labels; train on them with `train --groups FILE`."""
-    # Lazy: group inference imports torch and scikit-learn, which `grouprobust --help` does not need.
-    from grouprobust.group_inference import check_new_groups_file, infer_groups
-    from grouprobust.trained import load_trained_run
 
     out = check_new_groups_file(out)  # before the inference: a bad --out costs nothing
     groups = infer_groups(method, load_trained_run(reference, subject="reference"), parse_assignments(sets, "--set", join=False),

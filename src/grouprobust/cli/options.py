@@ -61,16 +61,3 @@ def parse_list(text: str, kind: type, option: str, noun: str = "value") -> list[
         raise GroupRobustError(f"{option} {text!r} is not a comma-separated list of {kind.__name__} values") from None
     return refuse_repeats(values, option, noun)
 
-
-def complete_dataset(incomplete: str) -> list[str]:
-    """Shell completion of ``--dataset``: registered dataset names starting with ``incomplete``."""
-    from grouprobust.data import list_datasets  # the dataset registry: only when completing a dataset
-
-    return [e.name for e in list_datasets() if e.name.startswith(incomplete)]
-
-
-def complete_method(incomplete: str) -> list[str]:
-    """Shell completion of ``--method``: registered method names starting with ``incomplete``."""
-    from grouprobust.methods import list_methods  # imports torch: only when completing a method
-
-    return [m["name"] for m in list_methods() if m["name"].startswith(incomplete)]

@@ -8,6 +8,8 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from grouprobust.data.progress import set_progress_reporter
+
 
 def _transient_bar(*columns: Any, console: Console | None, disable: bool) -> Progress:
     """A progress bar that disappears when done, drawn only on a terminal: in a log or a pipe a transient
@@ -32,8 +34,6 @@ def training_progress(description: str, total: int, console: Console | None = No
 def _data_tasks(progress: Progress) -> Iterator[None]:
     """While the block runs, each data-preparation task (decoding images into the cache, tokenizing texts:
     `grouprobust.data.progress`) is a row of ``progress``, removed when the task ends."""
-    from grouprobust.data.progress import set_progress_reporter
-
     @contextmanager
     def reporter(description: str) -> Iterator[Callable[[int, int], None]]:
         task = progress.add_task(description, total=None, loss=float("nan"))

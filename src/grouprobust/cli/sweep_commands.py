@@ -9,14 +9,20 @@ from typing import Any, List, Optional
 import typer
 from rich.markdown import Markdown
 
-from grouprobust.cli.application import app, console, err_console
+from grouprobust.cli.application import command_group, console, err_console
 from grouprobust.cli.options import KeepCheckpointsOpt, ThreadsOpt, TrackOpt
 from grouprobust.cli.progress import SweepProgress
+from grouprobust.sweep.executors import check_executor, executor_slots
+from grouprobust.sweep.placement import describe_placement
+from grouprobust.sweep.report import best_lines, display_table, write_report
+from grouprobust.sweep.runner import prepare, run_sweep
 from grouprobust.threads import check_threads
 from grouprobust.tracking import check_trackers
 
+commands = command_group()
 
-@app.command()
+
+@commands.command()
 def sweep(
     file: Path = typer.Argument(..., help="sweep file (.yaml/.yml or .toml); see docs/sweeps.md"),
     out: Path = typer.Option(..., "--out", "-o", help="sweep directory: runs go to OUT/runs/<run_id>"),
@@ -43,10 +49,6 @@ def sweep(
 
     SIGTERM or SIGINT checkpoints the running trial and stops the sweep (exit 128 + signal); re-running
     resumes that trial from its checkpoint (docs/long-runs.md)."""
-    # Lazy: the sweep machinery imports pandas and the trials torch, which `grouprobust --help` does not need.
-    from grouprobust.sweep.executors import check_executor, executor_slots
-    from grouprobust.sweep.placement import describe_placement
-    from grouprobust.sweep.runner import prepare, run_sweep
 
     if address is not None:
         executor = "ray"
@@ -99,7 +101,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-@app.command()
+@commands.command()
 def report(
     directory: Path = typer.Argument(..., help="a sweep's --out directory (or a folder of run directories)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to write the report (default DIRECTORY/report)"),
@@ -109,8 +111,6 @@ def report(
                                   "(summary.csv always has every seed's values)"),
 ) -> None:
     """Choose hyper-parameters on validation and tabulate test accuracies (mean ± std over seeds), best first."""
-    # Lazy: the report imports pandas and matplotlib, which `grouprobust --help` does not need.
-    from grouprobust.sweep.report import best_lines, display_table, write_report
 
     with err_console.status(f"reading the runs under {directory} and writing the report"):
         result, folder = write_report(directory, out, select, plots, per_seed)

@@ -8,13 +8,31 @@ from typing import List, Optional
 
 import typer
 
-from grouprobust.cli.application import app, console, err_console
-from grouprobust.cli.options import (DataOpt, KeepCheckpointsOpt, SetOpt, ThreadsOpt, TrackOpt, complete_dataset,
-                                     complete_method, merge_shortcut, parse_assignments)
+from grouprobust.cli.application import command_group, console, err_console
+from grouprobust.cli.options import (DataOpt, KeepCheckpointsOpt, SetOpt, ThreadsOpt, TrackOpt, merge_shortcut,
+                                     parse_assignments)
 from grouprobust.cli.progress import training_progress
 from grouprobust.cli.render import comparison_table, print_result
+from grouprobust.config import resolve_config
+from grouprobust.data import list_datasets
+from grouprobust.distributed import is_main_process
+from grouprobust.methods import list_methods
+from grouprobust.runs import run
 from grouprobust.threads import apply_thread_policy
 from grouprobust.tracking import make_tracker
+from grouprobust.two_stage import stage1_option
+
+commands = command_group()
+
+
+def complete_dataset(incomplete: str) -> list[str]:
+    """Shell completion of ``--dataset``: registered dataset names starting with ``incomplete``."""
+    return [e.name for e in list_datasets() if e.name.startswith(incomplete)]
+
+
+def complete_method(incomplete: str) -> list[str]:
+    """Shell completion of ``--method``: registered method names starting with ``incomplete``."""
+    return [m["name"] for m in list_methods() if m["name"].startswith(incomplete)]
 
 
 def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data: list[str], out: Path,
@@ -24,12 +42,6 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
                      weights: Optional[Path] = None, root: Optional[Path] = None, download: bool = False,
                      groups: Optional[Path] = None, keep_checkpoints: bool = False) -> dict:
     """Resolve the config, train with a progress bar, print the tables (if ``show``); returns the result."""
-    # Lazy: these import torch, which `grouprobust --help` and the catalog commands do not need.
-    from grouprobust.config import resolve_config
-    from grouprobust.distributed import is_main_process
-    from grouprobust.runs import run
-    from grouprobust.two_stage import stage1_option
-
     apply_thread_policy(threads)
 
     hparams = parse_assignments(sets, "--set", join=False)
@@ -65,7 +77,7 @@ def train_and_report(dataset: str, method: str, seed: int, sets: list[str], data
     return result
 
 
-@app.command()
+@commands.command()
 def train(
     dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `grouprobust datasets`)",
                                 autocompletion=complete_dataset),
@@ -106,7 +118,7 @@ def train(
                      groups=groups, keep_checkpoints=keep_checkpoints)
 
 
-@app.command()
+@commands.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="folder for the demo's run directories"),
          threads: Optional[int] = ThreadsOpt) -> None:
     """Train ERM and GroupDRO on colored-digits (1% bias-conflicting) and compare their groups."""

@@ -30,12 +30,16 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from grouprobust.backbones.spec import classify_spec
+from grouprobust.backbones.loading import load_source, load_tokenizer
+from grouprobust.backbones.modules import FrozenModeFeatures
+from grouprobust.backbones.sources import build_network
+from grouprobust.backbones.spec import check_input_kind, classify_spec
 from grouprobust.data.backbone_modules import LayerReader, image_transform
 from grouprobust.data.embedded.toxic_templates import encode_texts
 from grouprobust.data.image_loader import image_batches
 from grouprobust.data.image_loader import load_image as _load_image
 from grouprobust.errors import GroupRobustError
+from grouprobust.models import pick_device
 
 Encode = Callable[[Sequence[Any]], np.ndarray]
 # stream(paths, batch_size, workers, precision) -> one (batch, dim) array per batch, in order
@@ -110,12 +114,7 @@ def network_encoder(spec: str, source: str, weights: Path | None, device: Any, d
                     layer: str | None = None) -> Encoder:
     """An image network built by `grouprobust.backbones` (torchvision, timm, factory, TorchScript or
     ``torch.export`` file), read at ``layer`` (default: penultimate) and preprocessed as its weights expect."""
-    from grouprobust.backbones.sources import build_network
-
     if source in ("hf", "sentence-transformers"):  # a transformers vision model: read at its pooled output
-        from grouprobust.backbones.loading import load_source
-        from grouprobust.backbones.spec import check_input_kind
-
         backbone = load_source(spec, source, weights, download=download)
         check_input_kind(backbone.info, "image")
         inp = backbone.info.input
@@ -126,8 +125,6 @@ def network_encoder(spec: str, source: str, weights: Path | None, device: Any, d
     transform = network.preprocess or image_transform(inp.image_size, inp.mean, inp.std, network.crop_pct)
     model = network.model
     if source == "export":  # an exported module refuses eval(): the wrapper keeps it from being called
-        from grouprobust.backbones.modules import FrozenModeFeatures
-
         model = FrozenModeFeatures(model, spec)
     # compiled and exported modules are read at their output (TorchScript takes no hooks)
     return module_encoder(spec, model.to(device), transform, device, layer,
@@ -140,10 +137,6 @@ def transformers_text_encoder(spec: str, source: str, weights: Path | None, devi
     another transformers encoder the last layer's [CLS] embedding (``TEXT_LENGTH`` tokens at most), as
     group DRO's BERT classifier reads."""
     import torch
-
-    from grouprobust.backbones.loading import load_source, load_tokenizer
-
-    from grouprobust.backbones.spec import check_input_kind
 
     backbone = load_source(spec, source, weights, download=download)
     check_input_kind(backbone.info, "text")
@@ -176,8 +169,6 @@ def load_encoder(backbone: str, kind: str, weights: Path | None = None, device: 
     ``layer`` names the module of an image backbone to read (default: the penultimate layer); the
     returned encoder's ``info`` says which layer was read and how the weights were fitted.
     """
-    from grouprobust.models import pick_device  # models imports torch, an optional cost for the baselines
-
     device = pick_device(device)
     if weights is not None and not Path(weights).exists():
         raise GroupRobustError(f"{weights} not found; weights must be an existing file or model directory",

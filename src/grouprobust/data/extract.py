@@ -20,6 +20,7 @@ from grouprobust.data.readers import read_benchmark
 from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
+from grouprobust.models import autocast_dtype, pick_device
 from grouprobust.outdir import check_output_path
 from grouprobust.threads import apply_thread_policy
 
@@ -94,8 +95,6 @@ def _precision(amp_device: Any) -> ContextManager[Any]:
         return contextlib.nullcontext()
     import torch  # only mixed precision needs torch here
 
-    from grouprobust.models import autocast_dtype  # models imports torch
-
     return torch.autocast(amp_device.type, dtype=autocast_dtype(amp_device))
 
 
@@ -167,8 +166,6 @@ def _amp_device(amp: bool, device: Any) -> Any:
     """The torch device to autocast on when ``amp``, else None."""
     if not amp:
         return None
-    from grouprobust.models import pick_device  # models imports torch
-
     return pick_device(device)
 
 

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Sequence
 
 import numpy as np
 
+from grouprobust import backbones
 from grouprobust.data.dataset import DatasetSplits
 from grouprobust.data.fingerprint import fingerprint_path
 from grouprobust.data.progress import task_progress
 from grouprobust.data.rows import IndexedRows
+from grouprobust.data.token_cache import cached_tokens
 from grouprobust.errors import GroupRobustError
 from grouprobust.params import Interval
 
@@ -48,7 +50,9 @@ def input_splits(table: "BenchmarkTable", *, image_size: int, tokenizer: str, ma
 
 
 def _image_splits(table: "BenchmarkTable", image_size: int, key: str) -> DatasetSplits:
-    from grouprobust.data.image_cache import cached_images  # Pillow and the cache only when images are read
+    # Imported here: the image cache imports torch and Pillow, which listing or loading a dataset of features
+    # (every reader imports this module) must not load.
+    from grouprobust.data.image_cache import cached_images
 
     if image_size < 1:
         raise GroupRobustError(f"{table.name}: the image size is unknown; set it with --data image_size=N (the "
@@ -79,9 +83,7 @@ def tokenized(texts: Sequence[str], tokenizer: str, max_length: int, key: str, n
     tokenizer in ``tokenizer`` (a model folder or name), at most ``max_length`` tokens (0: `DEFAULT_MAX_LENGTH`);
     ``key`` fingerprints the texts' source for the cache, ``name`` names the dataset in the progress bar."""
     max_length = max_length or DEFAULT_MAX_LENGTH
-    from grouprobust.backbones import load_tokenizer  # transformers only when texts are read
-    from grouprobust.data.token_cache import cached_tokens
 
     with task_progress(f"tokenizing {len(texts)} {name} texts (once; cached)") as progress:
         spec = f"hf:{tokenizer}" if Path(tokenizer).expanduser().is_dir() else tokenizer
-        return cached_tokens(texts, load_tokenizer(spec), max_length, key=key, progress=progress)
+        return cached_tokens(texts, backbones.load_tokenizer(spec), max_length, key=key, progress=progress)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.methods.registry import get_method
 from grouprobust.outdir import OutputDirectory, check_output_path
 from grouprobust.output import format_mean_std, read_json, write_atomic, write_json_atomic
 from grouprobust.selection import SelectionRule
@@ -138,8 +139,6 @@ LABEL_USE = {"none": "none", "val": "val only", "full": "train + val"}
 def label_use(method: str, regime: str, inferred: bool, rule: SelectionRule) -> str:
     """The group labels a method's runs read: ``train + val``, ``val only`` or ``none`` (``inferred train +
     val`` on inferred training groups; a label-free method selected by a rule that reads groups: ``val only``)."""
-    from grouprobust.methods.registry import get_method  # the method classes import torch: only when reporting
-
     try:
         needs = get_method(method).needs
     except GroupRobustError:  # a method this version does not know: what the regime gave

@@ -28,7 +28,6 @@ from grouprobust.data.readers.waterbirds import read_waterbirds
 from grouprobust.data.registry import builder_options, register_dataset
 from grouprobust.errors import GroupRobustError
 from grouprobust.registry import unknown_name
-from grouprobust.params import Interval
 
 READERS: dict[str, tuple[Callable[..., BenchmarkTable], str]] = {
     "waterbirds": (read_waterbirds, "Waterbirds (group DRO's metadata.csv): landbird/waterbird x land/water"),
