@@ -16,6 +16,8 @@ feature directory, an inferred-groups file) goes through this module:
   all of them are written (`OutputDirectory.staging`), so an output is replaced as a whole or not at
   all, also when the disk fills up: the earlier output stays intact and `disk_error` turns the
   failure into one line naming the disk.
+* `files_in_the_way` names the files an output would replace that it did not write itself (a user's
+  own files, or an earlier output the user did not ask to replace): the command refuses them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Container, Iterable, Iterator
 
 from filelock import FileLock, Timeout
 
@@ -157,6 +159,15 @@ def _check_output_path(given: Path, path: str, what: str, subject: str | None, r
         if folder.is_dir():
             _probe(folder, what, given, subject)
     return given
+
+
+def files_in_the_way(folder: Path | str, names: Iterable[str], ours: Container[str] = ()) -> list[str]:
+    """The entries of ``names`` that exist in ``folder`` and that an output about to write them there
+    may not replace: each one present (a link counts, even a dangling one) unless ``ours`` lists it as
+    written by this output or an earlier one of its kind and it is a plain file. In ``names``' order."""
+    folder = Path(folder)
+    return [name for name in names if os.path.lexists(folder / name)
+            and not (name in ours and (folder / name).is_file() and not (folder / name).is_symlink())]
 
 
 def _acquire(lock_file: Path, wait: bool, busy: str, subject: str | None) -> FileLock:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from grouprobust.errors import GroupRobustError
-from grouprobust.outdir import OutputDirectory, check_output_path
+from grouprobust.outdir import OutputDirectory, check_output_path, files_in_the_way
 from grouprobust.output import format_mean_std, frame_markdown, save_figure_atomic, write_atomic
 
 # Files whose presence shows the directory already holds an analysis (or a user's own report).
@@ -18,13 +18,11 @@ MARKERS = ("report.md", "info.json")
 
 
 def check_analysis_out(path: Path, force: bool = False) -> Path:
-    """``path`` if an analysis may be written there: not a file, and unless ``force`` holding no
-    ``report.md`` or ``info.json`` (an earlier analysis, or a user's own files). Raises a one-line
-    `GroupRobustError` otherwise; call it before any work."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise GroupRobustError(f"out {path} is a file; give a directory path", subject="out")
-    present = [name for name in MARKERS if (path / name).exists()]
+    """``path`` (checked by `grouprobust.outdir.check_output_path`) if an analysis may be written there:
+    unless ``force`` holding no ``report.md`` or ``info.json`` (an earlier analysis, or a user's own
+    files). Raises a one-line `GroupRobustError` otherwise; call it before any work."""
+    path = check_output_path(path, "analysis directory")
+    present = files_in_the_way(path, MARKERS)
     if present and not force:
         raise GroupRobustError(f"{path} already holds {' and '.join(present)}; choose another output directory, "
                                "or set force to replace the analysis files there", subject="force")
@@ -46,8 +44,7 @@ class AnalysisDirectory(OutputDirectory):
     name that this analysis did not write raises a one-line error, leaving it intact)."""
 
     def __init__(self, path: Path, force: bool = False):
-        super().__init__(check_output_path(check_analysis_out(Path(path), force), "analysis directory"),
-                         "analysis directory")
+        super().__init__(check_analysis_out(Path(path), force), "analysis directory")
         self.force = force
         self.sections: list[str] = []
         self.written: list[str] = []
@@ -67,7 +64,7 @@ class AnalysisDirectory(OutputDirectory):
 
     def _target(self, name: str) -> Path:
         """``stage/name``, refused if a file of that name is in the folder that this analysis did not write."""
-        if (self.path / name).exists() and name not in self.written and not self.force:
+        if not self.force and files_in_the_way(self.path, [name], ours=self.written):
             raise GroupRobustError(f"{self.path / name} already exists and this analysis did not write it; choose "
                                    "another output directory, or set force to replace it", subject="force")
         if name not in self.written:

@@ -36,7 +36,6 @@ from grouprobust.data.registry import get_dataset_entry
 from grouprobust.errors import GroupRobustError
 from grouprobust.params import coerce, refuse_repeats
 from grouprobust.methods.registry import get_method
-from grouprobust.outdir import check_output_path
 
 Progress = Callable[[str, int, int], None]
 
@@ -56,7 +55,7 @@ def _once(values: list[Any], name: str, noun: str) -> list[Any]:
 def _check_out(out: Path, force: bool = False) -> None:
     """Fail before any work when ``out`` cannot become the output directory: a path under a file or in a
     folder that refuses new entries (`grouprobust.outdir.check_output_path`), or one holding an analysis (`check_analysis_out`)."""
-    check_output_path(check_analysis_out(out, force), "analysis directory")
+    check_analysis_out(out, force)
 
 
 def _check_methods(methods: list[str], hparams: dict[str, Any]) -> None:

@@ -21,7 +21,6 @@ from grouprobust.data.readers.multinli import load_cached_bert_inputs
 from grouprobust.data.readers.table import BenchmarkTable
 from grouprobust.errors import GroupRobustError
 from grouprobust.models import autocast_dtype, pick_device
-from grouprobust.outdir import check_output_path
 from grouprobust.threads import apply_thread_policy
 
 Progress = Callable[[int, int], None]
@@ -174,7 +173,7 @@ def _path(weights: Path | str | None) -> Path | None:
 
 
 def _check_out(out: Path | str, batch_size: int | None, force: bool, workers: int | None = None) -> Path:
-    out = check_output_path(check_feature_target(Path(out), force), "feature directory")
+    out = check_feature_target(Path(out), force)
     if batch_size is not None and batch_size < 1:
         raise GroupRobustError(f"batch_size must be at least 1, got {batch_size}", subject="batch_size")
     check_workers(workers)

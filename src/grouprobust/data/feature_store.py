@@ -17,7 +17,7 @@ import numpy as np
 
 from grouprobust.data.dataset import DatasetSplits, GroupDataset
 from grouprobust.errors import GroupRobustError
-from grouprobust.outdir import OutputDirectory, check_output_path
+from grouprobust.outdir import OutputDirectory, check_output_path, files_in_the_way
 from grouprobust.output import missing_file, read_json, save_npz_atomic, write_json_atomic
 
 SPLITS = ("train", "val", "test")
@@ -25,13 +25,12 @@ FILES = tuple(f"{split}.npz" for split in SPLITS) + ("meta.json",)
 
 
 def check_feature_target(directory: Path, force: bool = False, subject: str = "out") -> Path:
-    """``directory`` if a feature set may be written there: it must not be a file, and unless ``force`` it
-    must hold none of the files a feature set consists of (``train.npz``, ``val.npz``, ``test.npz``,
-    ``meta.json``), whoever wrote them. Raises a one-line `GroupRobustError` otherwise."""
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise GroupRobustError(f"{directory} is a file; give a directory for the feature set", subject=subject)
-    present = [name for name in FILES if (directory / name).exists()]
+    """``directory`` (checked by `grouprobust.outdir.check_output_path`) if a feature set may be written
+    there: unless ``force`` it must hold none of the files a feature set consists of (``train.npz``,
+    ``val.npz``, ``test.npz``, ``meta.json``), whoever wrote them. Raises a one-line `GroupRobustError`
+    otherwise."""
+    directory = check_output_path(directory, "feature directory", subject)
+    present = files_in_the_way(directory, FILES)
     if present and not force:
         what = "a feature set" if "meta.json" in present else ", ".join(present)
         raise GroupRobustError(f"{directory} already holds {what}; choose another output directory, or set force "
@@ -45,7 +44,7 @@ def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str
 
     Refuses (`check_feature_target`) to replace any ``train/val/test.npz`` or ``meta.json`` already
     there unless ``force``; other files in the directory are never touched."""
-    directory = check_output_path(check_feature_target(directory, force), "feature directory")
+    directory = check_feature_target(directory, force)
     output = OutputDirectory(directory, "feature directory")
     with output.claim():
         check_feature_target(directory, force)  # again under the claim: another process may have written them

@@ -20,7 +20,7 @@ import pandas as pd
 
 from grouprobust.errors import GroupRobustError
 from grouprobust.methods.registry import get_method
-from grouprobust.outdir import OutputDirectory, check_output_path
+from grouprobust.outdir import OutputDirectory, check_output_path, files_in_the_way
 from grouprobust.output import format_mean_std, read_json, write_atomic, write_json_atomic
 from grouprobust.selection import SelectionRule
 from grouprobust.sweep.choice import chosen_points
@@ -247,11 +247,10 @@ def check_report_out(out: Path, names: Iterable[str]) -> set[str]:
     if not out.is_dir():
         return set()
     earlier = _written_before(out)
-    for name in names:
-        target = out / name
-        if os.path.lexists(target) and (name not in earlier or target.is_symlink() or not target.is_file()):
-            raise GroupRobustError(f"{target} already exists and no earlier report wrote it; give another out, "
-                                   "or remove that file", subject="out")
+    foreign = files_in_the_way(out, names, ours=earlier)
+    if foreign:
+        raise GroupRobustError(f"{out / foreign[0]} already exists and no earlier report wrote it; give another "
+                               "out, or remove that file", subject="out")
     return {name for name in earlier if (out / name).is_file()}
 
 
