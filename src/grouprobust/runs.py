@@ -115,16 +115,16 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
             if reuse is None:
                 plan = plan_stage1(config)
                 stage1_dir = writer.file(STAGE1_DIR)
-                if config.hparams.get("backbone"):  # a fine-tuned stage 1: trained once, shared by every method
-                    shared = cache_dir("stage1") / plan.config.run_id
-                    run(plan.config, shared, splits=plan.splits, device=device, on_epoch=on_epoch,
-                        download=download, wait=True, keep_checkpoints=keep_checkpoints)
-                    plan.write_holdout(shared)
-                    link_tree(shared, stage1_dir)
-                else:
-                    run(plan.config, stage1_dir, splits=plan.splits, device=device, on_epoch=on_epoch,
-                        download=download)
-                    plan.write_holdout(stage1_dir)
+                # A fine-tuned stage 1 is trained once into the shared store (methods and points wait for it)
+                # and linked into the run; a small one is trained inside the run, whose own checkpoints
+                # would otherwise be published with it.
+                shared = bool(config.hparams.get("backbone"))
+                target = cache_dir("stage1") / plan.config.run_id if shared else stage1_dir
+                run(plan.config, target, splits=plan.splits, device=device, on_epoch=on_epoch, download=download,
+                    wait=shared, keep_checkpoints=keep_checkpoints and shared)
+                plan.write_holdout(target)
+                if shared:
+                    link_tree(target, stage1_dir)
             stage1 = load_trained_run(reuse or stage1_dir, device, subject="stage1")
             result = fit_stage2(config, stage1, tracked.log, writer.file(WEIGHTS_FILE), reused_stage1=reuse is not None)
             result.time_s = time.perf_counter() - start

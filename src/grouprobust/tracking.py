@@ -22,7 +22,6 @@ as one warning line and the tracker is switched off for the rest of the run.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.optional import import_optional
 
 logger = logging.getLogger("grouprobust.tracking")
 
@@ -98,19 +98,17 @@ def _selected_figures(result: dict[str, Any]) -> dict[str, float]:
             for name, value in scalar_figures(metrics)}
 
 
-def _require(module: str, extra: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise GroupRobustError(f"tracking with {extra} needs {module}, which is not installed; "
-                               f"pip install 'grouprobust[{extra}]' or leave track off", subject="track") from None
+def _tracker_library(name: str) -> Any:
+    """The library tracker ``name`` (``mlflow`` or ``tensorboard``) writes with, imported; one line naming
+    its extra when it is not installed."""
+    return import_optional(name, name, f"tracking with {name}", "track", " or leave track off")
 
 
 class MLflowTracker:
     """Logs one grouprobust run as one MLflow run (see the module docstring)."""
 
     def __init__(self, store_dir: Path | None = None, experiment: str = EXPERIMENT):
-        mlflow = _require("mlflow", "mlflow")
+        mlflow = _tracker_library("mlflow")
         from mlflow.tracking import MlflowClient
 
         self.mlflow = mlflow
@@ -191,7 +189,7 @@ class TensorBoardTracker:
     """Writes TensorBoard event files into the run directory (see the module docstring)."""
 
     def __init__(self) -> None:
-        _require("tensorboard", "tensorboard")
+        _tracker_library("tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
         self.summary_writer = SummaryWriter
@@ -310,7 +308,7 @@ def check_trackers(track: str | Iterable[str] | None) -> list[str]:
     install otherwise); builds nothing and writes nothing."""
     names = parse_track(track)
     for name in names:
-        _require("mlflow" if name == "mlflow" else "tensorboard", name)
+        _tracker_library(name)
     return names
 
 

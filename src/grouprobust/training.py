@@ -167,8 +167,9 @@ class _LoopState:
     minibatches done, the epoch's batches (None between epochs) and the position in them, and the loss
     sums not yet reported (kept on the device, as they are summed, so a resumed run sums alike)."""
 
-    def __init__(self, device: torch.device, stage: str):
+    def __init__(self, device: torch.device, stage: str, index_device: torch.device | None = None):
         self.device, self.stage = device, stage
+        self.index_device = index_device or device  # where the method's sampler puts its index tensors
         self.epoch = self.step = self.minibatches = 0
         self.batches: list[torch.Tensor] | None = None
         self.position = self.count = self.since_count = 0
@@ -208,7 +209,7 @@ class _LoopState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = self.device
         self.epoch, self.step, self.minibatches = state["epoch"], state["step"], state["minibatches"]
-        self.batches = None if state["batches"] is None else [b.to(device) for b in state["batches"]]
+        self.batches = None if state["batches"] is None else [b.to(self.index_device) for b in state["batches"]]
         self.position, self.count, self.since_count = 0, state["count"], state["since_count"]
         self.total, self.since = state["total"].to(device), state["since"].to(device)
         self.recent = [t.to(device) for t in state["recent"]]
@@ -376,7 +377,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         # One autocast object re-entered each step (a disabled one still costs ~5 us a step on a CPU).
         precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        loop = _LoopState(device, stage)
+        loop = _LoopState(device, stage, data.index_device)
         if checkpoints is not None and checkpoints.resume is not None:
             saved = checkpoints.resume
             loop.load_state_dict(saved["loop"])

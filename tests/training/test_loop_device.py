@@ -199,3 +199,25 @@ def test_features_amp_runs_the_backbone_under_autocast(tmp_path):
     assert modes and not any(modes[:len(modes) // 2]) and all(modes[len(modes) // 2:])
     assert mixed.dtype == np.float32 and mixed.shape == full.shape
     assert np.allclose(mixed, full, rtol=0.05, atol=0.5) and not np.array_equal(mixed, full)
+
+
+@pytest.mark.parametrize("name", LOOP_METHODS)
+def test_samplers_keep_indices_beside_host_held_inputs(name):
+    """With images or tokens on the host and the model on a GPU, every sampler's index tensors stay on the
+    CPU: gathering the batch's rows then reads no device tensor back (one sync per step otherwise). The
+    GPU is played by the meta device, which any index moved to ``data.device`` would land on."""
+    trainer, method = method_on(name, 320, 32)
+    method.data.device, method.data.index_device = torch.device("meta"), torch.device("cpu")
+    devices = {idx.device.type for idx in method.batches()}
+    assert devices == {"cpu"}
+
+
+def test_host_held_inputs_are_indexed_from_the_cpu_and_features_from_their_device():
+    from grouprobust.data.dataset import GroupDataset
+
+    y, a = torch.tensor([0, 1, 0, 1]).numpy(), torch.tensor([0, 0, 1, 1]).numpy()
+    images = GroupDataset(torch.zeros(4, 3, 2, 2, dtype=torch.uint8).numpy(), y, a, n_classes=2, n_attrs=2,
+                          inputs="image")
+    features = GroupDataset(torch.zeros(4, 3).numpy(), y, a, n_classes=2, n_attrs=2)
+    assert TrainData(images, torch.device("meta")).index_device == torch.device("cpu")
+    assert TrainData(features, torch.device("meta")).index_device == torch.device("meta")

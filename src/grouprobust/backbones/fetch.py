@@ -7,22 +7,14 @@ import importlib
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from grouprobust.errors import GroupRobustError
+from grouprobust.optional import import_optional
 
 HF_HOST = "huggingface.co"
 
 
 def require(module: str, extra: str) -> Any:
-    """The imported ``module``, or one line naming the extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise GroupRobustError(f"this backbone needs {module}, which is not installed; "
-                               f"pip install 'grouprobust[{extra}]'", subject="backbone") from None
-    except Exception as err:  # installed but broken, e.g. torchvision built for another torch
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise GroupRobustError(f"{module} is installed but cannot be imported ({first}); install the {module} build "
-                               "that matches your torch version", subject="backbone") from None
+    """The imported ``module`` a backbone needs, or one line naming the extra that installs it."""
+    return import_optional(module, extra, "this backbone", subject="backbone")
 
 
 def unreachable(host: str, timeout_s: float = 3.0) -> OSError | None:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-
 from torch import nn
 
 from grouprobust.errors import GroupRobustError
+from grouprobust.optional import import_optional
 
 
 def apply_lora(module: nn.Module, rank: int, alpha: float, dropout: float) -> nn.Module:
     """``module`` with LoRA adapters of ``rank`` (scaled by ``alpha / rank``, ``dropout`` on their input) injected
     into every ``nn.Linear`` (attention and projection layers), in place; only the adapters' parameters
     require gradients afterwards. At initialisation the output is unchanged (the adapters' B matrices are 0)."""
-    try:
-        peft = importlib.import_module("peft")
-    except ImportError:
-        raise GroupRobustError("finetune=lora needs peft, which is not installed; pip install peft",
-                               subject="backbone") from None
+    peft = import_optional("peft", "lora", "finetune=lora", subject="backbone")
     if rank < 1:
         raise GroupRobustError(f"LoRA rank must be at least 1, got {rank}", subject="backbone")
     targets = [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear)]

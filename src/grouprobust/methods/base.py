@@ -37,6 +37,9 @@ class TrainData:
         #: and each batch is copied over (`batch`).
         self.on_host = dataset.inputs != "features"
         self.x = dataset.x if self.on_host else torch.as_tensor(dataset.x, device=device)
+        #: Where samplers put their index tensors: beside the inputs they pick, so that gathering a batch of
+        #: host-held images never waits for the device (a device index read back would sync every step).
+        self.index_device = torch.device("cpu") if self.on_host else device
         self.y = torch.as_tensor(dataset.y, device=device)
         self.g = None if dataset.g is None else torch.as_tensor(dataset.g, device=device)
         self.n = len(dataset)
@@ -44,15 +47,16 @@ class TrainData:
         self.n_groups = dataset.n_groups
 
     def batch(self, idx: torch.Tensor) -> Batch:
-        """The `Batch` at indices ``idx`` (on the device, or on the CPU: then copied there)."""
+        """The `Batch` at indices ``idx`` (on `index_device`, or anywhere: then copied), on the device."""
+        rows = self.host_rows(idx) if self.on_host else None  # gathered with the host index, before it moves
         idx = idx.to(self.device, non_blocking=True)
         g = None if self.g is None else self.g[idx]
-        x = self.host_rows(idx) if self.on_host else self.x[idx]
-        return Batch(idx, x, self.y[idx], g)
+        return Batch(idx, self.x[idx] if rows is None else rows, self.y[idx], g)
 
     def host_rows(self, idx: torch.Tensor) -> torch.Tensor:
         """The host-held inputs at ``idx`` on the device: images as float in [0, 1] (the model's input module
-        normalises and augments them), token ids as int64. Pinned and copied asynchronously on CUDA."""
+        normalises and augments them), token ids as int64. Pinned and copied asynchronously on CUDA. ``idx``
+        is on the CPU (`index_device`); an index on the device is read back first, a synchronisation."""
         rows = torch.from_numpy(np.ascontiguousarray(self.x[idx.cpu().numpy()]))
         cuda = self.device.type == "cuda"
         if cuda:
@@ -107,7 +111,7 @@ class Method(MethodDeclaration):
         `grouprobust.methods.context.MethodContext` (build models, train a stage 1, the validation split)."""
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """One epoch of index tensors: `epoch_order` cut into minibatches (views, on the device).
+        """One epoch of index tensors: `epoch_order` cut into minibatches (views, on `TrainData.index_device`).
 
         The loop draws the whole epoch when it begins (a checkpoint keeps the batches still to come)."""
         return iter(self.epoch_order().split(self.batch_size))
@@ -117,9 +121,9 @@ class Method(MethodDeclaration):
         return -(-self.data.n // self.batch_size)
 
     def epoch_order(self) -> torch.Tensor:
-        """The indices one epoch of `batches` trains on, in order, on the device: a seeded shuffle (drawn on
-        the CPU, copied once per epoch, not once per step)."""
-        return torch.randperm(self.data.n, generator=self.generator).to(self.data.device)
+        """The indices one epoch of `batches` trains on, in order, on `TrainData.index_device`: a seeded
+        shuffle (drawn on the CPU; copied to the device once per epoch when the inputs live there)."""
+        return torch.randperm(self.data.n, generator=self.generator).to(self.data.index_device)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The scalar objective for one minibatch."""

@@ -63,7 +63,7 @@ class JTT(Method):
 
     def batches(self) -> Iterator[torch.Tensor]:
         perm = torch.randperm(len(self.epoch_indices), generator=self.generator)
-        return iter(self.epoch_indices[perm].to(self.data.device).split(self.batch_size))
+        return iter(self.epoch_indices[perm].to(self.data.index_device).split(self.batch_size))
 
     def batches_per_epoch(self) -> int:
         return -(-len(self.epoch_indices) // self.batch_size)

@@ -77,7 +77,7 @@ class WeightedSampling(Method):
         # One draw for the whole epoch: a draw per batch would rebuild the O(n) table every step.
         draws = torch.multinomial(self.sample_probs, n_batches * self.batch_size, replacement=True,
                                   generator=self.generator)
-        return draws.to(self.data.device)
+        return draws.to(self.data.index_device)
 
 
 @register_method
