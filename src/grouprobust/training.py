@@ -167,9 +167,9 @@ class _LoopState:
     minibatches done, the epoch's batches (None between epochs) and the position in them, and the loss
     sums not yet reported (kept on the device, as they are summed, so a resumed run sums alike)."""
 
-    def __init__(self, device: torch.device, stage: str, index_device: torch.device | None = None):
+    def __init__(self, device: torch.device, stage: str, index_device: torch.device):
         self.device, self.stage = device, stage
-        self.index_device = index_device or device  # where the method's sampler puts its index tensors
+        self.index_device = index_device  # where the method's sampler puts its index tensors
         self.epoch = self.step = self.minibatches = 0
         self.batches: list[torch.Tensor] | None = None
         self.position = self.count = self.since_count = 0

@@ -22,11 +22,16 @@ def check_analysis_out(path: Path, force: bool = False) -> Path:
     unless ``force`` holding no ``report.md`` or ``info.json`` (an earlier analysis, or a user's own
     files). Raises a one-line `GroupRobustError` otherwise; call it before any work."""
     path = check_output_path(path, "analysis directory")
+    _refuse_analysis_files(path, force)
+    return path
+
+
+def _refuse_analysis_files(path: Path, force: bool) -> None:
+    """Unless ``force``, a one-line error when ``path`` holds an earlier analysis's (or a user's) report files."""
     present = files_in_the_way(path, MARKERS)
     if present and not force:
         raise GroupRobustError(f"{path} already holds {' and '.join(present)}; choose another output directory, "
                                "or set force to replace the analysis files there", subject="force")
-    return path
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
@@ -53,7 +58,7 @@ class AnalysisDirectory(OutputDirectory):
     def __enter__(self) -> "AnalysisDirectory":
         with ExitStack() as opening:
             opening.enter_context(self.claim())
-            check_analysis_out(self.path, self.force)  # again under the claim
+            _refuse_analysis_files(self.path, self.force)  # again under the claim
             self.remove_stale_stages()
             self._stage = opening.enter_context(self.staging())
             self._open = opening.pop_all()

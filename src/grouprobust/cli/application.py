@@ -75,8 +75,8 @@ class LazyCommands(TyperGroup):
         self.commands.update({name: TyperCommand(name, help=entry.summary) for name, entry in COMMANDS.items()})
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
-        name, stand_in, rest = super().resolve_command(ctx, args)
-        return name, (load_command(name) if name in COMMANDS else stand_in), rest
+        name, _stand_in, rest = super().resolve_command(ctx, args)  # every registered command is a stand-in
+        return name, load_command(name), rest
 
 
 class PipeConsole(Console):

@@ -30,12 +30,17 @@ def check_feature_target(directory: Path, force: bool = False, subject: str = "o
     ``val.npz``, ``test.npz``, ``meta.json``), whoever wrote them. Raises a one-line `GroupRobustError`
     otherwise."""
     directory = check_output_path(directory, "feature directory", subject)
+    _refuse_feature_files(directory, force)
+    return directory
+
+
+def _refuse_feature_files(directory: Path, force: bool) -> None:
+    """Unless ``force``, a one-line error when ``directory`` holds any file of a feature set."""
     present = files_in_the_way(directory, FILES)
     if present and not force:
         what = "a feature set" if "meta.json" in present else ", ".join(present)
         raise GroupRobustError(f"{directory} already holds {what}; choose another output directory, or set force "
                                "to replace those files", subject="force")
-    return directory
 
 
 def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str, Any] | None = None,
@@ -47,7 +52,7 @@ def save_feature_splits(splits: DatasetSplits, directory: Path, source: dict[str
     directory = check_feature_target(directory, force)
     output = OutputDirectory(directory, "feature directory")
     with output.claim():
-        check_feature_target(directory, force)  # again under the claim: another process may have written them
+        _refuse_feature_files(directory, force)  # again under the claim: another process may have written them
         output.remove_stale_stages()
         with output.staging() as stage:
             for ds in splits:
