@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from filelock import FileLock
 
@@ -27,6 +27,8 @@ from grouprobust.errors import GroupRobustError
 from grouprobust.outdir import check_output_path
 
 ENV = "GROUPROBUST_CACHE"
+
+T = TypeVar("T")
 
 
 def cache_root() -> Path:
@@ -86,4 +88,18 @@ def remove_stale(folder: Path, name: str) -> None:
             leftover.unlink(missing_ok=True)
 
 
-__all__ = ["ENV", "cache_folder", "cache_root", "check_free_space", "entry_lock", "entry_name", "remove_stale"]
+def build_once(folder: Path, name: str, done: Path, build: Callable[[], T]) -> T | None:
+    """Build the entry ``folder/name`` unless ``done`` (the file that exists once it is complete) is there:
+    under the entry's lock, after removing what a crashed build left, and only if no other process built it
+    while this one waited. Returns what ``build`` returned, or None when the entry was already built."""
+    if done.is_file():
+        return None
+    with entry_lock(folder, name):
+        if done.is_file():  # built by another process while this one waited
+            return None
+        remove_stale(folder, name)
+        return build()
+
+
+__all__ = ["ENV", "build_once", "cache_folder", "cache_root", "check_free_space", "entry_lock", "entry_name",
+           "remove_stale"]

@@ -26,14 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from grouprobust.backbones.image_input import EVAL_CROP
-from grouprobust.data.disk_cache import (
-    cache_folder,
-    cache_root,
-    check_free_space,
-    entry_lock,
-    entry_name,
-    remove_stale,
-)
+from grouprobust.data.disk_cache import build_once, cache_folder, cache_root, check_free_space, entry_name
 from grouprobust.data.fingerprint import files_digest
 from grouprobust.data.image_loader import ImageFiles, Unreadable, check_workers, collate_images
 from grouprobust.errors import GroupRobustError
@@ -176,11 +169,7 @@ def cached_images(paths: Sequence[str], image_size: int, *, key: str, root: Path
     images = cache_folder(root, "images")
     name = entry_name("images", FORMAT, key, side, paths)
     folder = images / name
-    if not (folder / META).is_file():
-        with entry_lock(images, name):
-            if not (folder / META).is_file():  # built by another process while this one waited
-                remove_stale(images, name)
-                _build(folder, paths, side, key, progress, workers)
+    build_once(images, name, folder / META, lambda: _build(folder, paths, side, key, progress, workers))
     return _open(folder, len(paths), side)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from grouprobust.data.disk_cache import cache_folder, check_free_space, entry_lock, entry_name, remove_stale
+from grouprobust.data.disk_cache import build_once, cache_folder, check_free_space, entry_name
 from grouprobust.errors import GroupRobustError
 from grouprobust.output import write_atomic
 
@@ -109,17 +109,17 @@ def cached_tokens(texts: Sequence[str], tokenizer: Any, max_length: int, *, key:
     folder = cache_folder(root, "tokens")
     name = entry_name("tokens", FORMAT, key, tokenizer_identity(tokenizer), max_length)
     path = folder / f"{name}.npy"
-    if not path.is_file():
-        with entry_lock(folder, name):
-            if not path.is_file():  # written by another process while this one waited
-                remove_stale(folder, name)
-                array = _tokenize(texts, tokenizer, max_length, progress)
-                buffer = io.BytesIO()
-                np.save(buffer, array)
-                check_free_space(folder, buffer.tell() + 2**20, f"the tokens of {len(texts)} texts")
-                write_atomic(path, buffer.getvalue())
-                return array
-    return _read(path, len(texts))
+
+    def build() -> np.ndarray:
+        array = _tokenize(texts, tokenizer, max_length, progress)
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        check_free_space(folder, buffer.tell() + 2**20, f"the tokens of {len(texts)} texts")
+        write_atomic(path, buffer.getvalue())
+        return array
+
+    built = build_once(folder, name, path, build)
+    return built if built is not None else _read(path, len(texts))
 
 
 __all__ = ["cached_tokens", "pad_id", "texts_key", "tokenizer_identity"]
