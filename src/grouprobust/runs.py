@@ -83,7 +83,7 @@ def run(config: RunConfig, out: Path | str | None = None, splits: DatasetSplits 
             splits = splits or load_dataset(config.dataset, config.seed, **config.data)
             result = Trainer(config, splits, device, on_epoch=on_epoch, download=download,
                              checkpoint=checkpoint).fit()
-            annotate(result, [note for note in [splits.meta.get("split_note")] if note])
+            annotate(result, data_notes(splits))
             return result
         with tempfile.TemporaryDirectory() as tmp:  # a two-stage run reads its stage 1 back from disk
             return run(config, Path(tmp) / "run", device=device, on_epoch=on_epoch, save_model=save_model,
@@ -139,7 +139,7 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
                 if not keep_checkpoints:
                     remove_checkpoint(checkpoint)
                 raise
-            annotate(result, [note for note in [splits.meta.get("split_note")] if note])
+            annotate(result, data_notes(splits))
             if save_model and trainer.selected_state is not None:
                 state = trainer.selected_state
                 write_atomic(writer.file(MODEL_FILE), lambda fh: torch.save(state, fh))
@@ -148,6 +148,12 @@ def _run_claimed(config: RunConfig, writer: RunDirectory, splits: DatasetSplits 
     if not two_stage and not keep_checkpoints:
         remove_checkpoint(checkpoint)
     return result
+
+
+def data_notes(splits: DatasetSplits) -> list[str]:
+    """What the data says about itself for the result's notes: how a table's splits were drawn, if it says."""
+    note = splits.meta.get("split_note")
+    return [note] if note else []
 
 
 def annotate(result: RunResult, notes: list[str]) -> None:

@@ -183,6 +183,11 @@ class _LoopState:
         self.total = torch.zeros((), dtype=torch.float64, device=self.device)
         self.recent = []
 
+    def finished(self, epochs: int, max_steps: int) -> bool:
+        """Whether training is over: ``max_steps`` optimizer steps done when set, else ``epochs`` epochs done
+        with none in progress."""
+        return self.step >= max_steps if max_steps else self.batches is None and self.epoch >= epochs
+
     def check_recent(self) -> None:
         """Check the unchecked losses (`_checked_sum`) and add them to the epoch's and the report's sums."""
         if not self.recent:
@@ -389,8 +394,8 @@ class Trainer:
                 method.loss_fn.on_epoch(loop.epoch)  # resumed inside an epoch
 
         def checkpoint_if_due(due: bool) -> None:
-            if (loop.batches is None and loop.epoch >= epochs) if not max_steps else (loop.step >= max_steps):
-                return  # training is over: nothing left to resume
+            if loop.finished(epochs, max_steps):
+                return  # nothing left to resume
             stop = checkpoints.stop.signum if checkpoints.stop is not None else 0
             if due or stop:
                 checkpoints.save({"loop": loop.state_dict(), "optimizer": optimizer.state_dict(),
@@ -403,7 +408,7 @@ class Trainer:
         trained = wrap_model(model)  # DistributedDataParallel under torchrun, else the model itself
         while True:
             if loop.batches is None:  # between epochs
-                if (loop.epoch >= epochs) if not max_steps else (loop.step >= max_steps):
+                if loop.finished(epochs, max_steps):
                     break
                 loop.begin_epoch(list(method.batches()))
                 if hasattr(method.loss_fn, "on_epoch"):  # epoch-dependent losses (e.g. deferred re-weighting)
